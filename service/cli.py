@@ -1,0 +1,181 @@
+"""The `ckd-cds` command (clinical spec §9): egfr, kfre, assess, config, serve.
+
+Exit status 0 with exactly one JSON object on stdout; 2 with one line on stderr for bad arguments or input; never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any, NoReturn
+
+from service.clinical.assess import assess, assessment_to_json
+from service.clinical.equations import EQUATIONS, CREATININE_UMOL_PER_MG_DL, EgfrInputs, MissingInput, Sex, calculate_egfr
+from service.clinical.kfre import MG_G_PER_MG_MMOL, ExtraLabs, Region, kfre
+from service.clinical.thresholds import thresholds_to_dict
+from service.config import ConfigError, config_version, load_thresholds
+from service.fhir.adapter import AdapterError, record_from_bundle
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad arguments or input: one line on stderr, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus a message; the contract asks for one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def positive(name: str) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--{name} must be a number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"--{name} must be positive")
+        return value
+
+    return parse
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="ckd-cds", description="CKD detection and KDIGO decision support.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    egfr = sub.add_parser("egfr", help="compute eGFR with a named equation")
+    egfr.add_argument("--equation", required=True, choices=sorted(EQUATIONS))
+    egfr.add_argument("--age", required=True, type=positive("age"))
+    egfr.add_argument("--sex", required=True, choices=[s.value for s in Sex])
+    egfr.add_argument("--creatinine", type=positive("creatinine"))
+    egfr.add_argument("--creatinine-unit", default="mg/dL", choices=["mg/dL", "umol/L"])
+    egfr.add_argument("--cystatin", type=positive("cystatin"))
+    egfr.add_argument("--height-cm", type=positive("height-cm"))
+
+    k = sub.add_parser("kfre", help="kidney failure risk (Tangri)")
+    k.add_argument("--variables", required=True, type=int, choices=[4, 8])
+    k.add_argument("--region", required=True, choices=[r.value for r in Region])
+    k.add_argument("--age", required=True, type=positive("age"))
+    k.add_argument("--sex", required=True, choices=[s.value for s in Sex])
+    k.add_argument("--egfr", required=True, type=positive("egfr"))
+    k.add_argument("--acr", required=True, type=positive("acr"))
+    k.add_argument("--acr-unit", default="mg/g", choices=["mg/g", "mg/mmol"])
+    for lab in ("albumin", "phosphate", "bicarbonate", "calcium"):
+        k.add_argument(f"--{lab}", type=positive(lab))
+
+    a = sub.add_parser("assess", help="assess one patient's FHIR Bundle")
+    a.add_argument("file")
+    a.add_argument("--as-of", required=True)
+    a.add_argument("--config")
+
+    cfg = sub.add_parser("config", help="validate or show the threshold configuration")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, parser_class=OneLineParser)
+    cfg_sub.add_parser("validate").add_argument("file")
+    cfg_sub.add_parser("show").add_argument("--config")
+
+    serve = sub.add_parser("serve", help="run the CDS Hooks service")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--config", default=None)
+    serve.add_argument("--dev", action="store_true", help="Flask development server instead of gunicorn")
+    return parser
+
+
+def run_egfr(args: argparse.Namespace) -> dict[str, Any]:
+    scr = args.creatinine
+    if scr is not None and args.creatinine_unit == "umol/L":
+        scr /= CREATININE_UMOL_PER_MG_DL
+    inputs = EgfrInputs(age=args.age, sex=Sex(args.sex), creatinine=scr, cystatin=args.cystatin, height_cm=args.height_cm)
+    try:
+        value = calculate_egfr(args.equation, inputs)
+    except MissingInput as exc:
+        raise UsageError(f"{args.equation}: {exc}") from None
+    return {"egfr": value, "equation": args.equation, "unit": "mL/min/1.73m2"}
+
+
+def run_kfre(args: argparse.Namespace) -> dict[str, Any]:
+    extra = None
+    if args.variables == 8:
+        missing = [lab for lab in ("albumin", "phosphate", "bicarbonate", "calcium") if getattr(args, lab) is None]
+        if missing:
+            raise UsageError(f"--variables 8 needs --{missing[0]}")
+        extra = ExtraLabs(albumin=args.albumin, phosphate=args.phosphate, bicarbonate=args.bicarbonate, calcium=args.calcium)
+    acr = args.acr * MG_G_PER_MG_MMOL if args.acr_unit == "mg/mmol" else args.acr
+    result = kfre(age=args.age, sex=Sex(args.sex), egfr=args.egfr, acr_mg_g=acr, region=Region(args.region), extra=extra)
+    return {"risk_2y": result.risk_2y, "risk_5y": result.risk_5y, "variables": result.variables, "region": args.region}
+
+
+def read_json_file(path: str) -> Any:
+    """JSON, or gzip-compressed JSON (.gz), from a file; errors become one-line usage errors."""
+    try:
+        raw = Path(path).read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        return json.loads(raw)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc.__class__.__name__}") from None
+    except (ValueError, EOFError):
+        raise UsageError(f"{path} is not valid JSON") from None
+
+
+def parse_as_of(text: str) -> date:
+    try:
+        if len(text) != 10:
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--as-of must be a date YYYY-MM-DD, got {text!r}") from None
+
+
+def run_assess(args: argparse.Namespace) -> dict[str, Any]:
+    as_of = parse_as_of(args.as_of)
+    thresholds = load_thresholds(args.config)
+    record = record_from_bundle(read_json_file(args.file))
+    result = assessment_to_json(assess(record, as_of, thresholds))
+    result["as_of"] = args.as_of
+    return result
+
+
+def run_config(args: argparse.Namespace) -> dict[str, Any]:
+    path = args.file if args.config_command == "validate" else args.config
+    thresholds = load_thresholds(path)
+    if args.config_command == "validate":
+        return {"valid": True, "file": path, "version": config_version(thresholds)}
+    return {"version": config_version(thresholds), "config": thresholds_to_dict(thresholds)}
+
+
+def run_serve(args: argparse.Namespace) -> dict[str, Any]:
+    from service.web.serve import serve
+
+    serve(host=args.host, port=args.port, config=args.config, dev=args.dev)
+    return {}
+
+
+COMMANDS = {"egfr": run_egfr, "kfre": run_kfre, "assess": run_assess, "config": run_config, "serve": run_serve}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        result = COMMANDS[args.command](args)
+    except (UsageError, ConfigError, AdapterError) as exc:
+        print(f"ckd-cds: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command != "serve":
+        sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Typed patient record: what the FHIR adapter produces and the engine consumes.
+
+Values are already in canonical units (creatinine mg/dL, cystatin mg/L, height cm, potassium mmol/L, HbA1c %,
+albumin g/dL, phosphate and calcium mg/dL, bicarbonate mmol/L); urine ratios keep their classified unit (spec §3.3).
+Everything after the adapter trusts these values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+
+from service.clinical.codes import ConditionConcept
+from service.clinical.equations import Sex
+from service.clinical.medications import DrugClass
+
+
+class Comparator(StrEnum):
+    LT = "<"
+    LE = "<="
+    GE = ">="
+    GT = ">"
+
+
+# Spec §4.4.4: "<" means the true value is below the number, so it is classified as number − 1e-9.
+LESS_THAN_EPSILON = 1e-9
+
+
+def classification_value(value: float, comparator: Comparator | None) -> float:
+    """The value used for category comparisons; arithmetic (eGFR, acr_mg_g, KFRE) uses the number itself."""
+    return value - LESS_THAN_EPSILON if comparator is Comparator.LT else value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LabValue:
+    """One numeric result in its canonical unit."""
+
+    date: date
+    value: float
+    comparator: Comparator | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportedEgfr:
+    """A laboratory-reported CKD-EPI 2021 eGFR (LOINC 98979-8 or 98980-6), used only as the S7 fallback."""
+
+    date: date
+    value: float
+    equation: str
+    comparator: Comparator | None = None
+
+
+class UrineKind(StrEnum):
+    ACR = "acr"
+    PCR = "pcr"
+    DIPSTICK = "dipstick"
+
+
+class UrineUnit(StrEnum):
+    MG_G = "mg/g"
+    MG_MMOL = "mg/mmol"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UrineTest:
+    """A urine albumin or protein test: a ratio in its classified unit, or a dipstick grade (spec §3.3, §4.2)."""
+
+    date: date
+    kind: UrineKind
+    value: float | None = None  # ratios: number in `unit`; None for a dipstick
+    unit: UrineUnit | None = None
+    grade: str | None = None  # dipstick: negative, trace, 1+, 2+, 3+, 4+
+    comparator: Comparator | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConditionFact:
+    """A Condition reduced to its concepts, dates and whether it counts (spec §9.5, S13)."""
+
+    concepts: frozenset[ConditionConcept]
+    counted: bool  # False when inactive/resolved or entered-in-error/refuted
+    onset_datetime: date | None = None
+    onset_period_start: date | None = None
+    recorded: date | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MedicationFact:
+    """An active or on-hold MedicationRequest reduced to its ingredients and classes (spec §7.3)."""
+
+    ingredients: frozenset[str]
+    classes: frozenset[DrugClass]
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejected:
+    """A resource or value the adapter could not use, with the reason; reported, never fatal."""
+
+    resource: str  # "Observation/123" or "Observation#4" when it has no id
+    why: str
+
+
+@dataclass(slots=True, kw_only=True)
+class PatientRecord:
+    """One patient's data, in canonical units, ready for the engine."""
+
+    sex: Sex | None = None
+    birth_date: date | None = None
+    creatinine: list[LabValue] = field(default_factory=list)
+    cystatin: list[LabValue] = field(default_factory=list)
+    reported_egfr: list[ReportedEgfr] = field(default_factory=list)
+    height_cm: list[LabValue] = field(default_factory=list)
+    urine: list[UrineTest] = field(default_factory=list)
+    potassium: list[LabValue] = field(default_factory=list)
+    hba1c: list[LabValue] = field(default_factory=list)
+    albumin: list[LabValue] = field(default_factory=list)
+    phosphate: list[LabValue] = field(default_factory=list)
+    bicarbonate: list[LabValue] = field(default_factory=list)
+    calcium: list[LabValue] = field(default_factory=list)
+    conditions: list[ConditionFact] = field(default_factory=list)
+    medications: list[MedicationFact] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)

@@ -1,0 +1,353 @@
+"""Recommendation rules (clinical spec §7): triggers, suppressions, indicators, each with its guideline source.
+
+Every rule evaluates independently and reads only the derived facts in `RuleContext`. A rule that compares eGFR is
+false when there is no eGFR (§7.1). Drug-start rules need an adult and are suppressed for dialysis and transplant
+(KDIGO 2024 treatment statements exclude KRT), except the statin rule for transplant recipients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+
+from service.clinical.categories import AStage
+from service.clinical.codes import ConditionConcept
+from service.clinical.kfre import KfreResult
+from service.clinical.medications import DrugClass
+from service.clinical.record import LabValue, MedicationFact, UrineKind, UrineUnit, classification_value
+from service.clinical.staging import ADULT_AGE, Staging, days
+from service.clinical.thresholds import Thresholds
+
+
+class RuleId(StrEnum):
+    PROBLEM_LIST = "problem_list"
+    ACR_TEST = "acr_test"
+    AKI_CAUTION = "aki_caution"
+    METFORMIN_STOP = "metformin_stop"
+    METFORMIN_REDUCE = "metformin_reduce"
+    NSAID_AVOID = "nsaid_avoid"
+    SGLT2I = "sglt2i"
+    RASI = "rasi"
+    FINERENONE = "finerenone"
+    GLP1RA = "glp1ra"
+    STATIN = "statin"
+    NEPHROLOGY_REFERRAL = "nephrology_referral"
+    KRT_PLANNING = "krt_planning"
+    PROGRESSION_REVIEW = "progression_review"
+
+
+class Indicator(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+# Output order of `recommendations` (§7.4); care gaps are listed separately.
+RECOMMENDATION_ORDER = (
+    RuleId.AKI_CAUTION, RuleId.METFORMIN_STOP, RuleId.METFORMIN_REDUCE, RuleId.NSAID_AVOID, RuleId.SGLT2I,
+    RuleId.RASI, RuleId.FINERENONE, RuleId.GLP1RA, RuleId.STATIN, RuleId.NEPHROLOGY_REFERRAL,
+    RuleId.KRT_PLANNING, RuleId.PROGRESSION_REVIEW,
+)  # fmt: skip
+CARE_GAPS = {RuleId.PROBLEM_LIST: "ckd_not_on_problem_list", RuleId.ACR_TEST: "no_acr_12_months"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleOutcome:
+    """A rule that fired (suppressed_by None) or whose trigger held but was suppressed."""
+
+    rule: RuleId
+    indicator: Indicator
+    suppressed_by: str | None = None
+
+    @property
+    def fired(self) -> bool:
+        return self.suppressed_by is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleContext:
+    """The derived facts of §7.1 at `as_of`."""
+
+    staging: Staging
+    kfre: KfreResult | None
+    thresholds: Thresholds
+    medications: tuple[MedicationFact, ...]
+    potassium: LabValue | None
+    hba1c: LabValue | None
+    sumida_acr: float | None  # estimated ACR of the latest urine test when it is a PCR
+
+    @property
+    def as_of(self) -> date:
+        return self.staging.as_of
+
+    @property
+    def adult(self) -> bool:
+        return self.staging.age_now is not None and self.staging.age_now >= ADULT_AGE
+
+    @property
+    def krt(self) -> bool:
+        return self.staging.dialysis or self.staging.kidney_transplant
+
+    @property
+    def egfr(self) -> float | None:
+        return None if self.staging.egfr is None else self.staging.egfr.staging_value
+
+    def egfr_below(self, limit: float) -> bool:
+        return self.egfr is not None and self.egfr < limit
+
+    def egfr_at_least(self, limit: float) -> bool:
+        return self.egfr is not None and self.egfr >= limit
+
+    @property
+    def u_quant(self) -> bool:
+        """The latest urine test is an ACR or a PCR, not a dipstick."""
+        latest = self.staging.albuminuria
+        return latest is not None and latest.test.kind is not UrineKind.DIPSTICK
+
+    def acr_ge(self, mg_g: float) -> bool:
+        """§7.1 acr_ge(X): native ACR against X mg/g or X/10 mg/mmol; a PCR through its Sumida ACR."""
+        latest = self.staging.albuminuria
+        if latest is None:
+            return False
+        test = latest.test
+        if test.kind is UrineKind.ACR:
+            assert test.value is not None
+            limit = mg_g / 10 if test.unit is UrineUnit.MG_MMOL else mg_g
+            return classification_value(test.value, test.comparator) >= limit
+        if test.kind is UrineKind.PCR:
+            return self.sumida_acr is not None and self.sumida_acr >= mg_g
+        return False
+
+    def has(self, concept: ConditionConcept) -> bool:
+        return self.staging.facts.has(concept)
+
+    @property
+    def t2d(self) -> bool:
+        return self.has(ConditionConcept.T2D)
+
+    @property
+    def diabetes(self) -> bool:
+        return self.staging.facts.diabetes
+
+    def on(self, *classes: DrugClass) -> bool:
+        return any(med.classes & set(classes) for med in self.medications)
+
+    @property
+    def recent_aki(self) -> bool:
+        lookback = self.thresholds.aki_caution.lookback_days
+        dates = [e.date for e in self.staging.excluded if e.why == "aki"] + list(self.staging.facts.aki_onsets)
+        return any(0 <= days(d, self.as_of) <= lookback for d in dates)
+
+    @property
+    def kfre_referral(self) -> bool:
+        t = self.thresholds.nephrology_referral
+        return self.kfre is not None and (self.kfre.risk_5y >= t.kfre_5y_min or self.kfre.risk_2y > t.kfre_2y_mdc)
+
+
+Rule = Callable[[RuleContext], RuleOutcome | None]
+
+
+def _fire(rule: RuleId, indicator: Indicator = Indicator.INFO, suppressed_by: str | None = None) -> RuleOutcome:
+    return RuleOutcome(rule=rule, indicator=indicator, suppressed_by=suppressed_by)
+
+
+def rule_problem_list(c: RuleContext) -> RuleOutcome | None:
+    """CKD meets the KDIGO definition but no CKD diagnosis is coded (KDIGO 2024 ch. 1, ungraded)."""
+    s = c.staging
+    if not (s.ckd and c.thresholds.problem_list.enabled):
+        return None
+    serious = s.kdigo_risk in ("high", "very high") or c.krt
+    indicator = Indicator.WARNING if serious else Indicator.INFO
+    if c.has(ConditionConcept.CKD_DIAGNOSIS):
+        return _fire(RuleId.PROBLEM_LIST, indicator, "ckd_coded")
+    return _fire(RuleId.PROBLEM_LIST, indicator)
+
+
+def rule_acr_test(c: RuleContext) -> RuleOutcome | None:
+    """No urine ACR within the interval (KDIGO 2024 PP 2.1.1; ADA 2024 §11 yearly UACR in diabetes)."""
+    t = c.thresholds.acr_test
+    at_risk = t.include_risk_groups and (
+        c.diabetes or c.has(ConditionConcept.HYPERTENSION) or c.egfr_below(60)
+    )
+    if not (c.staging.ckd or at_risk):
+        return None
+    if any(u.kind is UrineKind.ACR and days(u.date, c.as_of) <= t.max_age_days for u in c.staging.urine):
+        return None
+    return _fire(RuleId.ACR_TEST, suppressed_by="dialysis" if c.staging.dialysis else None)
+
+
+def rule_rasi(c: RuleContext) -> RuleOutcome | None:
+    """ACEi or ARB for albuminuric CKD (KDIGO 2024 Rec 3.6.1 1B, 3.6.2 2C, 3.6.3 1B; never combine, 3.6.4)."""
+    s, t = c.staging, c.thresholds.rasi
+    if not (c.adult and not c.krt and s.ckd and c.egfr_at_least(t.min_egfr) and c.u_quant):
+        return None
+    eligible = s.a_stage is AStage.A3 or (
+        s.a_stage is AStage.A2 and (c.diabetes or t.include_a2_nondiabetic)
+    )
+    if not eligible:
+        return None
+    if c.on(DrugClass.ACEI, DrugClass.ARB, DrugClass.DRI):
+        return _fire(RuleId.RASI, suppressed_by="on_rasi")
+    if c.potassium is not None and c.potassium.value > t.max_potassium:
+        return _fire(RuleId.RASI, suppressed_by="potassium_high")
+    return _fire(RuleId.RASI)
+
+
+def rule_sglt2i(c: RuleContext) -> RuleOutcome | None:
+    """SGLT2 inhibitor (KDIGO 2024 Rec 3.7.1 1A, 3.7.2 1A, 3.7.3 2B)."""
+    s, t = c.staging, c.thresholds.sglt2i
+    if not (c.adult and not c.krt and s.ckd and c.egfr_at_least(t.min_egfr)):
+        return None
+    low_acr = t.include_low_acr and c.egfr is not None and c.egfr <= t.low_acr_max_egfr
+    if not (c.t2d or c.has(ConditionConcept.HEART_FAILURE) or c.acr_ge(t.acr_mg_g) or low_acr):
+        return None
+    if c.on(DrugClass.SGLT2I):
+        return _fire(RuleId.SGLT2I, suppressed_by="on_sglt2i")
+    if c.has(ConditionConcept.T1D):
+        return _fire(RuleId.SGLT2I, suppressed_by="type_1_diabetes")
+    return _fire(RuleId.SGLT2I)
+
+
+def rule_finerenone(c: RuleContext) -> RuleOutcome | None:
+    """Non-steroidal MRA in T2D with albuminuria despite RASi (KDIGO 2024 Rec 3.8.1 2A; FDA label K+ ≤ 5.0)."""
+    s, t = c.staging, c.thresholds.finerenone
+    albuminuric = c.u_quant and s.a_stage in (AStage.A2, AStage.A3)
+    if not (c.adult and not c.krt and s.ckd and c.t2d and c.egfr_at_least(t.min_egfr) and albuminuric):
+        return None
+    if not c.on(DrugClass.ACEI, DrugClass.ARB):
+        return None
+    if c.on(DrugClass.NS_MRA, DrugClass.STEROIDAL_MRA):
+        return _fire(RuleId.FINERENONE, suppressed_by="on_mra")
+    if c.potassium is not None and c.potassium.value > t.max_potassium:
+        return _fire(RuleId.FINERENONE, suppressed_by="potassium_high")
+    return _fire(RuleId.FINERENONE)
+
+
+def rule_glp1ra(c: RuleContext) -> RuleOutcome | None:
+    """Long-acting GLP-1 RA (KDIGO 2022 Diabetes-in-CKD / KDIGO 2024 ch. 3, 1B; mode `ada`: ADA 2024)."""
+    t = c.thresholds.glp1ra
+    if not (c.adult and not c.krt and c.staging.ckd and c.t2d):
+        return None
+    if t.mode == "kdigo":
+        above_target = c.hba1c is not None and c.hba1c.value >= t.hba1c_target
+        metformin_done = c.on(DrugClass.METFORMIN) or c.egfr_below(30)
+        sglt2i_done = c.on(DrugClass.SGLT2I) or c.egfr_below(20)
+        if not (above_target and metformin_done and sglt2i_done):
+            return None
+    if c.on(DrugClass.GLP1RA):
+        return _fire(RuleId.GLP1RA, suppressed_by="on_glp1ra")
+    return _fire(RuleId.GLP1RA)
+
+
+def rule_statin(c: RuleContext) -> RuleOutcome | None:
+    """Statin in CKD (KDIGO 2013 Lipid: ≥ 50 y 1A/1B; 18–49 with diabetes 2A; transplant 2B; dialysis: do not start)."""
+    s, t = c.staging, c.thresholds.statin
+    if not (c.adult and s.ckd):
+        return None
+    age_ok = s.age_now is not None and s.age_now >= t.min_age
+    if not (age_ok or s.kidney_transplant or (c.diabetes and t.young_with_diabetes)):
+        return None
+    if s.dialysis:
+        return _fire(RuleId.STATIN, suppressed_by="dialysis")
+    if c.on(DrugClass.STATIN):
+        return _fire(RuleId.STATIN, suppressed_by="on_statin")
+    return _fire(RuleId.STATIN)
+
+
+def rule_metformin_reduce(c: RuleContext) -> RuleOutcome | None:
+    """Metformin at eGFR 30–44: reduce dose, recheck (FDA label 2016; Lipska, Diabetes Care 2011)."""
+    t = c.thresholds.metformin
+    if c.on(DrugClass.METFORMIN) and not c.staging.dialysis and c.egfr is not None:
+        if t.stop_below_egfr <= c.egfr < t.reduce_below_egfr:
+            return _fire(RuleId.METFORMIN_REDUCE, Indicator.WARNING)
+    return None
+
+
+def rule_metformin_stop(c: RuleContext) -> RuleOutcome | None:
+    """Metformin contraindicated below eGFR 30 or on dialysis (FDA label; KDIGO 2022 Diabetes-in-CKD Rec 4.1.1)."""
+    if c.on(DrugClass.METFORMIN) and (c.staging.dialysis or c.egfr_below(c.thresholds.metformin.stop_below_egfr)):
+        return _fire(RuleId.METFORMIN_STOP, Indicator.WARNING)
+    return None
+
+
+def rule_nsaid_avoid(c: RuleContext) -> RuleOutcome | None:
+    """Avoid NSAIDs in CKD (KDIGO 2012 CKD ch. 4: avoid < 30, not prolonged < 60, not with lithium or RAS blockade)."""
+    if not (c.on(DrugClass.NSAID) and (c.staging.ckd or c.egfr_below(c.thresholds.nsaid.max_egfr))):
+        return None
+    severe = c.egfr_below(30) or c.on(DrugClass.ACEI, DrugClass.ARB, DrugClass.DRI, DrugClass.LITHIUM)
+    return _fire(RuleId.NSAID_AVOID, Indicator.WARNING if severe else Indicator.INFO)
+
+
+def progression_flag(c: RuleContext) -> bool:
+    p = c.staging.progression
+    return p is not None and (p.certain_drop or p.rapid is True)
+
+
+def rule_nephrology_referral(c: RuleContext) -> RuleOutcome | None:
+    """Refer to nephrology (KDIGO 2012 Rec 5.1.1; KDIGO 2024 Rec 2.2.1 1A, PP 2.2.1, PP 2.2.2)."""
+    s, t = c.staging, c.thresholds.nephrology_referral
+    if not s.ckd:
+        return None
+    a3_quant = c.u_quant and s.a_stage is AStage.A3
+    progression = t.on_progression and progression_flag(c)
+    if not (c.egfr_below(t.max_egfr) or a3_quant or c.kfre_referral or progression):
+        return None
+    indicator = Indicator.WARNING if c.egfr_below(30) or c.kfre_referral else Indicator.INFO
+    return _fire(RuleId.NEPHROLOGY_REFERRAL, indicator, "krt" if c.krt else None)
+
+
+def rule_krt_planning(c: RuleContext) -> RuleOutcome | None:
+    """Prepare for KRT (KDIGO 2024 PP 2.2.3, 2-year risk > 40 %; KDIGO 2012 ch. 5, G5)."""
+    t = c.thresholds.krt_planning
+    high_risk = c.kfre is not None and c.kfre.risk_2y > t.kfre_2y
+    if not (c.staging.ckd and (c.egfr_below(t.max_egfr) or high_risk)):
+        return None
+    return _fire(RuleId.KRT_PLANNING, Indicator.WARNING, "dialysis" if c.staging.dialysis else None)
+
+
+def rule_progression_review(c: RuleContext) -> RuleOutcome | None:
+    """Certain drop or rapid decline (KDIGO 2012 Rec 2.1.3; KDIGO 2024 PP 2.1.3)."""
+    if not (c.thresholds.progression_review.enabled and progression_flag(c)):
+        return None
+    return _fire(RuleId.PROGRESSION_REVIEW, Indicator.WARNING, "dialysis" if c.staging.dialysis else None)
+
+
+def rule_aki_caution(c: RuleContext) -> RuleOutcome | None:
+    """Recent AKI: eGFR equations assume a steady state; do not stage, repeat creatinine (KDIGO 2012 AKI)."""
+    if not c.recent_aki:
+        return None
+    return _fire(RuleId.AKI_CAUTION, Indicator.WARNING, "dialysis" if c.staging.dialysis else None)
+
+
+RULES: dict[RuleId, Rule] = {
+    RuleId.PROBLEM_LIST: rule_problem_list,
+    RuleId.ACR_TEST: rule_acr_test,
+    RuleId.AKI_CAUTION: rule_aki_caution,
+    RuleId.METFORMIN_STOP: rule_metformin_stop,
+    RuleId.METFORMIN_REDUCE: rule_metformin_reduce,
+    RuleId.NSAID_AVOID: rule_nsaid_avoid,
+    RuleId.SGLT2I: rule_sglt2i,
+    RuleId.RASI: rule_rasi,
+    RuleId.FINERENONE: rule_finerenone,
+    RuleId.GLP1RA: rule_glp1ra,
+    RuleId.STATIN: rule_statin,
+    RuleId.NEPHROLOGY_REFERRAL: rule_nephrology_referral,
+    RuleId.KRT_PLANNING: rule_krt_planning,
+    RuleId.PROGRESSION_REVIEW: rule_progression_review,
+}
+
+
+def evaluate_rules(context: RuleContext) -> list[RuleOutcome]:
+    """Every rule, independently; the list holds fired and suppressed outcomes, in RULES order."""
+    return [outcome for rule in RULES.values() if (outcome := rule(context)) is not None]
+
+
+def sumida_for_rules(staging: Staging) -> float | None:
+    """The Sumida ACR of the latest urine test when it is a PCR (for acr_ge)."""
+    latest = staging.albuminuria
+    if latest is None or latest.test.kind is not UrineKind.PCR:
+        return None
+    return latest.acr_mg_g
+

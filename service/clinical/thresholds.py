@@ -1,0 +1,179 @@
+"""Recommendation thresholds: the typed configuration the rules read (clinical spec §7.5).
+
+Defaults are the spec's. Only §7 thresholds are configurable; the staging constants in §4–§5 are fixed.
+`config/schema.json` gives each key's allowed range, unit and source; `service.config` validates YAML against it
+and builds these objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProblemList:
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcrTest:
+    max_age_days: int = 365
+    include_risk_groups: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rasi:
+    min_egfr: float = 15
+    include_a2_nondiabetic: bool = True
+    max_potassium: float = 5.0
+    suggested_agents: tuple[str, ...] = ("lisinopril", "losartan")
+    starting_dose: dict[str, str] = field(
+        default_factory=lambda: {
+            "lisinopril": "lisinopril 5 mg once daily",
+            "losartan": "losartan 25 mg once daily",
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sglt2i:
+    min_egfr: float = 20
+    acr_mg_g: float = 200
+    low_acr_max_egfr: float = 45
+    include_low_acr: bool = True
+    suggested_agents: tuple[str, ...] = ("empagliflozin", "dapagliflozin")
+    starting_dose: dict[str, str] = field(
+        default_factory=lambda: {
+            "empagliflozin": "empagliflozin 10 mg once daily",
+            "dapagliflozin": "dapagliflozin 10 mg once daily",
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finerenone:
+    min_egfr: float = 25
+    max_potassium: float = 5.0
+    suggested_agents: tuple[str, ...] = ("finerenone",)
+    starting_dose: dict[str, str] = field(
+        default_factory=lambda: {"finerenone": "finerenone 10 mg once daily (20 mg if eGFR ≥ 60); recheck K+ at 4 weeks"}
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Glp1ra:
+    hba1c_target: float = 7.0
+    mode: str = "kdigo"
+    hba1c_max_age_days: int = 365
+    suggested_agents: tuple[str, ...] = ("semaglutide",)
+    starting_dose: dict[str, str] = field(
+        default_factory=lambda: {"semaglutide": "semaglutide 0.25 mg subcutaneously once weekly"}
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Statin:
+    min_age: int = 50
+    young_with_diabetes: bool = True
+    suggested_agents: tuple[str, ...] = ("atorvastatin",)
+    starting_dose: dict[str, str] = field(default_factory=lambda: {"atorvastatin": "atorvastatin 20 mg once daily"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Metformin:
+    reduce_below_egfr: float = 45
+    stop_below_egfr: float = 30
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Nsaid:
+    max_egfr: float = 60
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NephrologyReferral:
+    max_egfr: float = 30
+    kfre_5y_min: float = 0.05
+    kfre_2y_mdc: float = 0.10
+    on_progression: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KrtPlanning:
+    max_egfr: float = 15
+    kfre_2y: float = 0.40
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProgressionReview:
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AkiCaution:
+    lookback_days: int = 30
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Potassium:
+    max_age_days: int = 90
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KfreSettings:
+    region: str = "north-american"
+    variables: int | str = 4
+    extra_labs_max_age_days: int = 365
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceSettings:
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Thresholds:
+    """All configurable thresholds, grouped as in the YAML file (`sglt2i.min_egfr` is `thresholds.sglt2i.min_egfr`)."""
+
+    problem_list: ProblemList = field(default_factory=ProblemList)
+    acr_test: AcrTest = field(default_factory=AcrTest)
+    rasi: Rasi = field(default_factory=Rasi)
+    sglt2i: Sglt2i = field(default_factory=Sglt2i)
+    finerenone: Finerenone = field(default_factory=Finerenone)
+    glp1ra: Glp1ra = field(default_factory=Glp1ra)
+    statin: Statin = field(default_factory=Statin)
+    metformin: Metformin = field(default_factory=Metformin)
+    nsaid: Nsaid = field(default_factory=Nsaid)
+    nephrology_referral: NephrologyReferral = field(default_factory=NephrologyReferral)
+    krt_planning: KrtPlanning = field(default_factory=KrtPlanning)
+    progression_review: ProgressionReview = field(default_factory=ProgressionReview)
+    aki_caution: AkiCaution = field(default_factory=AkiCaution)
+    potassium: Potassium = field(default_factory=Potassium)
+    kfre: KfreSettings = field(default_factory=KfreSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+
+
+def thresholds_from_dict(data: dict[str, Any]) -> Thresholds:
+    """Build Thresholds from a validated mapping; missing sections and keys take the defaults."""
+    sections = {}
+    for f in fields(Thresholds):
+        section_cls = f.default_factory  # type: ignore[misc]
+        values = dict(data.get(f.name, {}))
+        if "suggested_agents" in values:
+            values["suggested_agents"] = tuple(values["suggested_agents"])
+        if "starting_dose" in values:
+            values["starting_dose"] = {**section_cls().starting_dose, **values["starting_dose"]}
+        sections[f.name] = section_cls(**values)
+    return Thresholds(**sections)
+
+
+def thresholds_to_dict(obj: Any) -> Any:
+    """The inverse of thresholds_from_dict, for `config show` and diffs."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: thresholds_to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, tuple):
+        return list(obj)
+    if isinstance(obj, dict):
+        return dict(obj)
+    return obj

@@ -1,0 +1,97 @@
+"""Threshold configuration: YAML validated against `config/schema.json`, then semantic checks (spec §7.5)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jsonschema
+import yaml
+
+from service.clinical.medications import INGREDIENTS
+from service.clinical.thresholds import Thresholds, thresholds_from_dict, thresholds_to_dict
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+SCHEMA_PATH = CONFIG_DIR / "schema.json"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message is one line naming the key."""
+
+
+@cache
+def schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return loaded
+
+
+def _path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def validate_data(data: Any) -> Thresholds:
+    """Schema validation, then checks a schema cannot express; raises ConfigError with the first problem."""
+    if data is None:
+        data = {}
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        raise ConfigError(f"config {_path(first)}: {first.message}")
+    for problem in semantic_problems(data):
+        raise ConfigError(f"config {problem}")
+    return thresholds_from_dict(data)
+
+
+def semantic_problems(data: dict[str, Any]) -> list[str]:
+    """Ordered thresholds, known agents with doses, and a real time zone."""
+    t = thresholds_from_dict(data)
+    problems = []
+    if t.metformin.stop_below_egfr > t.metformin.reduce_below_egfr:
+        problems.append("metformin.stop_below_egfr: must not exceed metformin.reduce_below_egfr")
+    if t.krt_planning.max_egfr > t.nephrology_referral.max_egfr:
+        problems.append("krt_planning.max_egfr: must not exceed nephrology_referral.max_egfr")
+    if t.sglt2i.min_egfr > t.sglt2i.low_acr_max_egfr:
+        problems.append("sglt2i.min_egfr: must not exceed sglt2i.low_acr_max_egfr")
+    for section in ("rasi", "sglt2i", "finerenone", "glp1ra", "statin"):
+        sec = getattr(t, section)
+        for agent in sec.suggested_agents:
+            if agent not in INGREDIENTS:
+                problems.append(f"{section}.suggested_agents: unknown ingredient {agent!r}")
+            elif agent not in sec.starting_dose:
+                problems.append(f"{section}.starting_dose: no dose for {agent!r}")
+    try:
+        ZoneInfo(t.service.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"service.timezone: unknown time zone {t.service.timezone!r}")
+    return problems
+
+
+def load_yaml(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config is not valid YAML{where}") from None
+
+
+def load_thresholds(path: str | Path | None) -> Thresholds:
+    """Read and validate a YAML file; None gives the spec's defaults."""
+    if path is None:
+        return Thresholds()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.__class__.__name__}") from None
+    return validate_data(load_yaml(text))
+
+
+def config_version(thresholds: Thresholds) -> str:
+    """A content hash that identifies a configuration (stamped on cards and audit records)."""
+    canonical = json.dumps(thresholds_to_dict(thresholds), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]

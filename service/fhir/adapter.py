@@ -1,0 +1,499 @@
+"""FHIR R4 resources (plain dicts) -> the typed PatientRecord (clinical spec §3, §8, §9.5).
+
+Codes are matched, units converted and dates parsed here, once. A resource or value that cannot be used is reported
+in `PatientRecord.rejected` with a reason and never raises: resources of other kinds, and Observations with codes the
+engine does not read, are simply not ours and are skipped silently.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from service.clinical import codes
+from service.clinical.equations import CREATININE_UMOL_PER_MG_DL, Sex
+from service.clinical.medications import (
+    ATC_TO_INGREDIENT,
+    RXCUI_TO_INGREDIENT,
+    DrugClass,
+    class_of,
+    classes_from_atc,
+    ingredients_from_text,
+)
+from service.clinical.record import (
+    Comparator,
+    ConditionFact,
+    LabValue,
+    MedicationFact,
+    PatientRecord,
+    Rejected,
+    ReportedEgfr,
+    UrineKind,
+    UrineTest,
+    UrineUnit,
+)
+
+Resource = dict[str, Any]
+
+COUNTED_OBSERVATION_STATUS = frozenset({"final", "amended", "corrected", "preliminary"})
+COUNTED_MEDICATION_STATUS = frozenset({"active", "on-hold"})
+# Implausible serum creatinine (issue #3): above 30 mg/dL is a unit or transcription error, not physiology.
+CREATININE_MAX_MG_DL = 30.0
+CYSTATIN_NMOL_PER_MG = 74.9  # spec §3.1: nmol/L ÷ 74.9 = mg/L
+HBA1C_IFCC_SLOPE, HBA1C_IFCC_INTERCEPT = 10.929, 2.15  # NGSP % = mmol/mol / 10.929 + 2.15 (to verify)
+PHOSPHATE_MG_DL_PER_MMOL_L = 3.097  # to verify (spec §3.1)
+CALCIUM_MG_DL_PER_MMOL_L = 4.008  # to verify (spec §3.1)
+MG_PER_G = 1000.0
+
+
+class AdapterError(ValueError):
+    """The input cannot be read as one patient's Bundle (the CLI exits 2 with this message)."""
+
+
+def normalise_unit(unit: str) -> str:
+    """Spec §3.2.2: lower-case, no spaces, µ/μ -> u, UCUM annotations in braces removed (mg/g{creat} -> mg/g)."""
+    unit = re.sub(r"\{[^}]*\}", "", unit)
+    return unit.lower().replace(" ", "").replace("µ", "u").replace("μ", "u")
+
+
+def parse_date(value: Any) -> date | None:
+    """The calendar date of a FHIR date/dateTime (first 10 characters, no time-zone conversion); partial -> None."""
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def parse_birth_date(value: Any) -> date | None:
+    """Patient.birthDate; a partial date takes the first day of the missing part (S3)."""
+    if not isinstance(value, str):
+        return None
+    for pad in ("", "-01", "-01-01"):
+        candidate = value[:10] + pad
+        if len(candidate) == 10:
+            try:
+                return date.fromisoformat(candidate)
+            except ValueError:
+                return None
+    return None
+
+
+def _codings(concept: Any) -> list[dict[str, Any]]:
+    if not isinstance(concept, dict):
+        return []
+    return [c for c in concept.get("coding") or [] if isinstance(c, dict)]
+
+
+def loinc_codes(observation: Resource) -> list[str]:
+    """LOINC codes of an Observation: system http://loinc.org, or no system (spec §9.5)."""
+    return [
+        c["code"]
+        for c in _codings(observation.get("code"))
+        if isinstance(c.get("code"), str) and c.get("system") in (codes.LOINC, None)
+    ]
+
+
+def observation_date(obs: Resource) -> date | None:
+    """effectiveDateTime, else effectivePeriod.start, else issued (S2)."""
+    period = obs.get("effectivePeriod")
+    start = period.get("start") if isinstance(period, dict) else None
+    for raw in (obs.get("effectiveDateTime"), start, obs.get("issued")):
+        if raw is not None:
+            return parse_date(raw)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    value: float
+    unit: str | None  # normalised
+    comparator: Comparator | None
+
+
+def read_quantity(obs: Resource) -> Quantity | str:
+    """valueQuantity as a Quantity, or the reason it cannot be used."""
+    q = obs.get("valueQuantity")
+    if not isinstance(q, dict) or "value" not in q:
+        return "no_value"
+    value = q["value"]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "not_numeric"
+    if not math.isfinite(value) or value <= 0:
+        return "non_positive"
+    raw_unit = q.get("code") if isinstance(q.get("code"), str) else q.get("unit")
+    unit = normalise_unit(raw_unit) if isinstance(raw_unit, str) and raw_unit.strip() else None
+    try:
+        comparator = Comparator(q["comparator"]) if "comparator" in q else None
+    except ValueError:
+        return "bad_comparator"
+    return Quantity(float(value), unit, comparator)
+
+
+# Unit -> factor to the canonical unit, per quantity (spec §3.1).
+CREATININE_UNITS = {"mg/dl": 1.0, "umol/l": 1 / CREATININE_UMOL_PER_MG_DL, "mmol/l": 1000 / CREATININE_UMOL_PER_MG_DL}
+CYSTATIN_UNITS = {"mg/l": 1.0, "nmol/l": 1 / CYSTATIN_NMOL_PER_MG}
+HEIGHT_UNITS = {"cm": 1.0, "m": 100.0, "in": 2.54, "[in_i]": 2.54, "mm": 0.1}
+POTASSIUM_UNITS = {"mmol/l": 1.0, "meq/l": 1.0}
+ALBUMIN_UNITS = {"g/dl": 1.0, "g/l": 0.1}
+PHOSPHATE_UNITS = {"mg/dl": 1.0, "mmol/l": PHOSPHATE_MG_DL_PER_MMOL_L}
+CALCIUM_UNITS = {"mg/dl": 1.0, "mmol/l": CALCIUM_MG_DL_PER_MMOL_L}
+BICARBONATE_UNITS = {"mmol/l": 1.0, "meq/l": 1.0}
+HBA1C_UNITS = {"%": 1.0}
+# Urine ratios: unit -> (classified unit, factor). mg/mmol is classified natively (spec §3.3).
+RATIO_UNITS = {
+    "mg/g": (UrineUnit.MG_G, 1.0),
+    "ug/mg": (UrineUnit.MG_G, 1.0),
+    "mg/mg": (UrineUnit.MG_G, MG_PER_G),
+    "g/g": (UrineUnit.MG_G, MG_PER_G),
+    "mg/mmol": (UrineUnit.MG_MMOL, 1.0),
+}
+# 5804-0 as a quantity in mg/dL: band floors (inclusive) -> grade (spec §9.5).
+DIPSTICK_MG_DL_BANDS = ((300.0, "3+"), (100.0, "2+"), (30.0, "1+"), (15.0, "trace"), (0.0, "negative"))
+
+
+class RecordBuilder:
+    """Accumulates one patient's resources into a PatientRecord."""
+
+    def __init__(self, patient_id: str | None, patient_refs: set[str]) -> None:
+        self.record = PatientRecord()
+        self.patient_id = patient_id
+        self.patient_refs = patient_refs
+        self._count = 0
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _label(self, resource: Resource) -> str:
+        rid = resource.get("id")
+        kind = resource.get("resourceType", "Resource")
+        return f"{kind}/{rid}" if isinstance(rid, str) else f"{kind}#{self._count}"
+
+    def reject(self, resource: Resource, why: str) -> None:
+        self.record.rejected.append(Rejected(resource=self._label(resource), why=why))
+
+    def is_other_patient(self, resource: Resource) -> bool:
+        """True when subject (or patient) references a Patient that is not this one (spec §9.5)."""
+        subject = resource.get("subject") or resource.get("patient")
+        ref = subject.get("reference") if isinstance(subject, dict) else None
+        if not isinstance(ref, str) or not self.patient_refs:
+            return False
+        return ref not in self.patient_refs and not any(ref.endswith("/" + r) for r in self.patient_refs)
+
+    # -- resources -----------------------------------------------------------------------------------------
+    def add(self, resource: Any, medications: dict[str, Resource]) -> None:
+        self._count += 1
+        if not isinstance(resource, dict):
+            return
+        kind = resource.get("resourceType")
+        handler = {"Observation": self.add_observation, "Condition": self.add_condition}.get(str(kind))
+        if kind == "MedicationRequest":
+            if not self.is_other_patient(resource):
+                self.add_medication_request(resource, medications)
+            else:
+                self.reject(resource, "other_patient")
+        elif handler is not None:
+            if self.is_other_patient(resource):
+                self.reject(resource, "other_patient")
+            else:
+                handler(resource)
+
+    def add_observation(self, obs: Resource) -> None:
+        loincs = loinc_codes(obs)
+        reader = next((OBSERVATION_READERS[c] for c in loincs if c in OBSERVATION_READERS), None)
+        if reader is None:
+            return  # not a code the engine reads
+        code = next(c for c in loincs if c in OBSERVATION_READERS)
+        if obs.get("status") not in COUNTED_OBSERVATION_STATUS:
+            return self.reject(obs, "status")
+        if obs.get("dataAbsentReason") is not None:
+            return self.reject(obs, "data_absent")
+        when = observation_date(obs)
+        if when is None:
+            return self.reject(obs, "bad_date")
+        if self.record.birth_date is not None and when < self.record.birth_date:
+            return self.reject(obs, "before_birth")
+        why = reader(self, obs, code, when)
+        if why is not None:
+            self.reject(obs, why)
+
+    def add_condition(self, cond: Resource) -> None:
+        concepts: set[codes.ConditionConcept] = set()
+        for coding in _codings(cond.get("code")):
+            code, system = coding.get("code"), coding.get("system")
+            if not isinstance(code, str):
+                continue
+            if system == codes.ICD10CM:
+                concepts |= codes.icd10_concepts(code)
+            elif system == codes.SNOMED:
+                concepts |= codes.snomed_concepts(code)
+        if not concepts:
+            return
+        period = cond.get("onsetPeriod")
+        self.record.conditions.append(
+            ConditionFact(
+                concepts=frozenset(concepts),
+                counted=condition_counts(cond),
+                onset_datetime=parse_date(cond.get("onsetDateTime")),
+                onset_period_start=parse_date(period.get("start")) if isinstance(period, dict) else None,
+                recorded=parse_date(cond.get("recordedDate")),
+            )
+        )
+
+    def add_medication_request(self, req: Resource, medications: dict[str, Resource]) -> None:
+        if req.get("status") not in COUNTED_MEDICATION_STATUS:
+            return
+        concept = req.get("medicationCodeableConcept")
+        if concept is None:
+            concept = resolve_medication(req, medications)
+        fact = medication_fact(concept)
+        if fact is None:
+            return
+        self.record.medications.append(fact)
+
+
+def condition_counts(cond: Resource) -> bool:
+    """A Condition counts unless inactive/resolved or entered-in-error/refuted (S13)."""
+    clinical = {c.get("code") for c in _codings(cond.get("clinicalStatus"))}
+    verification = {c.get("code") for c in _codings(cond.get("verificationStatus"))}
+    return not (clinical & {"inactive", "resolved"} or verification & {"entered-in-error", "refuted"})
+
+
+def resolve_medication(req: Resource, medications: dict[str, Resource]) -> Any:
+    """The code of a referenced Medication: contained (#id) or elsewhere in the Bundle."""
+    ref = req.get("medicationReference")
+    target = ref.get("reference") if isinstance(ref, dict) else None
+    if not isinstance(target, str):
+        return None
+    if target.startswith("#"):
+        for contained in req.get("contained") or []:
+            if isinstance(contained, dict) and contained.get("id") == target[1:]:
+                return contained.get("code")
+        return None
+    med = medications.get(target) or medications.get(target.rsplit("/", 1)[-1])
+    return med.get("code") if med else None
+
+
+def medication_fact(concept: Any) -> MedicationFact | None:
+    """Ingredients and classes, in the order of §7.3: RxNorm IN, then ATC, then names in displays or text."""
+    if not isinstance(concept, dict):
+        return None
+    codings = _codings(concept)
+    ingredients = {RXCUI_TO_INGREDIENT[c["code"]] for c in codings if _is(c, codes.RXNORM, RXCUI_TO_INGREDIENT)}
+    classes: set[DrugClass] = set()
+    if not ingredients:
+        for c in codings:
+            if c.get("system") == codes.ATC and isinstance(c.get("code"), str):
+                ingredient = ATC_TO_INGREDIENT.get(c["code"].upper())
+                ingredients |= {ingredient} if ingredient else set()
+                classes |= classes_from_atc(c["code"])
+    texts = [c.get("display") for c in codings] + [concept.get("text")]
+    text = " ".join(t for t in texts if isinstance(t, str))
+    if not ingredients and not classes:
+        ingredients = ingredients_from_text(text)
+    classes |= {class_of(i) for i in ingredients}
+    if not classes:
+        return None
+    return MedicationFact(ingredients=frozenset(ingredients), classes=frozenset(classes), text=text)
+
+
+def _is(coding: dict[str, Any], system: str, table: dict[str, str]) -> bool:
+    return coding.get("system") == system and coding.get("code") in table
+
+
+# --- Observation readers: each returns None when the value was added, or the reason it was not ---------------
+ObservationReader = Callable[[RecordBuilder, Resource, str, date], str | None]
+
+
+def _converted(obs: Resource, code: str, units: dict[str, float]) -> Quantity | str:
+    q = read_quantity(obs)
+    if isinstance(q, str):
+        return q
+    unit = q.unit or codes.DEFAULT_UNIT.get(code)
+    if unit is None or unit not in units:
+        return "unknown_unit"
+    return Quantity(q.value * units[unit], unit, q.comparator)
+
+
+def _lab(target: Callable[[PatientRecord], list[LabValue]], units: dict[str, float]) -> ObservationReader:
+    def read(builder: RecordBuilder, obs: Resource, code: str, when: date) -> str | None:
+        q = _converted(obs, code, units)
+        if isinstance(q, str):
+            return q
+        target(builder.record).append(LabValue(date=when, value=q.value, comparator=q.comparator))
+        return None
+
+    return read
+
+
+def read_creatinine(builder: RecordBuilder, obs: Resource, code: str, when: date) -> str | None:
+    units = CREATININE_UNITS
+    if code in codes.CREATININE_EITHER and read_quantity_unit(obs) is None:
+        return "unknown_unit"  # 35203-9 (mass or moles) needs its unit (spec §3.2.4)
+    q = _converted(obs, code, units)
+    if isinstance(q, str):
+        return q
+    if q.value > CREATININE_MAX_MG_DL:
+        return "implausible"
+    builder.record.creatinine.append(LabValue(date=when, value=q.value, comparator=q.comparator))
+    return None
+
+
+def read_quantity_unit(obs: Resource) -> str | None:
+    q = read_quantity(obs)
+    return None if isinstance(q, str) else q.unit
+
+
+def read_reported_egfr(builder: RecordBuilder, obs: Resource, code: str, when: date) -> str | None:
+    q = read_quantity(obs)  # any unit string: the LOINC code fixes the meaning (spec §3.1)
+    if isinstance(q, str):
+        return q
+    builder.record.reported_egfr.append(
+        ReportedEgfr(date=when, value=q.value, equation=codes.EGFR_REPORTED[code], comparator=q.comparator)
+    )
+    return None
+
+
+def read_hba1c(builder: RecordBuilder, obs: Resource, code: str, when: date) -> str | None:
+    q = read_quantity(obs)
+    if isinstance(q, str):
+        return q
+    if code in codes.HBA1C_IFCC:
+        if q.unit != "mmol/mol":
+            return "unknown_unit"
+        value = q.value / HBA1C_IFCC_SLOPE + HBA1C_IFCC_INTERCEPT
+    elif q.unit in HBA1C_UNITS:
+        value = q.value
+    else:
+        return "unknown_unit"
+    builder.record.hba1c.append(LabValue(date=when, value=value, comparator=q.comparator))
+    return None
+
+
+def _ratio(kind: UrineKind) -> ObservationReader:
+    def read(builder: RecordBuilder, obs: Resource, code: str, when: date) -> str | None:
+        q = read_quantity(obs)
+        if isinstance(q, str):
+            return q
+        if q.unit not in RATIO_UNITS:
+            return "unknown_unit"  # urine ratios have no default unit (spec §3.2.4)
+        unit, factor = RATIO_UNITS[q.unit]
+        test = UrineTest(date=when, kind=kind, value=q.value * factor, unit=unit, comparator=q.comparator)
+        builder.record.urine.append(test)
+        return None
+
+    return read
+
+
+def dipstick_grade(obs: Resource, code: str) -> str | None:
+    """§8.2 parsing order: answer codes, then text, then each display, then valueString; 5804-0 may be mg/dL."""
+    concept = obs.get("valueCodeableConcept")
+    for coding in _codings(concept):
+        if coding.get("code") in codes.DIPSTICK_ANSWER_CODES:
+            return codes.DIPSTICK_ANSWER_CODES[coding["code"]]
+    candidates: list[Any] = []
+    if isinstance(concept, dict):
+        candidates = [concept.get("text")] + [c.get("display") for c in _codings(concept)]
+    candidates.append(obs.get("valueString"))
+    for text in candidates:
+        if isinstance(text, str):
+            key = re.sub(r"\s*\(qualifier value\)$", "", text.strip().lower())
+            if key in codes.DIPSTICK_TEXT:
+                return codes.DIPSTICK_TEXT[key]
+    if code in codes.DIPSTICK_MG_DL and "valueQuantity" in obs:
+        q = read_quantity(obs)
+        if isinstance(q, Quantity) and q.unit == "mg/dl":
+            return next(grade for floor, grade in DIPSTICK_MG_DL_BANDS if q.value >= floor)
+    return None
+
+
+def read_dipstick(builder: RecordBuilder, obs: Resource, code: str, when: date) -> str | None:
+    grade = dipstick_grade(obs, code)
+    if grade is None:
+        return "unrecognised_dipstick"
+    builder.record.urine.append(UrineTest(date=when, kind=UrineKind.DIPSTICK, grade=grade))
+    return None
+
+
+OBSERVATION_READERS: dict[str, ObservationReader] = {
+    **{c: read_creatinine for c in codes.CREATININE},
+    **{c: _lab(lambda r: r.cystatin, CYSTATIN_UNITS) for c in codes.CYSTATIN_C},
+    **{c: read_reported_egfr for c in codes.EGFR_REPORTED},
+    **{c: _ratio(UrineKind.ACR) for c in codes.ACR},
+    **{c: _ratio(UrineKind.PCR) for c in codes.PCR},
+    **{c: read_dipstick for c in codes.DIPSTICK},
+    **{c: _lab(lambda r: r.height_cm, HEIGHT_UNITS) for c in codes.HEIGHT},
+    **{c: _lab(lambda r: r.potassium, POTASSIUM_UNITS) for c in codes.POTASSIUM},
+    **{c: read_hba1c for c in codes.HBA1C_PERCENT | codes.HBA1C_IFCC},
+    **{c: _lab(lambda r: r.albumin, ALBUMIN_UNITS) for c in codes.ALBUMIN},
+    **{c: _lab(lambda r: r.phosphate, PHOSPHATE_UNITS) for c in codes.PHOSPHATE},
+    **{c: _lab(lambda r: r.bicarbonate, BICARBONATE_UNITS) for c in codes.BICARBONATE},
+    **{c: _lab(lambda r: r.calcium, CALCIUM_UNITS) for c in codes.CALCIUM},
+}
+
+
+def patient_refs(patient: Resource, full_url: str | None = None) -> set[str]:
+    """The references that mean this patient: Patient/{id}, urn:uuid:{id}, and the entry's fullUrl."""
+    refs = set()
+    pid = patient.get("id")
+    if isinstance(pid, str):
+        refs |= {f"Patient/{pid}", f"urn:uuid:{pid}"}
+    if full_url:
+        refs.add(full_url)
+    return refs
+
+
+def read_patient(builder: RecordBuilder, patient: Resource) -> None:
+    gender = patient.get("gender")
+    builder.record.sex = Sex(gender) if gender in ("female", "male") else None
+    builder.record.birth_date = parse_birth_date(patient.get("birthDate"))
+
+
+def record_from_resources(patient: Resource | None, resources: Iterable[Any], full_url: str | None = None) -> PatientRecord:
+    """Build the record from a Patient and that patient's other resources (prefetch or search results)."""
+    items = list(resources)
+    refs = patient_refs(patient, full_url) if patient else set()
+    builder = RecordBuilder(patient.get("id") if patient else None, refs)
+    if patient:
+        read_patient(builder, patient)
+    medications = medication_index(items)
+    for resource in items:
+        builder.add(resource, medications)
+    return builder.record
+
+
+def medication_index(items: list[Any]) -> dict[str, Resource]:
+    index: dict[str, Resource] = {}
+    for r in items:
+        if isinstance(r, dict) and r.get("resourceType") == "Medication" and isinstance(r.get("id"), str):
+            index[f"Medication/{r['id']}"] = r
+            index[r["id"]] = r
+    return index
+
+
+def bundle_entries(bundle: Any) -> list[tuple[str | None, Resource]]:
+    """(fullUrl, resource) for each entry of a Bundle; raises AdapterError when it is not a Bundle."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise AdapterError("input is not a FHIR Bundle")
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise AdapterError("Bundle.entry is not a list")
+    out = []
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
+            url = entry.get("fullUrl")
+            out.append((url if isinstance(url, str) else None, entry["resource"]))
+    return out
+
+
+def record_from_bundle(bundle: Any) -> PatientRecord:
+    """A Bundle of any type holding exactly one Patient and that patient's resources (spec §9.4)."""
+    entries = bundle_entries(bundle)
+    patients = [(url, r) for url, r in entries if r.get("resourceType") == "Patient"]
+    if len(patients) != 1:
+        raise AdapterError(f"Bundle must hold exactly one Patient, found {len(patients)}")
+    url, patient = patients[0]
+    return record_from_resources(patient, (r for _, r in entries if r is not patient), url)
