@@ -131,6 +131,10 @@ class RuleContext:
     def diabetes(self) -> bool:
         return self.staging.facts.diabetes
 
+    @property
+    def has_hf(self) -> bool:
+        return self.has(ConditionConcept.HEART_FAILURE)
+
     def on(self, *classes: DrugClass) -> bool:
         return any(med.classes & set(classes) for med in self.medications)
 
@@ -201,7 +205,7 @@ def rule_sglt2i(c: RuleContext) -> RuleOutcome | None:
     if not (c.adult and not c.krt and s.ckd and c.egfr_at_least(t.min_egfr)):
         return None
     low_acr = t.include_low_acr and c.egfr is not None and c.egfr <= t.low_acr_max_egfr
-    if not (c.t2d or c.has(ConditionConcept.HEART_FAILURE) or c.acr_ge(t.acr_mg_g) or low_acr):
+    if not (c.t2d or c.has_hf or c.acr_ge(t.acr_mg_g) or low_acr):
         return None
     if c.on(DrugClass.SGLT2I):
         return _fire(RuleId.SGLT2I, suppressed_by="on_sglt2i")
