@@ -11,6 +11,9 @@ graceful_timeout = 20
 keepalive = 5
 accesslog = "-"
 # Route template only: the query string and body never reach the access log (contract D-09).
-access_log_format = '{"time":"%(t)s","method":"%(m)s","path":"%(U)s","status":%(s)s,"bytes":%(B)s,"duration_us":%(D)s,"request_id":"%({x-request-id}o)s"}'
+access_log_format = (
+    '{"time":"%(t)s","method":"%(m)s","path":"%(U)s","status":%(s)s,"bytes":%(B)s,'
+    '"duration_us":%(D)s,"request_id":"%({x-request-id}o)s"}'
+)
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")

@@ -18,7 +18,7 @@ import jinja2
 
 from service.clinical.assess import Assessment
 from service.clinical.codes import ICD10CM, RXNORM, SNOMED, STAGE_CODES
-from service.clinical.medications import DrugClass, INGREDIENTS
+from service.clinical.medications import INGREDIENTS, DrugClass
 from service.clinical.record import UrineKind
 from service.clinical.rules import RECOMMENDATION_ORDER, Indicator, RuleId, RuleOutcome
 from service.clinical.staging import EgfrPoint, Reason
@@ -357,7 +357,9 @@ def build_card(rule: str, indicator: Indicator, a: Assessment, req: CardRequest)
     if items:
         card["suggestions"] = items
         card["selectionBehavior"] = "at-most-one"
-    card["overrideReasons"] = [{"system": CODESYSTEM + "-override", "code": c, "display": d} for c, d in OVERRIDE_REASONS]
+    card["overrideReasons"] = [
+        {"system": CODESYSTEM + "-override", "code": c, "display": d} for c, d in OVERRIDE_REASONS
+    ]
     return card
 
 

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from service.clinical.assess import assess, assessment_to_json
-from service.clinical.equations import EQUATIONS, CREATININE_UMOL_PER_MG_DL, EgfrInputs, MissingInput, Sex, calculate_egfr
+from service.clinical.equations import (
+    CREATININE_UMOL_PER_MG_DL,
+    EQUATIONS,
+    EgfrInputs,
+    MissingInput,
+    Sex,
+    calculate_egfr,
+)
 from service.clinical.kfre import MG_G_PER_MG_MMOL, ExtraLabs, Region, kfre
 from service.clinical.thresholds import thresholds_to_dict
 from service.config import ConfigError, config_version, load_thresholds
@@ -96,7 +103,9 @@ def run_egfr(args: argparse.Namespace) -> dict[str, Any]:
     scr = args.creatinine
     if scr is not None and args.creatinine_unit == "umol/L":
         scr /= CREATININE_UMOL_PER_MG_DL
-    inputs = EgfrInputs(age=args.age, sex=Sex(args.sex), creatinine=scr, cystatin=args.cystatin, height_cm=args.height_cm)
+    inputs = EgfrInputs(
+        age=args.age, sex=Sex(args.sex), creatinine=scr, cystatin=args.cystatin, height_cm=args.height_cm
+    )
     try:
         value = calculate_egfr(args.equation, inputs)
     except MissingInput as exc:
@@ -110,9 +119,13 @@ def run_kfre(args: argparse.Namespace) -> dict[str, Any]:
         missing = [lab for lab in ("albumin", "phosphate", "bicarbonate", "calcium") if getattr(args, lab) is None]
         if missing:
             raise UsageError(f"--variables 8 needs --{missing[0]}")
-        extra = ExtraLabs(albumin=args.albumin, phosphate=args.phosphate, bicarbonate=args.bicarbonate, calcium=args.calcium)
+        extra = ExtraLabs(
+            albumin=args.albumin, phosphate=args.phosphate, bicarbonate=args.bicarbonate, calcium=args.calcium
+        )
     acr = args.acr * MG_G_PER_MG_MMOL if args.acr_unit == "mg/mmol" else args.acr
-    result = kfre(age=args.age, sex=Sex(args.sex), egfr=args.egfr, acr_mg_g=acr, region=Region(args.region), extra=extra)
+    result = kfre(
+        age=args.age, sex=Sex(args.sex), egfr=args.egfr, acr_mg_g=acr, region=Region(args.region), extra=extra
+    )
     return {"risk_2y": result.risk_2y, "risk_5y": result.risk_5y, "variables": result.variables, "region": args.region}
 
 

@@ -76,8 +76,9 @@ def extra_labs(record: PatientRecord, as_of: date, max_age: int) -> ExtraLabs | 
 
 def compute_kfre(record: PatientRecord, s: Staging, t: Thresholds) -> tuple[KfreResult | None, bool]:
     """§6.2: KFRE only for adults with CKD G3a–G5, not on KRT, with known sex and an obtainable ACR."""
-    eligible = s.ckd and s.g_stage in KFRE_STAGES and s.age_now is not None and s.age_now >= ADULT_AGE
-    if not eligible or s.dialysis or s.kidney_transplant or s.sex is None or s.egfr is None:
+    age = s.age_now
+    eligible = s.ckd and s.g_stage in KFRE_STAGES and age is not None and age >= ADULT_AGE
+    if not eligible or age is None or s.dialysis or s.kidney_transplant or s.sex is None or s.egfr is None:
         return None, False
     acr, estimated = kfre_acr(s)
     if acr is None:
@@ -85,9 +86,7 @@ def compute_kfre(record: PatientRecord, s: Staging, t: Thresholds) -> tuple[Kfre
     extra = None
     if t.kfre.variables in (8, "auto"):
         extra = extra_labs(record, s.as_of, t.kfre.extra_labs_max_age_days)
-    result = kfre(
-        age=s.age_now, sex=s.sex, egfr=s.egfr.value, acr_mg_g=acr, region=Region(t.kfre.region), extra=extra
-    )
+    result = kfre(age=age, sex=s.sex, egfr=s.egfr.value, acr_mg_g=acr, region=Region(t.kfre.region), extra=extra)
     return result, estimated
 
 

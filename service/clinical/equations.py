@@ -193,7 +193,9 @@ EQUATIONS: dict[str, Callable[[EgfrInputs], float]] = {
     "ckid-u25-cr": _u25_cr,
     "ckid-u25-cys": lambda i: egfr_ckid_u25_cys(_need(i.cystatin, "cystatin"), i.age, i.sex),
     "ckid-u25-avg": _u25_avg,
-    "schwartz-bedside": lambda i: egfr_schwartz_bedside(_need(i.creatinine, "creatinine"), _need(i.height_cm, "height-cm")),
+    "schwartz-bedside": lambda i: egfr_schwartz_bedside(
+        _need(i.creatinine, "creatinine"), _need(i.height_cm, "height-cm")
+    ),
     "ekfc-cr": lambda i: egfr_ekfc_cr(_need(i.creatinine, "creatinine"), i.age, i.sex),
     "ekfc-cys": lambda i: egfr_ekfc_cys(_need(i.cystatin, "cystatin"), i.age),
 }

@@ -172,9 +172,7 @@ def rule_problem_list(c: RuleContext) -> RuleOutcome | None:
 def rule_acr_test(c: RuleContext) -> RuleOutcome | None:
     """No urine ACR within the interval (KDIGO 2024 PP 2.1.1; ADA 2024 §11 yearly UACR in diabetes)."""
     t = c.thresholds.acr_test
-    at_risk = t.include_risk_groups and (
-        c.diabetes or c.has(ConditionConcept.HYPERTENSION) or c.egfr_below(60)
-    )
+    at_risk = t.include_risk_groups and (c.diabetes or c.has(ConditionConcept.HYPERTENSION) or c.egfr_below(60))
     if not (c.staging.ckd or at_risk):
         return None
     if any(u.kind is UrineKind.ACR and days(u.date, c.as_of) <= t.max_age_days for u in c.staging.urine):
@@ -187,9 +185,7 @@ def rule_rasi(c: RuleContext) -> RuleOutcome | None:
     s, t = c.staging, c.thresholds.rasi
     if not (c.adult and not c.krt and s.ckd and c.egfr_at_least(t.min_egfr) and c.u_quant):
         return None
-    eligible = s.a_stage is AStage.A3 or (
-        s.a_stage is AStage.A2 and (c.diabetes or t.include_a2_nondiabetic)
-    )
+    eligible = s.a_stage is AStage.A3 or (s.a_stage is AStage.A2 and (c.diabetes or t.include_a2_nondiabetic))
     if not eligible:
         return None
     if c.on(DrugClass.ACEI, DrugClass.ARB, DrugClass.DRI):
@@ -263,9 +259,10 @@ def rule_statin(c: RuleContext) -> RuleOutcome | None:
 def rule_metformin_reduce(c: RuleContext) -> RuleOutcome | None:
     """Metformin at eGFR 30–44: reduce dose, recheck (FDA label 2016; Lipska, Diabetes Care 2011)."""
     t = c.thresholds.metformin
-    if c.on(DrugClass.METFORMIN) and not c.staging.dialysis and c.egfr is not None:
-        if t.stop_below_egfr <= c.egfr < t.reduce_below_egfr:
-            return _fire(RuleId.METFORMIN_REDUCE, Indicator.WARNING)
+    egfr = c.egfr
+    if c.on(DrugClass.METFORMIN) and not c.staging.dialysis and egfr is not None:
+        in_band = t.stop_below_egfr <= egfr < t.reduce_below_egfr
+        return _fire(RuleId.METFORMIN_REDUCE, Indicator.WARNING) if in_band else None
     return None
 
 
@@ -354,4 +351,3 @@ def sumida_for_rules(staging: Staging) -> float | None:
     if latest is None or latest.test.kind is not UrineKind.PCR:
         return None
     return latest.acr_mg_g
-

@@ -116,9 +116,7 @@ class Facts:
 
     @property
     def diabetes(self) -> bool:
-        return bool(
-            self.concepts & {ConditionConcept.T1D, ConditionConcept.T2D, ConditionConcept.DIABETES_OTHER}
-        )
+        return bool(self.concepts & {ConditionConcept.T1D, ConditionConcept.T2D, ConditionConcept.DIABETES_OTHER})
 
     @property
     def hypertension(self) -> bool:
@@ -181,9 +179,7 @@ def aki_flags(series: list[LabValue], onsets: tuple[date, ...]) -> list[bool]:
     """S5: flag each creatinine (sorted by date, value) that meets a KDIGO AKI lab criterion or a coded window."""
     flags = []
     for i, current in enumerate(series):
-        flagged = any(
-            -AKI_CODED_BEFORE_DAYS <= days(onset, current.date) <= AKI_CODED_AFTER_DAYS for onset in onsets
-        )
+        flagged = any(-AKI_CODED_BEFORE_DAYS <= days(onset, current.date) <= AKI_CODED_AFTER_DAYS for onset in onsets)
         for j in range(i - 1, -1, -1):
             earlier = series[j]
             gap = days(earlier.date, current.date)
@@ -267,7 +263,8 @@ def urine_category(test: UrineTest) -> AStage:
     if test.kind is UrineKind.DIPSTICK:
         assert test.grade is not None
         return DIPSTICK_CATEGORY[test.grade]
-    assert test.value is not None and test.unit is not None
+    assert test.value is not None
+    assert test.unit is not None
     return ratio_a_stage(test.kind, test.unit, classification_value(test.value, test.comparator))
 
 

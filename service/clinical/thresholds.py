@@ -57,7 +57,9 @@ class Finerenone:
     max_potassium: float = 5.0
     suggested_agents: tuple[str, ...] = ("finerenone",)
     starting_dose: dict[str, str] = field(
-        default_factory=lambda: {"finerenone": "finerenone 10 mg once daily (20 mg if eGFR ≥ 60); recheck K+ at 4 weeks"}
+        default_factory=lambda: {
+            "finerenone": "finerenone 10 mg once daily (20 mg if eGFR ≥ 60); recheck K+ at 4 weeks"
+        }
     )
 
 
@@ -157,8 +159,9 @@ class Thresholds:
 def thresholds_from_dict(data: dict[str, Any]) -> Thresholds:
     """Build Thresholds from a validated mapping; missing sections and keys take the defaults."""
     sections = {}
+    defaults = Thresholds()
     for f in fields(Thresholds):
-        section_cls = f.default_factory  # type: ignore[misc]
+        section_cls: Any = type(getattr(defaults, f.name))
         values = dict(data.get(f.name, {}))
         if "suggested_agents" in values:
             values["suggested_agents"] = tuple(values["suggested_agents"])

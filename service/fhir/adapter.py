@@ -452,7 +452,9 @@ def read_patient(builder: RecordBuilder, patient: Resource) -> None:
     builder.record.birth_date = parse_birth_date(patient.get("birthDate"))
 
 
-def record_from_resources(patient: Resource | None, resources: Iterable[Any], full_url: str | None = None) -> PatientRecord:
+def record_from_resources(
+    patient: Resource | None, resources: Iterable[Any], full_url: str | None = None
+) -> PatientRecord:
     """Build the record from a Patient and that patient's other resources (prefetch or search results)."""
     items = list(resources)
     refs = patient_refs(patient, full_url) if patient else set()

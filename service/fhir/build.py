@@ -72,9 +72,7 @@ def condition(
         "resourceType": "Condition",
         "id": cid,
         "clinicalStatus": {
-            "coding": [
-                {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": clinical_status}
-            ]
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": clinical_status}]
         },
         "code": {"coding": [{"system": system, "code": code, "display": display or code}]},
         "subject": {"reference": f"Patient/{pid}"},

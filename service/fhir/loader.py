@@ -18,7 +18,9 @@ KEEP = frozenset({"Patient", "Observation", "Condition", "MedicationRequest", "M
 def as_put_transaction(bundle: Resource, keep: frozenset[str] = KEEP) -> Resource:
     """A transaction Bundle of PUTs for the resources the service reads, with urn:uuid references resolved."""
     entries = [e for e in bundle.get("entry", []) if isinstance(e.get("resource"), dict)]
-    targets = {e["fullUrl"]: f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in entries if "fullUrl" in e}
+    targets = {
+        e["fullUrl"]: f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in entries if "fullUrl" in e
+    }
     text = json.dumps([e["resource"] for e in entries if e["resource"]["resourceType"] in keep])
     for urn, ref in targets.items():
         text = text.replace(f'"{urn}"', f'"{ref}"')

@@ -29,7 +29,9 @@ class ApiError(Exception):
 def outcome(status: int, diagnostics: str, code: str | None = None) -> dict[str, Any]:
     return {
         "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": code or ISSUE_CODE.get(status, "exception"), "diagnostics": diagnostics}],
+        "issue": [
+            {"severity": "error", "code": code or ISSUE_CODE.get(status, "exception"), "diagnostics": diagnostics}
+        ],
     }
 
 

@@ -86,9 +86,9 @@ def validate_call(body: dict[str, Any], service: CdsService) -> None:
         raise ApiError(400, "fhirServer must be a string")
     if "prefetch" in body and not isinstance(body["prefetch"], dict):
         raise ApiError(400, "prefetch must be an object")
-    if state().settings.production and isinstance(body.get("fhirServer"), str):
-        if not body["fhirServer"].startswith("https://"):
-            raise ApiError(400, "fhirServer must use https in production")
+    server = body.get("fhirServer")
+    if state().settings.production and isinstance(server, str) and not server.startswith("https://"):
+        raise ApiError(400, "fhirServer must use https in production")
 
 
 def fetch_allowed(body: dict[str, Any], st: AppState) -> tuple[str | None, bool]:
@@ -145,8 +145,11 @@ def call_service(service_id: str) -> Response:
     st.metrics.observe_cards(built.cards)
     log.info(
         "hook call",
-        extra={"service": service.id, "cards": [c["extension"] for c in built.cards], "keys": {
-            k: v.state + ("+fetched" if v.fetched else "") for k, v in data.keys.items()
-        }, "duration_ms": round((time.monotonic() - started) * 1000, 1)},
+        extra={
+            "service": service.id,
+            "cards": [c["extension"] for c in built.cards],
+            "keys": {k: v.state + ("+fetched" if v.fetched else "") for k, v in data.keys.items()},
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        },
     )
     return json_response({"cards": built.cards}, no_store=True)

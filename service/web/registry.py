@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from service.clinical import codes
 
-PATIENT_TOKEN = "{{context.patientId}}"
+PATIENT_TOKEN = "{{context.patientId}}"  # noqa: S105 - a CDS Hooks prefetch token, not a secret
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,7 +52,9 @@ CKD_PREFETCH = (
         required=True,
     ),
     PrefetchKey(
-        name="urineLabs", template=f"Observation?patient={PATIENT_TOKEN}&code={URINE}&_sort=-date&_count=50", required=True
+        name="urineLabs",
+        template=f"Observation?patient={PATIENT_TOKEN}&code={URINE}&_sort=-date&_count=50",
+        required=True,
     ),
     PrefetchKey(name="conditions", template=f"Condition?patient={PATIENT_TOKEN}&_count=100", required=True),
     PrefetchKey(

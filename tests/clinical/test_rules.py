@@ -62,7 +62,9 @@ def test_rasi_for_albuminuria_and_its_suppressions() -> None:
     assert not fires(ckd().acr(10, 400).med("sacubitril / valsartan", rxcui=None), "rasi")  # combination counts
     assert not fires(ckd().acr(10, 400).obs("2823-3", 5, 5.6, "mmol/L"), "rasi")  # K+ > 5.0
     assert not fires(ckd().obs("20454-5", 10, value_string="3+"), "rasi")  # dipstick is not U_quant
-    assert not fires(Pt(birth="2012-01-01").obs("8302-2", 10, 150, "cm").scr(200, 1.5).scr(10, 1.5).acr(10, 400), "rasi")
+    assert not fires(
+        Pt(birth="2012-01-01").obs("8302-2", 10, 150, "cm").scr(200, 1.5).scr(10, 1.5).acr(10, 400), "rasi"
+    )
 
 
 def test_sglt2i_triggers_and_suppressions() -> None:

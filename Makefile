@@ -1,0 +1,34 @@
+# ckd-cds: `make demo` sets up everything and runs the service with demo patients; `make test` runs the suite.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint fhir-up fhir-down clean
+
+$(BIN)/ckd-cds: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/ckd-cds
+
+demo: setup
+	bash scripts/demo.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check service cards tests
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered
+
+fhir-up: setup
+	$(BIN)/python -m service.fhir.testserver start --load-demo
+
+fhir-down:
+	$(BIN)/python -m service.fhir.testserver stop
+
+clean:
+	rm -rf $(VENV) .fhir-venv var .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Start the FHIR test server with the demo patients, start ckd-cds on 127.0.0.1:8080 under gunicorn,
+# show an example patient-view call and its cards, then keep serving until Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+$BIN/python -m service.fhir.testserver stop >/dev/null 2>&1 || true
+$BIN/python -m service.fhir.testserver start --load-demo >/dev/null
+trap '$BIN/python -m service.fhir.testserver stop; kill ${SERVICE_PID:-0} 2>/dev/null || true' EXIT
+CKD_CDS_OPEN_FHIR_SERVERS="" $BIN/ckd-cds serve --host 127.0.0.1 --port 8080 &
+SERVICE_PID=$!
+$BIN/python -m service.democall
+echo
+echo "ckd-cds is serving on http://127.0.0.1:8080 (Ctrl-C to stop)."
+wait $SERVICE_PID

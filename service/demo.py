@@ -1,0 +1,205 @@
+"""Demo patients: shipped in examples/patients/, dated relative to an anchor and shifted to today at load time.
+
+Each demo patient keeps the Patient resource (id, name, sex, birth date) of a Synthea patient from
+smart-on-fhir/generated-sample-data (Apache-2.0, see examples/patients/NOTICE.md), with kidney labs, conditions and
+medicines written for one clinical situation. `python -m service.demo write` regenerates the files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from service.fhir import build
+from service.fhir.loader import load_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_DIR = ROOT / "examples" / "patients"
+SYNTHEA_DIR = ROOT.parent / "shared" / "data" / "synthea-smart-r4"
+ANCHOR = date(2026, 1, 1)  # the files' "today"; shifted to the real today at load time
+DATE_KEYS = ("effectiveDateTime", "onsetDateTime", "recordedDate", "authoredOn", "issued", "birthDate")
+
+Resource = dict[str, Any]
+
+
+def _d(days_ago: int) -> date:
+    return ANCHOR - timedelta(days=days_ago)
+
+
+class Demo:
+    def __init__(self, slug: str, synthea: str, situation: str, birth: str | None = None) -> None:
+        self.slug, self.situation = slug, situation
+        self.pid = synthea_patient(synthea)["id"]
+        patient = synthea_patient(synthea)
+        keep: Resource = {k: patient[k] for k in ("resourceType", "id", "name", "gender", "birthDate") if k in patient}
+        if birth:
+            keep["birthDate"] = birth
+        self.resources: list[Resource] = [keep]
+
+    def _id(self) -> str:
+        return f"{self.slug}-{len(self.resources)}"
+
+    def obs(self, code: str, ago: int, value: float | None, unit: str | None, display: str, **kw: Any) -> Demo:
+        self.resources.append(
+            build.observation(self._id(), self.pid, code, _d(ago), value, unit, display=display, **kw)
+        )
+        return self
+
+    def scr(self, ago: int, value: float, unit: str = "mg/dL") -> Demo:
+        code = "14682-9" if unit == "umol/L" else "2160-0"
+        return self.obs(code, ago, value, unit, "Creatinine [Mass/volume] in Serum or Plasma")
+
+    def acr(self, ago: int, value: float, unit: str = "mg/g") -> Demo:
+        return self.obs("9318-7", ago, value, unit, "Albumin/Creatinine [Mass Ratio] in Urine")
+
+    def cond(self, code: str, display: str, **kw: Any) -> Demo:
+        self.resources.append(build.condition(self._id(), self.pid, code, display=display, **kw))
+        return self
+
+    def med(self, display: str) -> Demo:
+        self.resources.append(build.medication_request(self._id(), self.pid, display))
+        return self
+
+    def bundle(self) -> Resource:
+        b = build.bundle(self.resources)
+        b["meta"] = {"tag": [{"system": "https://ckd-cds.example.org/demo", "code": self.slug,
+                              "display": self.situation}]}  # fmt: skip
+        return b
+
+
+def synthea_patient(name: str) -> Resource:
+    path = next(SYNTHEA_DIR.glob(f"{name}_*.json.gz"))
+    bundle = json.loads(gzip.decompress(path.read_bytes()))
+    return next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+
+
+def scenarios() -> list[Demo]:
+    dm, htn = ("E11.9", "Type 2 diabetes mellitus without complications"), ("I10", "Essential hypertension")
+    return [
+        Demo("01-normal", "Adalberto_Hartmann", "Normal kidney function and ACR")
+        .scr(400, 0.9)
+        .scr(30, 0.92)
+        .acr(30, 8),
+        Demo("02-single-abnormal", "Laticia_Dibbert", "One eGFR below 60: repeat in 90 days")
+        .scr(300, 0.8)
+        .scr(20, 1.2)
+        .acr(20, 12),
+        Demo("03-g3a-a2-not-coded", "Leonor_Trujillo", "CKD G3a A2, not on the problem list")
+        .scr(380, 1.15)
+        .scr(200, 1.2)
+        .scr(15, 1.2)
+        .acr(200, 60)
+        .acr(15, 85)
+        .cond(*htn)
+        .med("Amlodipine 5 MG Oral Tablet"),
+        Demo("04-diabetic-ckd-no-sglt2i", "Tommy_Friesen", "Diabetic CKD G3b A3 on ACEi, no SGLT2 inhibitor")
+        .scr(500, 1.5)
+        .scr(250, 1.7)
+        .scr(10, 1.8)
+        .acr(250, 420)
+        .acr(10, 480)
+        .cond(*dm)
+        .cond(*htn)
+        .obs("2823-3", 10, 4.6, "mmol/L", "Potassium")
+        .obs("4548-4", 40, 7.9, "%", "Hemoglobin A1c")
+        .med("Lisinopril 20 MG Oral Tablet")
+        .med("Metformin hydrochloride 500 MG Oral Tablet"),
+        Demo("05-g4-on-metformin", "Sylvia_Mitchell", "CKD G4 on metformin")
+        .scr(400, 1.6)
+        .scr(200, 1.9)
+        .scr(12, 2.2)
+        .acr(12, 150)
+        .cond(*dm)
+        .med("24 HR Metformin hydrochloride 500 MG Extended Release Oral Tablet"),
+        Demo("06-nsaid-egfr-below-60", "Paula_Kuvalis", "NSAID with eGFR below 60 and an ACE inhibitor")
+        .scr(300, 1.2)
+        .scr(20, 1.25)
+        .acr(20, 20)
+        .med("Naproxen sodium 220 MG Oral Tablet")
+        .med("Lisinopril 10 MG Oral Tablet"),
+        Demo("07-aki-spike", "Reuben_Lind", "Acute kidney injury spike: not staged")
+        .scr(400, 1.0)
+        .scr(12, 1.0)
+        .scr(10, 2.1)
+        .scr(8, 1.6)
+        .acr(400, 10),
+        Demo("08-dialysis", "Darron_Feeney", "On haemodialysis")
+        .scr(60, 6.5)
+        .scr(5, 7.2)
+        .cond("Z99.2", "Dependence on renal dialysis")
+        .cond("N18.6", "End stage renal disease")
+        .med("Metformin hydrochloride 500 MG Oral Tablet"),
+        Demo("09-transplant", "Fatima_Windler", "Kidney transplant recipient")
+        .scr(300, 1.4)
+        .scr(30, 1.45)
+        .acr(30, 45)
+        .cond("Z94.0", "Kidney transplant status"),
+        Demo(
+            "10-child-with-height",
+            "Austin_Franecki",
+            "Child (10 y) with CKD, height recorded",
+            birth=(ANCHOR - timedelta(days=365 * 10 + 40)).isoformat(),
+        )
+        .obs("8302-2", 20, 138, "cm", "Body height")
+        .scr(300, 1.1)
+        .scr(20, 1.2)
+        .acr(300, 400)
+        .acr(20, 450),
+        Demo("11-si-units", "Eura_Treutel", "CKD reported in umol/L and mg/mmol (UK units)")
+        .scr(400, 110, "umol/L")
+        .scr(150, 118, "umol/L")
+        .scr(20, 125, "umol/L")
+        .acr(150, 4.0, "mg/mmol")
+        .acr(20, 5.5, "mg/mmol"),
+        Demo("12-progression-high-kfre", "Stewart_Stanton", "Rapid progression with high kidney failure risk")
+        .scr(600, 1.6)
+        .scr(300, 2.3)
+        .scr(15, 3.4)
+        .acr(300, 900)
+        .acr(15, 1200)
+        .cond(*htn),
+    ]
+
+
+def write() -> None:
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    for demo in scenarios():
+        (DEMO_DIR / f"{demo.slug}.json").write_text(json.dumps(demo.bundle(), indent=1) + "\n", encoding="utf-8")
+
+
+def shift(value: Any, days: int) -> Any:
+    """Shift every date and dateTime under DATE_KEYS by `days` (the time of day is kept)."""
+    if isinstance(value, list):
+        return [shift(v, days) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        if key in DATE_KEYS and isinstance(item, str) and re.match(r"\d{4}-\d{2}-\d{2}", item):
+            item = (date.fromisoformat(item[:10]) + timedelta(days=days)).isoformat() + item[10:]
+        out[key] = shift(item, days)
+    return out
+
+
+def demo_bundles(today: date | None = None) -> dict[str, Resource]:
+    """slug -> Bundle with dates moved so that the anchor falls on `today`."""
+    days = ((today or date.today()) - ANCHOR).days
+    return {p.stem: shift(json.loads(p.read_text(encoding="utf-8")), days) for p in sorted(DEMO_DIR.glob("*.json"))}
+
+
+def load_demo_patients(base_url: str, token: str | None) -> list[str]:
+    loaded = []
+    for slug, bundle in demo_bundles().items():
+        load_bundle(base_url, token, bundle)
+        loaded.append(slug)
+    return loaded
+
+
+if __name__ == "__main__":  # pragma: no cover
+    if sys.argv[1:] == ["write"]:
+        write()

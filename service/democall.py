@@ -1,0 +1,57 @@
+"""Print an example patient-view call to the running service and the cards it returns (used by `make demo`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from typing import Any
+
+import requests
+
+from service.demo import demo_bundles
+from service.fhir.testserver import STATE_FILE
+
+SERVICE = "http://127.0.0.1:8080"
+
+
+def wait_for_service(timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{SERVICE}/healthz", timeout=1).ok:
+                return
+        except requests.RequestException:
+            time.sleep(0.3)
+    raise SystemExit("ckd-cds did not start on 127.0.0.1:8080")
+
+
+def main() -> int:
+    wait_for_service()
+    fhir = json.loads(STATE_FILE.read_text())
+    for slug in ("04-diabetic-ckd-no-sglt2i", "07-aki-spike"):
+        patient_id = demo_bundles()[slug]["entry"][0]["resource"]["id"]
+        body: dict[str, Any] = {
+            "hook": "patient-view",
+            "hookInstance": str(uuid.uuid4()),
+            "context": {"patientId": patient_id, "userId": "Practitioner/demo"},
+            "fhirServer": fhir["base_url"],
+            "fhirAuthorization": {"access_token": "$TOKEN", "token_type": "Bearer", "expires_in": 300,
+                                  "scope": "patient/*.read", "subject": "demo"},
+        }  # fmt: skip
+        print(f"\n# Demo patient {slug}: the EHR posts (token of the local test FHIR server in var/fhir-server.json)")
+        print(f"curl -s -X POST {SERVICE}/cds-services/ckd-patient-view -H 'Content-Type: application/json' \\")
+        print(f"  -d '{json.dumps(body)}'")
+        body["fhirAuthorization"] = {**body["fhirAuthorization"], "access_token": fhir["token"]}
+        response = requests.post(f"{SERVICE}/cds-services/ckd-patient-view", json=body, timeout=10)
+        print(f"# -> HTTP {response.status_code}, cards:")
+        for card in response.json().get("cards", []):
+            print(f"  [{card['indicator']:7}] {card['summary']}")
+            for suggestion in card.get("suggestions", []):
+                print(f"             suggestion: {suggestion['label']}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

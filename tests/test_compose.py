@@ -1,0 +1,38 @@
+"""docker-compose.yml is validated against the Compose specification schema (no Docker engine runs here)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose_schema() -> dict[str, object]:
+    vendor = resources.files("check_jsonschema.builtin_schemas.vendor")
+    loaded: dict[str, object] = json.loads((vendor / "compose-spec.json").read_text(encoding="utf-8"))
+    return loaded
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    document = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    jsonschema.Draft7Validator(compose_schema()).validate(document)
+    services = document["services"]
+    assert {"ckd-cds", "fhir", "postgres"} <= set(services)
+    assert ":" in services["fhir"]["image"]
+    assert not services["fhir"]["image"].endswith(":latest")
+    assert "healthcheck" in services["fhir"]
+    assert services["ckd-cds"]["environment"]["CKD_CDS_PROFILE"] == "production"
+
+
+def test_a_broken_compose_file_is_rejected() -> None:
+    broken = {"services": {"ckd-cds": {"image": "x", "ports": {"not": "a list"}}}}
+    try:
+        jsonschema.Draft7Validator(compose_schema()).validate(broken)
+    except jsonschema.ValidationError:
+        return
+    raise AssertionError("the schema accepted an invalid compose file")
