@@ -36,3 +36,9 @@ def test_a_broken_compose_file_is_rejected() -> None:
     except jsonschema.ValidationError:
         return
     raise AssertionError("the schema accepted an invalid compose file")
+
+
+def test_configuration_doc_is_generated_from_the_schema() -> None:
+    from service.config_doc import render
+
+    assert (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8") == render()
