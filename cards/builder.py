@@ -207,7 +207,8 @@ def variables_for(rule: str, a: Assessment) -> dict[str, Any]:
     if rule == "problem_list":
         key = "dialysis" if s.dialysis else (s.g_stage.value if s.g_stage else "unstaged")
         icd, snomed, display = STAGE_CODES[key]
-        return {**common, "icd10": icd, "snomed": snomed, "code_display": display}
+        risk = s.kdigo_risk.value if s.kdigo_risk else None
+        return {**common, "icd10": icd, "snomed": snomed, "code_display": display, "risk": risk}
     if rule == "acr_test":
         return {**common, "months": round(t.acr_test.max_age_days / 30.4)}
     if rule in ("rasi", "finerenone"):
@@ -372,11 +373,11 @@ def staging_indicator(a: Assessment) -> Indicator | None:
 
 def build_cards(a: Assessment, req: CardRequest) -> BuiltCards:
     """Cards for every fired rule plus the staging card, ordered by urgency, capped at `max_cards`."""
-    wanted: list[tuple[str, Indicator]] = []
+    wanted = [(o.rule.value, o.indicator) for o in a.fired]
     indicator = staging_indicator(a)
-    if indicator is not None:
+    # One card per family (D-05): the problem-list card states the stage and risk, so it replaces the staging card.
+    if indicator is not None and RuleId.PROBLEM_LIST.value not in {rule for rule, _ in wanted}:
         wanted.append((STAGING, indicator))
-    wanted += [(o.rule.value, o.indicator) for o in a.fired]
     wanted.sort(key=lambda ri: (INDICATOR_RANK[ri[1]], PRIORITY[ri[0]], ri[0]))
     kept, overflow = wanted[: req.max_cards], max(0, len(wanted) - req.max_cards)
     cards = [build_card(rule, ind, a, req) for rule, ind in kept]

@@ -37,13 +37,16 @@ def main() -> int:
             "hookInstance": str(uuid.uuid4()),
             "context": {"patientId": patient_id, "userId": "Practitioner/demo"},
             "fhirServer": fhir["base_url"],
-            "fhirAuthorization": {"access_token": "$TOKEN", "token_type": "Bearer", "expires_in": 300,
+            "fhirAuthorization": {"access_token": "(set below)", "token_type": "Bearer", "expires_in": 300,
                                   "scope": "patient/*.read", "subject": "demo"},
         }  # fmt: skip
-        print(f"\n# Demo patient {slug}: the EHR posts (token of the local test FHIR server in var/fhir-server.json)")
-        print(f"curl -s -X POST {SERVICE}/cds-services/ckd-patient-view -H 'Content-Type: application/json' \\")
-        print(f"  -d '{json.dumps(body)}'")
         body["fhirAuthorization"] = {**body["fhirAuthorization"], "access_token": fhir["token"]}
+        example = STATE_FILE.parent / f"example-{slug}.json"
+        example.write_text(json.dumps(body, indent=1))
+        example.chmod(0o600)  # holds the local test FHIR server's token
+        print(f"\n# Demo patient {slug}: what the EHR sends (no prefetch: the service reads the FHIR server)")
+        print(f"curl -s -X POST {SERVICE}/cds-services/ckd-patient-view -H 'Content-Type: application/json' \\")
+        print(f"     -d @{example.relative_to(STATE_FILE.parent.parent)}")
         response = requests.post(f"{SERVICE}/cds-services/ckd-patient-view", json=body, timeout=10)
         print(f"# -> HTTP {response.status_code}, cards:")
         for card in response.json().get("cards", []):

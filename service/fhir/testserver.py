@@ -60,9 +60,19 @@ def settings_yaml(port: int, token: str, data_dir: str) -> str:
     )
 
 
-def wait_ready(base_url: str, timeout: float = 60.0) -> None:
+def answers(base_url: str) -> bool:
+    try:
+        requests.get(f"{base_url}/metadata", timeout=1)
+    except requests.RequestException:
+        return False
+    return True
+
+
+def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"FHIR server exited with status {proc.returncode}; see its server.log")
         try:
             if requests.get(f"{base_url}/metadata", timeout=2).status_code == 200:
                 return
@@ -74,6 +84,8 @@ def wait_ready(base_url: str, timeout: float = 60.0) -> None:
 
 def start(port: int = 8091, token: str | None = None) -> RunningServer:
     exe = ensure_venv()
+    if answers(f"http://127.0.0.1:{port}/fhir"):
+        raise RuntimeError(f"port {port} is already in use; stop that server first (make fhir-down)")
     token = token or secrets.token_urlsafe(24)
     data_dir = tempfile.mkdtemp(prefix="ckd-cds-fhir-")
     settings = Path(data_dir) / "settings.yaml"
@@ -85,7 +97,7 @@ def start(port: int = 8091, token: str | None = None) -> RunningServer:
     )
     base_url = f"http://127.0.0.1:{port}/fhir"
     try:
-        wait_ready(base_url)
+        wait_ready(base_url, proc)
     except RuntimeError:
         proc.kill()
         raise

@@ -105,8 +105,11 @@ def test_full_prefetch_gives_the_expected_cards(client: FlaskClient) -> None:
     assert len(cards) == 5  # max_cards
     assert all(len(c["summary"]) < 140 for c in cards)
     assert all("Decision support only" in c["detail"] for c in cards)
-    assert rules_of(response.json) == {"staging", "problem_list", "metformin_reduce", "nephrology_referral",
-                                       "progression_review"}  # fmt: skip
+    # Most urgent first: the problem-list card carries the stage (no separate staging card), then the warnings,
+    # then the SGLT2 inhibitor (diabetic CKD, eGFR 38, not on one); finerenone is the overflow.
+    assert [c["extension"]["org.ckd-cds.rule"]["id"] for c in cards] == [
+        "problem_list", "metformin_reduce", "nephrology_referral", "progression_review", "sglt2i",
+    ]  # fmt: skip
 
 
 def test_null_prefetch_means_no_data_and_no_fetch(client: FlaskClient) -> None:

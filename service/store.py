@@ -1,0 +1,219 @@
+"""The service's durable store: card index, feedback, audit records and JWT replay ids (contract D-05, D-06, D-09).
+
+SQLAlchemy Core over SQLite (default, WAL mode, shared by every gunicorn worker on one host) or PostgreSQL (by URL,
+shared by every instance). Nothing here holds PHI: no patient id, names, values, card text or tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_URL = f"sqlite:///{ROOT / 'var' / 'ckd-cds.db'}"
+
+metadata = sa.MetaData()
+
+card_index = sa.Table(
+    "card_index",
+    metadata,
+    sa.Column("card_uuid", sa.String(36), primary_key=True),
+    sa.Column("hook_instance", sa.String(200), nullable=False),
+    sa.Column("service_id", sa.String(100), nullable=False),
+    sa.Column("rule_id", sa.String(50), nullable=False),
+    sa.Column("config_version", sa.String(40), nullable=False),
+    sa.Column("indicator", sa.String(10), nullable=False),
+    sa.Column("suggestions", sa.Text, nullable=False),  # JSON list of {uuid, key}
+    sa.Column("iss", sa.String(300)),
+    sa.Column("tenant", sa.String(200)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("card_uuid", sa.String(200), nullable=False, index=True),
+    sa.Column("service_id", sa.String(100), nullable=False),
+    sa.Column("rule_id", sa.String(50)),
+    sa.Column("config_version", sa.String(40)),
+    sa.Column("matched", sa.Boolean, nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("outcome_timestamp", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("accepted_suggestions", sa.Text, nullable=False),  # JSON list of suggestion uuids
+    sa.Column("override_system", sa.String(300)),
+    sa.Column("override_code", sa.String(200)),
+    sa.Column("iss", sa.String(300)),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("hook_instance", sa.String(200)),
+    sa.Column("service_id", sa.String(100)),
+    sa.Column("hook", sa.String(50)),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("config_version", sa.String(40)),
+    sa.Column("record", sa.Text, nullable=False),  # the D-09 audit object as JSON
+)
+
+seen_jti = sa.Table(
+    "seen_jti",
+    metadata,
+    sa.Column("iss", sa.String(300), primary_key=True),
+    sa.Column("jti_hash", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; workers share the file
+            cursor.execute("PRAGMA synchronous=FULL")  # a committed feedback survives a crash
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+class Store:
+    """All writes are single transactions; a 2xx is only sent after the commit returned."""
+
+    def __init__(self, url: str = DEFAULT_URL) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        metadata.create_all(self.engine)
+
+    def _insert_ignore(self, table: sa.Table) -> Any:
+        if self.engine.dialect.name == "postgresql":
+            return pg_insert(table).on_conflict_do_nothing()
+        return sqlite_insert(table).on_conflict_do_nothing()
+
+    # --- card index ---------------------------------------------------------------------------------------
+    def index_cards(self, rows: Iterable[dict[str, Any]]) -> None:
+        values = [{**row, "suggestions": json.dumps(row["suggestions"]), "created_at": now()} for row in rows]
+        if values:
+            with self.engine.begin() as conn:
+                conn.execute(self._insert_ignore(card_index), values)
+
+    def cards_by_uuid(self, uuids: list[str]) -> dict[str, sa.Row[Any]]:
+        if not uuids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(card_index).where(card_index.c.card_uuid.in_(uuids))).all()
+        return {row.card_uuid: row for row in rows}
+
+    # --- feedback -----------------------------------------------------------------------------------------
+    def add_feedback(self, service_id: str, items: list[dict[str, Any]], iss: str | None) -> None:
+        """Store a whole batch in one transaction, joined to the card index (unknown cards kept as unmatched)."""
+        known = self.cards_by_uuid([item["card"] for item in items])
+        received = now()
+        values = []
+        for item in items:
+            card = known.get(item["card"])
+            reason = (item.get("overrideReason") or {}).get("reason") or {}
+            values.append(
+                {
+                    "card_uuid": item["card"],
+                    "service_id": service_id,
+                    "rule_id": card.rule_id if card else None,
+                    "config_version": card.config_version if card else None,
+                    "matched": card is not None,
+                    "outcome": item["outcome"],
+                    "outcome_timestamp": item["outcomeTimestamp"],
+                    "accepted_suggestions": json.dumps([s["id"] for s in item.get("acceptedSuggestions") or []]),
+                    "override_system": reason.get("system"),
+                    "override_code": reason.get("code"),
+                    "iss": iss,
+                    "received_at": received,
+                }
+            )
+        with self.engine.begin() as conn:
+            conn.execute(feedback.insert(), values)
+
+    def feedback_report(self) -> list[dict[str, Any]]:
+        """Acceptance and override rates per rule (repeats of the same card and outcome counted once)."""
+        distinct = (
+            sa.select(feedback.c.rule_id, feedback.c.card_uuid, feedback.c.outcome)
+            .where(feedback.c.matched.is_(True))
+            .distinct()
+            .subquery()
+        )
+        query = sa.select(distinct.c.rule_id, distinct.c.outcome, sa.func.count()).group_by(
+            distinct.c.rule_id, distinct.c.outcome
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            shown = dict(
+                conn.execute(sa.select(card_index.c.rule_id, sa.func.count()).group_by(card_index.c.rule_id)).all()
+            )
+        report: dict[str, dict[str, Any]] = {}
+        for rule_id, outcome, count in rows:
+            entry = report.setdefault(rule_id, {"rule": rule_id, "accepted": 0, "overridden": 0})
+            entry[outcome] = count
+        for entry in report.values():
+            answered = entry["accepted"] + entry["overridden"]
+            entry["cards_shown"] = shown.get(entry["rule"], 0)
+            entry["acceptance_rate"] = entry["accepted"] / answered if answered else None
+            entry["override_rate"] = entry["overridden"] / answered if answered else None
+        return sorted(report.values(), key=lambda e: e["rule"])
+
+    def feedback_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(feedback)).scalar_one())
+
+    # --- audit --------------------------------------------------------------------------------------------
+    def add_audit(self, record: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                audit.insert().values(
+                    time=now(),
+                    request_id=record["request_id"],
+                    hook_instance=record.get("hook_instance"),
+                    service_id=record.get("service_id"),
+                    hook=record.get("hook"),
+                    status=record["status"],
+                    config_version=record.get("config_version"),
+                    record=json.dumps(record, default=str),
+                )
+            )
+
+    def audit_records(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(audit.c.record).order_by(audit.c.id.desc()).limit(limit)).all()
+        return [json.loads(r.record) for r in rows]
+
+    # --- JWT replay ---------------------------------------------------------------------------------------
+    def remember_jti(self, iss: str, jti_hash: str, expires_at: datetime) -> bool:
+        """True when (iss, jti) is new; False for a replay. Expired ids are purged as we go."""
+        with self.engine.begin() as conn:
+            conn.execute(seen_jti.delete().where(seen_jti.c.expires_at < now()))
+            result = conn.execute(
+                self._insert_ignore(seen_jti).values(iss=iss, jti_hash=jti_hash, expires_at=expires_at)
+            )
+            return bool(result.rowcount == 1)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
