@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint fhir-up fhir-down clean
+.PHONY: setup demo test lint bench-engine fhir-up fhir-down clean
 
 $(BIN)/ckd-cds: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,9 @@ setup: $(BIN)/ckd-cds
 
 demo: setup
 	bash scripts/demo.sh
+
+bench-engine: setup
+	$(BIN)/python bench/bench_engine.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -166,7 +166,7 @@ class Store:
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-            shown = dict(
+            shown: dict[str, int] = dict(
                 conn.execute(sa.select(card_index.c.rule_id, sa.func.count()).group_by(card_index.c.rule_id)).all()
             )
         report: dict[str, dict[str, Any]] = {}

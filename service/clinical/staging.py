@@ -70,10 +70,10 @@ class EgfrPoint:
     aki: bool = False
     comparator: Comparator | None = None
     creatinine: float | None = None  # mg/dL, for computed values
+    staging_value: float = field(init=False)  # the value compared with cut-offs ("<" -> just below)
 
-    @property
-    def staging_value(self) -> float:
-        return classification_value(self.value, self.comparator)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "staging_value", classification_value(self.value, self.comparator))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

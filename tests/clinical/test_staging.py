@@ -211,3 +211,24 @@ def test_assess_accepts_as_of_in_the_past() -> None:
     early = assessment_to_json(assess(record_from_bundle(p.bundle()), day(100)))
     assert early["reason"] == "single_abnormal"  # the day-10 value is after this as_of
     assert day(100) < AS_OF
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(min_value=0.2, max_value=20.0), st.sampled_from(["umol/L", "mmol/L", "µmol/L"]))
+def test_creatinine_units_round_trip(mg_dl: float, unit: str) -> None:
+    # Spec §3.1: µmol/L ÷ 88.4 and mmol/L × 1000 ÷ 88.4 are mg/dL; staging is the same in any unit.
+    factor = {"umol/L": 88.4, "µmol/L": 88.4, "mmol/L": 0.0884}[unit]
+    in_mg = Pt().scr(200, mg_dl).scr(10, mg_dl).json()
+    in_si = Pt().obs("14682-9", 200, mg_dl * factor, unit).obs("14682-9", 10, mg_dl * factor, unit).json()
+    assert in_si["egfr"]["value"] == pytest.approx(in_mg["egfr"]["value"], rel=1e-9)
+    assert (in_si["reason"], in_si["g_stage"]) == (in_mg["reason"], in_mg["g_stage"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(min_value=0.1, max_value=5000.0))
+def test_acr_mg_mg_and_g_g_round_trip_to_mg_g(mg_g: float) -> None:
+    direct = Pt().acr(10, mg_g).json()["albuminuria"]
+    for unit in ("mg/mg", "g/g"):
+        converted = Pt().acr(10, mg_g / 1000, unit).json()["albuminuria"]
+        assert converted["acr_mg_g"] == pytest.approx(direct["acr_mg_g"], rel=1e-9)
+        assert converted["unit"] == "mg/g"

@@ -1,0 +1,93 @@
+"""Benchmark: assess a patient with 10 years of monthly labs (about 500 observations), issue #3.
+
+Reports median and p99 microseconds per assessment (adapter excluded and included), against a baseline measured in
+the same run: parsing the same observations' values with a plain loop (the floor any engine pays). Writes
+bench/results/engine.json with the machine described.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from service.clinical.assess import assess
+from service.fhir import build
+from service.fhir.adapter import record_from_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+AS_OF = date(2026, 1, 1)
+
+
+def patient_bundle() -> dict[str, Any]:
+    pid = "bench"
+    resources: list[dict[str, Any]] = [build.patient(pid, gender="female", birth_date="1955-05-05")]
+    codes = [("2160-0", "mg/dL", 1.3), ("9318-7", "mg/g", 60), ("2823-3", "mmol/L", 4.5), ("4548-4", "%", 7.4)]
+    for month in range(120):
+        when = AS_OF - timedelta(days=30 * month + 3)
+        for i, (code, unit, base) in enumerate(codes):
+            resources.append(build.observation(f"o{month}-{i}", pid, code, when, base * (1 + month / 400), unit))
+    # a second creatinine every six months (500 observations in all)
+    for month in range(0, 120, 6):
+        when = AS_OF - timedelta(days=30 * month + 10)
+        resources.append(build.observation(f"c{month}", pid, "2160-0", when, 1.25 + month / 500, "mg/dL"))
+    resources.append(build.condition("d1", pid, "E11.9"))
+    resources.append(build.medication_request("m1", pid, "Metformin hydrochloride 500 MG Oral Tablet"))
+    return build.bundle(resources)
+
+
+def timed(fn: Any, runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        start = time.perf_counter_ns()
+        fn()
+        out.append((time.perf_counter_ns() - start) / 1000)
+    return out
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {"median_us": statistics.median(ordered), "p99_us": ordered[int(len(ordered) * 0.99) - 1]}
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    import os
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform()}
+
+
+def main() -> int:
+    bundle = patient_bundle()
+    observations = sum(1 for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation")
+    record = record_from_bundle(bundle)
+    for _ in range(50):  # warm-up
+        assess(record, AS_OF)
+
+    def floor() -> None:
+        sum(e["resource"]["valueQuantity"]["value"] for e in bundle["entry"] if "valueQuantity" in e["resource"])
+
+    results = {
+        "observations": observations,
+        "engine_only": summary(timed(lambda: assess(record, AS_OF), 2000)),
+        "adapter_and_engine": summary(timed(lambda: assess(record_from_bundle(bundle), AS_OF), 500)),
+        "baseline_value_loop": summary(timed(floor, 2000)),
+        "goal": "engine median under 1000 us",
+        "machine": machine(),
+        "date": date.today().isoformat(),
+    }
+    out = ROOT / "bench" / "results" / "engine.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
