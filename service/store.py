@@ -126,7 +126,7 @@ class Store:
         return {row.card_uuid: row for row in rows}
 
     # --- feedback -----------------------------------------------------------------------------------------
-    def add_feedback(self, service_id: str, items: list[dict[str, Any]], iss: str | None) -> None:
+    def add_feedback(self, service_id: str, items: list[dict[str, Any]], iss: str | None) -> list[str | None]:
         """Store a whole batch in one transaction, joined to the card index (unknown cards kept as unmatched)."""
         known = self.cards_by_uuid([item["card"] for item in items])
         received = now()
@@ -152,6 +152,7 @@ class Store:
             )
         with self.engine.begin() as conn:
             conn.execute(feedback.insert(), values)
+        return [v["rule_id"] for v in values]
 
     def feedback_report(self) -> list[dict[str, Any]]:
         """Acceptance and override rates per rule (repeats of the same card and outcome counted once)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -14,8 +15,8 @@ from service.web.settings import Settings
 
 
 @pytest.fixture
-def app() -> Flask:
-    return create_app(Settings(fhir_budget_s=5.0))
+def app(tmp_path: Path) -> Flask:
+    return create_app(Settings(fhir_budget_s=5.0, database_url=f"sqlite:///{tmp_path / 'store.db'}"))
 
 
 @pytest.fixture

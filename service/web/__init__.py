@@ -2,50 +2,105 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
 from flask import Flask, Response, g, request
 
+from service.web import metrics
 from service.web.errors import register_error_handlers
 from service.web.settings import Settings
-from service.web.state import build_state
+from service.web.state import AppState, build_state
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions["ckd_cds"] = build_state(settings)
+    app.config["DEBUG"] = False  # never in any profile: errors are OperationOutcomes without stack traces
+    state = build_state(settings)
+    app.extensions["ckd_cds"] = state
 
+    from service.web.admin import bp as admin_bp
     from service.web.health import bp as health_bp
     from service.web.hooks import bp as hooks_bp
 
     app.register_blueprint(hooks_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(admin_bp)
     register_error_handlers(app)
 
     @app.before_request
-    def start_request() -> None:
+    def start_request() -> Response | None:
         g.started = time.monotonic()
-        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if incoming.isalnum() and len(incoming) <= 64 else uuid.uuid4().hex
+        g.audit = {"request_id": g.request_id}
+        if request.method == "OPTIONS" and request.path.startswith("/cds-services"):
+            return preflight(settings)
+        return None
 
     @app.after_request
     def finish_request(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "-")
+        response.headers["X-Content-Type-Options"] = "nosniff"
         if request.path.startswith("/cds-services"):
             cors(response, settings)
+            count_request(response)
+        if g.get("audit", {}).get("audited"):
+            write_audit(state, response)
         return response
 
     return app
 
 
+def allowed_origin(settings: Settings) -> str | None:
+    origin = request.headers.get("Origin")
+    if "*" in settings.cors_allowed_origins:
+        return "*"
+    return origin if origin and origin in settings.cors_allowed_origins else None
+
+
+def preflight(settings: Settings) -> Response:
+    """D-08: 204 without authentication, for allowed origins only."""
+    origin = allowed_origin(settings)
+    if origin is None:
+        return Response(status=403)
+    response = Response(status=204)
+    response.headers.update({
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type",
+        "Access-Control-Max-Age": "600",
+    })  # fmt: skip
+    return response
+
+
 def cors(response: Response, settings: Settings) -> None:
-    """D-08: in development any origin; production CORS (allowlist) comes with issue #4."""
-    if not settings.production:
-        response.headers["Access-Control-Allow-Origin"] = "*"
+    """Every response under /cds-services, errors included, echoes an allowed origin; never credentials (D-08)."""
+    origin = allowed_origin(settings)
+    response.vary.add("Origin")
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = "X-Request-ID"
-        if request.method == "OPTIONS":
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-            response.headers["Access-Control-Max-Age"] = "600"
+
+
+def count_request(response: Response) -> None:
+    audit = g.get("audit", {})
+    service = audit.get("service_id") or ("discovery" if request.path == "/cds-services" else "-")
+    metrics.REQUESTS.labels(service, audit.get("hook") or "-", str(response.status_code)).inc()
+    if audit.get("path") and response.status_code == 200:
+        metrics.LATENCY.labels(audit["path"]).observe(time.monotonic() - g.started)
+
+
+def write_audit(state: AppState, response: Response) -> None:
+    """One audit record per service invocation (D-09); a failed write is logged and counted, never blocks."""
+    record = {**g.audit, "status": response.status_code, "total_ms": (time.monotonic() - g.started) * 1000}
+    record.pop("audited", None)
+    try:
+        state.store.add_audit(record)
+    except Exception:
+        metrics.AUDIT_FAILURES.inc()
+        log.exception("audit write failed")

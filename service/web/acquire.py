@@ -31,10 +31,11 @@ Resource = dict[str, Any]
 class DataUnavailable(Exception):
     """Required data could not be obtained: answer 412 with these keys and a reason category."""
 
-    def __init__(self, keys: list[str], reason: str) -> None:
+    def __init__(self, keys: list[str], reason: str, data: PatientData) -> None:
         super().__init__(reason)
         self.keys = keys
         self.reason = reason
+        self.data = data  # what was known, for the audit record
 
 
 @dataclass(slots=True)
@@ -222,6 +223,7 @@ class Acquirer:
         token: str | None,
         can_fetch: bool,
         started: float,
+        no_access_reason: str = "no-fhir-access",
     ) -> PatientData:
         keys: dict[str, KeyState] = {}
         found: dict[str, list[Resource] | None] = {}
@@ -238,7 +240,11 @@ class Acquirer:
             else:
                 missing.append(key)
         if missing:
-            self._fetch_missing(missing, keys, found, patient_id, fhir_server, token, can_fetch, started)
+            reason = self._fetch_missing(missing, keys, found, patient_id, fhir_server, token, can_fetch, started,
+                                         no_access_reason)  # fmt: skip
+            if reason is not None:
+                failed = [k.name for k in missing if k.required and keys[k.name].unavailable]
+                raise DataUnavailable(failed, reason, assemble(patient_id, found, keys))
         return assemble(patient_id, found, keys)
 
     def _fetch_missing(
@@ -251,14 +257,13 @@ class Acquirer:
         token: str | None,
         can_fetch: bool,
         started: float,
-    ) -> None:
-        required = [k.name for k in missing if k.required]
+        no_access_reason: str,
+    ) -> str | None:
+        """Fetch the missing keys; the reason category of the first required key that failed, or None."""
         if not can_fetch or not fhir_server:
             for key in missing:
-                keys[key.name].unavailable = "no-fhir-access"
-            if required:
-                raise DataUnavailable(required, "no-fhir-access")
-            return
+                keys[key.name].unavailable = no_access_reason
+            return no_access_reason if any(k.required for k in missing) else None
         deadline = started + self.fetch.budget_s
         fhir = FhirFetch(fhir_server, token, self.adapter, deadline, self.fetch)
         jobs = {
@@ -273,8 +278,7 @@ class Acquirer:
                 continue  # late results are discarded
             found[key.name] = job.result()
         failed = [k for k in missing if keys[k.name].unavailable and k.required]
-        if failed:
-            raise DataUnavailable([k.name for k in failed], str(keys[failed[0].name].unavailable))
+        return str(keys[failed[0].name].unavailable) if failed else None
 
 
 def assemble(patient_id: str, found: dict[str, list[Resource] | None], keys: dict[str, KeyState]) -> PatientData:

@@ -19,11 +19,14 @@ ISSUE_CODE = {400: "invalid", 401: "login", 404: "not-found", 405: "not-supporte
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, diagnostics: str, code: str | None = None) -> None:
+    def __init__(
+        self, status: int, diagnostics: str, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(diagnostics)
         self.status = status
         self.diagnostics = diagnostics
         self.code = code or ISSUE_CODE.get(status, "exception")
+        self.headers = headers or {}
 
 
 def outcome(status: int, diagnostics: str, code: str | None = None) -> dict[str, Any]:
@@ -38,7 +41,7 @@ def outcome(status: int, diagnostics: str, code: str | None = None) -> dict[str,
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(err: ApiError) -> ResponseReturnValue:
-        return jsonify(outcome(err.status, err.diagnostics, err.code)), err.status
+        return jsonify(outcome(err.status, err.diagnostics, err.code)), err.status, err.headers
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> ResponseReturnValue:
@@ -51,6 +54,6 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(err: Exception) -> ResponseReturnValue:
-        # The exception type and stack go to the log; no exception text reaches the client (D-02).
-        log.error("unhandled exception", exc_info=err)
+        # The exception type and frames go to the log, not its message (it may hold data); nothing to the client.
+        log.error("unhandled %s", type(err).__name__, stack_info=True)
         return jsonify(outcome(500, f"internal error; request id {g.get('request_id', '-')}", "exception")), 500

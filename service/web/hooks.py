@@ -1,26 +1,40 @@
-"""CDS Hooks endpoints: discovery and service calls (contract D-01, D-02, D-04, D-05)."""
+"""CDS Hooks endpoints: discovery, service calls and feedback (contract D-01 to D-06, D-09).
+
+Checks run in the D-02 order: routing (404/405), JWT (401), size and media type (413/415), JSON shape (400), data
+acquisition (412), then the engine.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 
-from cards.builder import CardRequest, build_cards
-from service.clinical.assess import assess
+from cards.builder import CardRequest, build_cards, suppressed
+from service.clinical.assess import Assessment, assess
 from service.fhir.adapter import record_from_resources
-from service.web.acquire import Acquirer, DataUnavailable
+from service.web import metrics
+from service.web.acquire import DataUnavailable, PatientData
+from service.web.auth import AuthFailure, Caller
 from service.web.errors import ApiError
 from service.web.registry import SERVICES, CdsService
-from service.web.state import AppState
+from service.web.state import AppState, validator
 
 log = logging.getLogger(__name__)
 bp = Blueprint("hooks", __name__)
+ENGINE_VERSION = "0.1.0"
+
+
+def state() -> AppState:
+    app_state: AppState = current_app.extensions["ckd_cds"]
+    return app_state
 
 
 def json_response(body: Any, status: int = 200, *, no_store: bool = False) -> Response:
@@ -30,14 +44,32 @@ def json_response(body: Any, status: int = 200, *, no_store: bool = False) -> Re
     return response
 
 
-def state() -> AppState:
-    app_state: AppState = current_app.extensions["ckd_cds"]
-    return app_state
+def audiences() -> list[str]:
+    """`aud` must equal the URL called: built from the public base URLs, never from Host in production (D-07)."""
+    st = state()
+    configured = [base + request.path for base in st.settings.public_base_urls]
+    if st.settings.production:
+        return configured
+    return [*configured, request.base_url]
 
 
-@bp.get("/cds-services")
-def discovery() -> Response:
-    return json_response({"services": [s.discovery() for s in SERVICES.values()]})
+def authenticate(*, required: bool) -> Caller | None:
+    """401 with one fixed body for every cause; the cause goes to the log and metrics only (D-07)."""
+    st = state()
+    if not st.settings.auth.required:
+        return None
+    header = request.headers.get("Authorization")
+    if header is None and not required:
+        return None
+    try:
+        caller = st.verifier.verify(header, audiences())
+    except AuthFailure as failure:
+        metrics.AUTH_FAILURES.labels(failure.reason).inc()
+        log.warning("jwt rejected", extra={"reason": failure.reason})
+        raise ApiError(401, "authentication required", "login", {"WWW-Authenticate": "Bearer"}) from None
+    g.caller = caller
+    g.audit.update(iss=caller.iss, tenant=caller.tenant, kid=caller.kid, jti_hash=caller.jti_hash)
+    return caller
 
 
 def lookup(service_id: str) -> CdsService:
@@ -47,109 +79,228 @@ def lookup(service_id: str) -> CdsService:
     return service
 
 
-def require_json_body() -> dict[str, Any]:
-    """415 for a non-JSON media type, 400 for malformed JSON or a body that is not an object."""
+def require_json_body() -> Any:
+    """415 for a non-JSON media type, 413 over the size cap, 400 for malformed JSON."""
     mimetype = request.mimetype or ""
     if not (mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
         raise ApiError(415, "Content-Type must be application/json")
     try:
-        body = orjson.loads(request.get_data(cache=False))
+        return orjson.loads(request.get_data(cache=False))
     except orjson.JSONDecodeError:
         raise ApiError(400, "body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "body must be a JSON object")
-    return body
 
 
-def validate_call(body: dict[str, Any], service: CdsService) -> None:
-    """The request checks of D-02, in order; the message names the field, never its value."""
-    for name in ("hook", "hookInstance"):
-        if not isinstance(body.get(name), str):
-            raise ApiError(400, f"{name} is required and must be a string", "required")
-    if not isinstance(body.get("context"), dict):
-        raise ApiError(400, "context is required and must be an object", "required")
-    if not isinstance(body["context"].get("patientId"), str) or not body["context"]["patientId"]:
-        raise ApiError(400, "context.patientId is required and must be a string", "required")
+def schema_problem(body: Any, schema: str) -> str | None:
+    """The first schema violation, naming the field and the rule broken but never the value sent (D-02)."""
+    errors = sorted(validator(schema).iter_errors(body), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
+    if not errors:
+        return None
+    error = errors[0]
+    where = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "required":
+        missing = str(error.message).split("'")[1]
+        return f"{where + '.' if where else ''}{missing} is required"
+    if error.validator == "dependentRequired":
+        return "fhirServer is required with fhirAuthorization"
+    return f"{where or 'body'} is invalid ({error.validator})"
+
+
+def validate_call(body: Any, service: CdsService) -> None:
+    problem = schema_problem(body, "cds-request")
+    if problem is not None:
+        raise ApiError(400, problem, "required" if "required" in problem else "invalid")
     if body["hook"] != service.hook:
         raise ApiError(400, f"hook is not registered for service {service.id}")
-    auth = body.get("fhirAuthorization")
-    if auth is not None:
-        if not isinstance(auth, dict):
-            raise ApiError(400, "fhirAuthorization must be an object")
-        if not isinstance(body.get("fhirServer"), str):
-            raise ApiError(400, "fhirServer is required with fhirAuthorization", "required")
-        if not isinstance(auth.get("access_token"), str) or not auth["access_token"]:
-            raise ApiError(400, "fhirAuthorization.access_token is required", "required")
-        if str(auth.get("token_type", "")).lower() != "bearer":
-            raise ApiError(400, "fhirAuthorization.token_type must be Bearer")
-    if "fhirServer" in body and not isinstance(body["fhirServer"], str):
-        raise ApiError(400, "fhirServer must be a string")
-    if "prefetch" in body and not isinstance(body["prefetch"], dict):
-        raise ApiError(400, "prefetch must be an object")
     server = body.get("fhirServer")
     if state().settings.production and isinstance(server, str) and not server.startswith("https://"):
         raise ApiError(400, "fhirServer must use https in production")
 
 
-def fetch_allowed(body: dict[str, Any], st: AppState) -> tuple[str | None, bool]:
-    """(token, may fetch): the token only with a matching patient; open servers only in development (D-04)."""
-    auth = body.get("fhirAuthorization")
-    server = body.get("fhirServer")
+def fetch_allowed(body: dict[str, Any], caller: Caller | None) -> tuple[str | None, bool, str]:
+    """(token, may fetch, reason if not): allowlisted servers in production, open servers only in development."""
+    st = state()
+    auth, server = body.get("fhirAuthorization"), body.get("fhirServer")
     if isinstance(auth, dict):
-        patient = auth.get("patient")
-        if patient is not None and patient != body["context"]["patientId"]:
-            return None, False
-        return str(auth["access_token"]), True
+        if auth.get("patient") not in (None, body["context"]["patientId"]):
+            return None, False, "no-fhir-access"  # the token is for another patient: not used (D-04)
+        if st.settings.production and (caller is None or str(server).rstrip("/") not in
+                                       {s.rstrip("/") for s in caller.issuer.fhir_servers}):  # fmt: skip
+            return None, False, "fhir-server-not-allowed"
+        return str(auth["access_token"]), True, ""
     open_ok = not st.settings.production and isinstance(server, str) and server.rstrip("/") in st.open_servers
-    return None, open_ok
+    return None, open_ok, "no-fhir-access"
+
+
+def patient_key(patient_id: str) -> str | None:
+    st = state()
+    if not st.settings.pseudonymous_patient_key or not st.settings.patient_key_secret:
+        return None
+    return hmac.new(st.settings.patient_key_secret.encode(), patient_id.encode(), hashlib.sha256).hexdigest()
+
+
+def audit_keys(data: PatientData) -> dict[str, Any]:
+    out = {}
+    for name, k in data.keys.items():
+        out[name] = {"state": k.state, "entries": k.entries, "pages": k.pages, "truncated": k.truncated,
+                     "fetched": k.fetched, "http_status": k.http_status, "latency_ms": k.latency_ms,
+                     "unavailable": k.unavailable}  # fmt: skip
+        metrics.PREFETCH.labels(name, k.state).inc()
+        if k.fetched and k.latency_ms is not None:
+            outcome = k.unavailable or "ok"
+            metrics.FALLBACK.labels(name, outcome).observe(k.latency_ms / 1000)
+    return out
+
+
+@bp.get("/cds-services")
+def discovery() -> Response:
+    authenticate(required=state().settings.auth.discovery == "required")
+    return json_response({"services": [s.discovery() for s in SERVICES.values()]})
 
 
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str) -> Response:
-    started = g.started
     service = lookup(service_id)
+    g.audit.update(service_id=service.id, audited=True)
+    caller = authenticate(required=True)
     body = require_json_body()
     validate_call(body, service)
-    st = state()
+    g.audit.update(hook=body["hook"], hook_instance=body["hookInstance"],
+                   fhir_server=str(body.get("fhirServer") or "").split("?")[0] or None)  # fmt: skip
     patient_id = body["context"]["patientId"]
-    token, can_fetch = fetch_allowed(body, st)
-    acquirer: Acquirer = st.acquirer
+    g.audit["patient_key"] = patient_key(patient_id)
+    data = acquire(body, patient_id, caller)
+    started_engine = time.monotonic()
+    assessment, thresholds_version = run_engine(data)
+    built = build_cards(assessment, card_request(body, service, patient_id, thresholds_version))
+    engine_ms = (time.monotonic() - started_engine) * 1000
+    index_cards(built.index, body, service, thresholds_version, caller)
+    record_outcome(assessment, built.cards, built.overflow, thresholds_version, engine_ms)
+    if not state().settings.production:
+        problem = schema_problem({"cards": built.cards}, "cds-response")
+        if problem is not None:  # development only: a contract breach is a bug to see at once
+            raise RuntimeError(f"response breaks the CDS Hooks schema: {problem}")
+    return json_response({"cards": built.cards}, no_store=True)
+
+
+def acquire(body: dict[str, Any], patient_id: str, caller: Caller | None) -> PatientData:
+    token, can_fetch, why_not = fetch_allowed(body, caller)
+    started_fetch = time.monotonic()
     try:
-        data = acquirer.acquire(
+        data = state().acquirer.acquire(
             patient_id=patient_id,
             prefetch=body.get("prefetch") or {},
             fhir_server=body.get("fhirServer"),
             token=token,
             can_fetch=can_fetch,
-            started=started,
+            started=g.started,
+            no_access_reason=why_not,
         )
     except DataUnavailable as exc:
-        st.metrics.count_412(exc.reason)
+        metrics.PRECONDITION.labels(exc.reason).inc()
+        g.audit.update(missing_keys=exc.keys, precondition=exc.reason, keys=audit_keys(exc.data))
         raise ApiError(412, f"required data unavailable ({exc.reason}): {', '.join(exc.keys)}") from None
+    fetched = any(k.fetched for k in data.keys.values())
+    g.audit.update(keys=audit_keys(data), fetch_ms=(time.monotonic() - started_fetch) * 1000,
+                   dropped_other_patient=data.dropped_other_patient, path="fallback" if fetched else "prefetch",
+                   deadline_hit=any(k.unavailable == "fhir-timeout" for k in data.keys.values()))  # fmt: skip
     if data.patient is None:
+        metrics.PRECONDITION.labels("fhir-error").inc()
         raise ApiError(412, "required data unavailable (fhir-error): patient")
-    thresholds, version = st.config.current()
+    return data
+
+
+def run_engine(data: PatientData) -> tuple[Assessment, str]:
+    thresholds, version = state().config.current()
     as_of = datetime.now(ZoneInfo(thresholds.service.timezone)).date()
     record = record_from_resources(data.patient, data.resources)
-    assessment = assess(record, as_of, thresholds)
-    built = build_cards(
-        assessment,
-        CardRequest(
-            patient_id=patient_id,
-            hook_instance=body["hookInstance"],
-            service_id=service.id,
-            config_version=version,
-            max_cards=st.settings.max_cards,
-        ),
-    )
-    st.metrics.observe_cards(built.cards)
-    log.info(
-        "hook call",
-        extra={
-            "service": service.id,
-            "cards": [c["extension"] for c in built.cards],
-            "keys": {k: v.state + ("+fetched" if v.fetched else "") for k, v in data.keys.items()},
-            "duration_ms": round((time.monotonic() - started) * 1000, 1),
-        },
-    )
-    return json_response({"cards": built.cards}, no_store=True)
+    g.audit["lab_dates"] = sorted({v.date.isoformat() for v in record.creatinine + record.reported_egfr} |
+                                  {u.date.isoformat() for u in record.urine})[-20:]  # fmt: skip
+    return assess(record, as_of, thresholds), version
+
+
+def card_request(body: dict[str, Any], service: CdsService, patient_id: str, version: str) -> CardRequest:
+    return CardRequest(patient_id=patient_id, hook_instance=body["hookInstance"], service_id=service.id,
+                       config_version=version, max_cards=state().settings.max_cards)  # fmt: skip
+
+
+def index_cards(index: list[dict[str, Any]], body: dict[str, Any], service: CdsService, version: str,
+                caller: Caller | None) -> None:  # fmt: skip
+    """The card index joins feedback to rules (D-05); a failure is logged and counted, never blocks the cards."""
+    rows = [{"card_uuid": c["card"], "hook_instance": body["hookInstance"], "service_id": service.id,
+             "rule_id": c["rule"], "config_version": version, "indicator": c["indicator"],
+             "suggestions": c["suggestions"], "iss": caller.iss if caller else None,
+             "tenant": caller.tenant if caller else None} for c in index]  # fmt: skip
+    try:
+        state().store.index_cards(rows)
+    except Exception:
+        metrics.AUDIT_FAILURES.inc()
+        log.exception("card index write failed")
+
+
+def record_outcome(
+    assessment: Assessment, cards: list[dict[str, Any]], overflow: int, version: str, engine_ms: float
+) -> None:
+    for card in cards:
+        metrics.CARDS.labels(card["extension"]["org.ckd-cds.rule"]["id"], card["indicator"]).inc()
+    metrics.CARDS_OVERFLOW.inc(overflow)
+    g.audit.update(
+        engine_version=ENGINE_VERSION, config_version=version, engine_ms=engine_ms,
+        rules_fired=[o.rule.value for o in assessment.fired], rules_suppressed=suppressed(assessment.outcomes),
+        cards=[{"uuid": c["uuid"], "rule": c["extension"]["org.ckd-cds.rule"]["id"], "indicator": c["indicator"]}
+               for c in cards],
+        cards_overflow=overflow,
+    )  # fmt: skip
+
+
+# --- feedback (D-06) --------------------------------------------------------------------------------------------
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str) or "T" not in value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+
+
+def feedback_problem(index: int, item: Any) -> str | None:
+    where = f"feedback[{index}]"
+    if not isinstance(item, dict):
+        return f"{where} must be an object"
+    if not isinstance(item.get("card"), str) or not item["card"]:
+        return f"{where}.card is required"
+    if item.get("outcome") not in ("accepted", "overridden"):
+        return f"{where}.outcome must be accepted or overridden"
+    if parse_timestamp(item.get("outcomeTimestamp")) is None:
+        return f"{where}.outcomeTimestamp must be an RFC 3339 date-time with a time zone"
+    accepted = item.get("acceptedSuggestions")
+    if item["outcome"] == "accepted" and (
+        not isinstance(accepted, list) or not accepted
+        or not all(isinstance(s, dict) and isinstance(s.get("id"), str) for s in accepted)
+    ):  # fmt: skip
+        return f"{where}.acceptedSuggestions must list the accepted suggestion ids"
+    reason = item.get("overrideReason")
+    if reason is not None and not (isinstance(reason, dict) and isinstance(reason.get("reason", {}), dict)):
+        return f"{where}.overrideReason is invalid"
+    return None
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    service = lookup(service_id)
+    caller = authenticate(required=True)
+    body = require_json_body()
+    items = body.get("feedback") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items:
+        raise ApiError(400, "feedback must be a non-empty array", "required")
+    for i, item in enumerate(items):
+        problem = feedback_problem(i, item)
+        if problem is not None:
+            raise ApiError(400, problem)  # one invalid item: nothing is stored
+    clean = [{**item, "outcomeTimestamp": parse_timestamp(item["outcomeTimestamp"])} for item in items]
+    rules = state().store.add_feedback(service.id, clean, caller.iss if caller else None)
+    for rule, item in zip(rules, clean, strict=True):
+        metrics.FEEDBACK.labels(rule or "unmatched", item["outcome"]).inc()
+    return json_response({}, no_store=True)

@@ -1,9 +1,53 @@
-"""Service settings, from the environment only (secrets never come from files in the repository)."""
+"""Service settings: the environment, plus the security file (`CKD_CDS_SERVICE_CONFIG`, YAML with a schema).
+
+Secrets come from the environment only (admin token, patient-key secret, database password in the URL).
+Start-up refuses an unsafe production profile: auth off, no trusted issuer, or CORS `*` (contract D-07, D-08).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from service.config import CONFIG_DIR, ConfigError, load_yaml
+from service.store import DEFAULT_URL
+
+SERVICE_SCHEMA = CONFIG_DIR / "service-schema.json"
+DEFAULT_ALGORITHMS = ("ES384", "RS384", "ES256", "RS256")
+# The CDS Hooks Sandbox signs with a key that is public in its repository: never trusted in production (D-07).
+SANDBOX_ISSUER = "https://sandbox.cds-hooks.org"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Issuer:
+    iss: str
+    jwks: dict[str, Any] | None = None
+    jwks_url: str | None = None
+    jku_allowlist: tuple[str, ...] = ()
+    tenants: tuple[str, ...] = ()
+    fhir_servers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthSettings:
+    mode: str = "off"  # "off" or "required"
+    discovery: str = "optional"
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    leeway_s: int = 60
+    max_lifetime_s: int = 3600
+    issuers: tuple[Issuer, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        return self.mode == "required"
+
+    def issuer(self, iss: str) -> Issuer | None:
+        return next((i for i in self.issuers if i.iss == iss), None)
 
 
 def _env(name: str, default: str) -> str:
@@ -16,6 +60,7 @@ class Settings:
     config_path: str | None = None  # thresholds YAML; None = the spec's defaults
     host: str = "127.0.0.1"
     port: int = 8080
+    database_url: str = DEFAULT_URL
     max_body_bytes: int = 10 * 1024 * 1024
     max_cards: int = 5
     fhir_connect_timeout: float = 1.0
@@ -23,7 +68,14 @@ class Settings:
     fhir_budget_s: float = 3.0
     fhir_pool_size: int = 8
     # Dev only: FHIR bases that may be read without fhirAuthorization (the CDS Hooks Sandbox's open server).
-    open_fhir_servers: tuple[str, ...] = field(default_factory=tuple)
+    open_fhir_servers: tuple[str, ...] = ()
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    public_base_urls: tuple[str, ...] = ()
+    cors_allowed_origins: tuple[str, ...] = ("*",)
+    pseudonymous_patient_key: bool = False
+    patient_key_secret: str | None = field(default=None, repr=False)
+    admin_token_sha256: str | None = field(default=None, repr=False)
+    metrics_token_sha256: str | None = field(default=None, repr=False)
 
     @property
     def production(self) -> bool:
@@ -31,17 +83,88 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        open_servers = tuple(s for s in _env("CKD_CDS_OPEN_FHIR_SERVERS", "").split(",") if s)
-        return cls(
-            profile=_env("CKD_CDS_PROFILE", "development"),
+        production = _env("CKD_CDS_PROFILE", "development") == "production"
+        security = load_service_config(os.environ.get("CKD_CDS_SERVICE_CONFIG"))
+        settings = cls(
+            profile="production" if production else "development",
             config_path=os.environ.get("CKD_CDS_CONFIG") or None,
             host=_env("CKD_CDS_HOST", "127.0.0.1"),
             port=int(_env("CKD_CDS_PORT", "8080")),
+            database_url=_env("CKD_CDS_DATABASE_URL", DEFAULT_URL),
             max_body_bytes=int(_env("CKD_CDS_MAX_BODY_BYTES", str(10 * 1024 * 1024))),
             max_cards=int(_env("CKD_CDS_MAX_CARDS", "5")),
             fhir_connect_timeout=float(_env("CKD_CDS_FHIR_CONNECT_TIMEOUT", "1.0")),
             fhir_read_timeout=float(_env("CKD_CDS_FHIR_READ_TIMEOUT", "2.0")),
             fhir_budget_s=float(_env("CKD_CDS_FHIR_BUDGET", "3.0")),
             fhir_pool_size=int(_env("CKD_CDS_FHIR_POOL", "8")),
-            open_fhir_servers=open_servers,
+            open_fhir_servers=tuple(s for s in _env("CKD_CDS_OPEN_FHIR_SERVERS", "").split(",") if s),
+            patient_key_secret=os.environ.get("CKD_CDS_PATIENT_KEY_SECRET") or None,
+            admin_token_sha256=os.environ.get("CKD_CDS_ADMIN_TOKEN_SHA256") or None,
+            metrics_token_sha256=os.environ.get("CKD_CDS_METRICS_TOKEN_SHA256") or None,
+            **security_fields(security, production),
         )
+        check_safe(settings)
+        return settings
+
+
+def load_service_config(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        data = load_yaml(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read service config {path}: {exc.__class__.__name__}") from None
+    schema = json.loads(SERVICE_SCHEMA.read_text(encoding="utf-8"))
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        where = ".".join(str(p) for p in errors[0].absolute_path) or "(top level)"
+        raise ConfigError(f"service config {where}: {errors[0].message}")
+    loaded: dict[str, Any] = data
+    return loaded
+
+
+def security_fields(data: dict[str, Any], production: bool) -> dict[str, Any]:
+    auth = data.get("auth", {})
+    issuers = tuple(
+        Issuer(
+            iss=i["iss"],
+            jwks=i.get("jwks"),
+            jwks_url=i.get("jwks_url"),
+            jku_allowlist=tuple(i.get("jku_allowlist", ())),
+            tenants=tuple(i.get("tenants", ())),
+            fhir_servers=tuple(i.get("fhir_servers", ())),
+        )
+        for i in auth.get("issuers", ())
+    )
+    return {
+        "auth": AuthSettings(
+            mode=auth.get("mode", "required" if production else "off"),
+            discovery=auth.get("discovery", "optional"),
+            algorithms=tuple(auth.get("algorithms", DEFAULT_ALGORITHMS)),
+            leeway_s=auth.get("leeway_s", 60),
+            max_lifetime_s=auth.get("max_lifetime_s", 3600),
+            issuers=issuers,
+        ),
+        "public_base_urls": tuple(u.rstrip("/") for u in data.get("public_base_urls", ())),
+        "cors_allowed_origins": tuple(data.get("cors", {}).get("allowed_origins", () if production else ("*",))),
+        "pseudonymous_patient_key": data.get("audit", {}).get("pseudonymous_patient_key", False),
+    }
+
+
+def check_safe(s: Settings) -> None:
+    """Refuse to start with settings that are unsafe for the profile."""
+    if s.production:
+        if not s.auth.required or not s.auth.issuers:
+            raise ConfigError("production profile needs auth.mode: required and at least one trusted issuer")
+        if any(i.iss == SANDBOX_ISSUER for i in s.auth.issuers):
+            raise ConfigError("production profile must not trust the CDS Hooks Sandbox issuer (its key is public)")
+        if "*" in s.cors_allowed_origins:
+            raise ConfigError("production profile must not allow CORS origin *")
+        if not s.public_base_urls or not all(u.startswith("https://") for u in s.public_base_urls):
+            raise ConfigError("production profile needs https public_base_urls (the JWT audience)")
+        if s.open_fhir_servers:
+            raise ConfigError("production profile must not read FHIR servers without a token")
+    if s.auth.required and not s.auth.issuers:
+        raise ConfigError("auth.mode required needs at least one issuer")
+    if s.pseudonymous_patient_key and not s.patient_key_secret:
+        raise ConfigError("audit.pseudonymous_patient_key needs CKD_CDS_PATIENT_KEY_SECRET")

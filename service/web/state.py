@@ -1,19 +1,32 @@
-"""Per-process state of the web app: settings, the current configuration, the FHIR fetch pool, metrics."""
+"""Per-process state of the web app: settings, configuration, store, JWT verifier, FHIR fetch pool, schemas."""
 
 from __future__ import annotations
 
-from collections import Counter
+import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 from requests.adapters import HTTPAdapter
 
 from service.clinical.thresholds import Thresholds
 from service.config import config_version, load_thresholds
+from service.store import Store
 from service.web.acquire import Acquirer, FetchSettings
+from service.web.auth import JwtVerifier
 from service.web.registry import CKD_PREFETCH
 from service.web.settings import Settings
+
+SCHEMAS = Path(__file__).parent / "schemas"
+
+
+@cache
+def validator(name: str) -> jsonschema.Draft202012Validator:
+    schema: dict[str, Any] = json.loads((SCHEMAS / f"{name}.json").read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
 
 
 @dataclass(slots=True)
@@ -28,25 +41,12 @@ class ConfigHolder:
 
 
 @dataclass(slots=True)
-class Metrics:
-    """Low-cardinality counters (no patient ids, no URLs); Prometheus export comes with issue #4."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-
-    def count_412(self, reason: str) -> None:
-        self.counts[f"412:{reason}"] += 1
-
-    def observe_cards(self, cards: list[dict[str, Any]]) -> None:
-        for card in cards:
-            self.counts[f"card:{card['extension']['org.ckd-cds.rule']['id']}:{card['indicator']}"] += 1
-
-
-@dataclass(slots=True)
 class AppState:
     settings: Settings
     config: ConfigHolder
+    store: Store
+    verifier: JwtVerifier
     acquirer: Acquirer
-    metrics: Metrics
     open_servers: frozenset[str]
 
 
@@ -59,10 +59,12 @@ def build_state(settings: Settings) -> AppState:
     )
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.fhir_pool_size, max_retries=0)
     pool = ThreadPoolExecutor(max_workers=settings.fhir_pool_size, thread_name_prefix="fhir-fetch")
+    store = Store(settings.database_url)
     return AppState(
         settings=settings,
         config=ConfigHolder(thresholds=thresholds, version=config_version(thresholds)),
+        store=store,
+        verifier=JwtVerifier(settings.auth, store),
         acquirer=Acquirer(keys=CKD_PREFETCH, fetch=fetch, pool=pool, adapter=adapter),
-        metrics=Metrics(),
         open_servers=frozenset(s.rstrip("/") for s in settings.open_fhir_servers),
     )
