@@ -8,6 +8,7 @@ rule and configuration version.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from functools import cache
@@ -128,11 +129,16 @@ def _fmt(value: float | None, digits: int = 0) -> str | None:
     return None if value is None else f"{value:.{digits}f}"
 
 
+def shown_egfr(value: float) -> str:
+    """eGFR floored to one decimal: the number shown never crosses a category cut-off (59.996 is G3a, "59.9")."""
+    return f"{math.floor(value * 10) / 10:.1f}"
+
+
 def _egfr_view(p: EgfrPoint | None) -> dict[str, Any] | None:
     if p is None:
         return None
     how = f"{p.equation}, {'reported by the laboratory' if p.source == 'reported' else 'computed'}"
-    shown = f"{p.comparator.value if p.comparator else ''}{p.value:.1f}"
+    shown = f"{p.comparator.value if p.comparator else ''}{shown_egfr(p.value)}"
     return {"shown": shown, "date": p.date.isoformat(), "how": how, "creatinine": _fmt(p.creatinine, 2)}
 
 
@@ -186,7 +192,7 @@ def _referral_why(a: Assessment, max_egfr: float) -> str:
     c, s = a.context, a.staging
     why = []
     if c.egfr_below(max_egfr) and s.egfr is not None:
-        why.append(f"eGFR {s.egfr.value:.0f}")
+        why.append(f"eGFR {shown_egfr(s.egfr.value)}")
     if c.u_quant and s.a_stage is not None and s.a_stage.value == "A3":
         why.append("albuminuria A3")
     if a.kfre is not None and c.kfre_referral:
@@ -199,7 +205,7 @@ def _referral_why(a: Assessment, max_egfr: float) -> str:
 def variables_for(rule: str, a: Assessment) -> dict[str, Any]:
     """Template variables per rule; every template also gets `e` (the evidence)."""
     s, c, t = a.staging, a.context, a.context.thresholds
-    egfr_round = _fmt(s.egfr.value) if s.egfr else None
+    egfr_round = shown_egfr(s.egfr.value) if s.egfr else None
     common: dict[str, Any] = {"e": evidence(a, rule), "stage_label": stage_label(a), "egfr_round": egfr_round}
     if rule == STAGING:
         return {**common, "ckd": s.ckd, "risk": s.kdigo_risk.value if s.kdigo_risk else None,

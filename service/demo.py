@@ -156,7 +156,7 @@ def scenarios() -> list[Demo]:
         .scr(20, 125, "umol/L")
         .acr(150, 4.0, "mg/mmol")
         .acr(20, 5.5, "mg/mmol"),
-        Demo("12-progression-high-kfre", "Stewart_Stanton", "Rapid progression with high kidney failure risk")
+        Demo("12-progression-high-kfre", "Peter_Wunsch", "Rapid progression with high kidney failure risk")
         .scr(600, 1.6)
         .scr(300, 2.3)
         .scr(15, 3.4)

@@ -14,10 +14,18 @@ from service.web.settings import Settings
 from service.web.state import AppState, build_state
 
 log = logging.getLogger(__name__)
+# HTTP libraries log full URLs at DEBUG, and FHIR URLs carry the patient id: never below WARNING (D-09).
+QUIET_LOGGERS = ("urllib3", "requests", "fhirclient")
+
+
+def quiet_http_loggers() -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
+    quiet_http_loggers()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["DEBUG"] = False  # never in any profile: errors are OperationOutcomes without stack traces

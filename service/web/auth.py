@@ -115,7 +115,7 @@ class JwtVerifier:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                key,
+                key.key,  # the checked public key; the algorithm comes from our list, never the JWK's default
                 algorithms=[alg],
                 audience=audiences,
                 issuer=issuer.iss,

@@ -153,3 +153,49 @@ def test_fallback_with_a_rejected_token_is_412(client: FlaskClient, fhir_server:
     response = client.post(URL, json=call("nobody", fhirServer=fhir_server.base_url, fhirAuthorization=auth))
     assert response.status_code == 412
     assert "fhir-unauthorized" in response.json["issue"][0]["diagnostics"]
+
+
+@pytest.mark.fhir
+def test_operation_outcome_prefetch_is_fetched_and_pages_are_followed(
+    app: Any, client: FlaskClient, fhir_server: RunningServer
+) -> None:
+    from service.fhir import build
+
+    pid = "paging-patient"
+    items: list[dict[str, Any]] = [build.patient(pid, gender="female", birth_date="1950-01-01")]
+    for month in range(130):  # more than one page even at _count=100
+        items.append(build.observation(f"pg-{month}", pid, "2160-0", date(2015, 1, 1).replace(
+            year=2015 + month // 12, month=1 + month % 12), 1.4, "mg/dL"))  # fmt: skip
+    bundle = build.bundle(items)
+    load_bundle(fhir_server.base_url, fhir_server.token, bundle)
+    auth = {"access_token": fhir_server.token, "token_type": "Bearer", "expires_in": 300, "scope": "s", "subject": "u"}
+    oo = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
+    prefetch = prefetch_for(bundle) | {"kidneyLabs": oo}
+    fetched = client.post(
+        URL, json=call(pid, prefetch=prefetch, fhirServer=fhir_server.base_url, fhirAuthorization=auth)
+    )
+    assert fetched.status_code == 200
+    full = client.post(URL, json=call(pid, prefetch=prefetch_for(bundle)))
+    assert fetched.json == full.json
+    audit = app.extensions["ckd_cds"].store.audit_records()[1]
+    assert audit["keys"]["kidneyLabs"]["state"] == "operation-outcome"
+    assert audit["keys"]["kidneyLabs"]["fetched"] is True
+    assert audit["keys"]["kidneyLabs"]["entries"] == 130
+    assert audit["keys"]["kidneyLabs"]["pages"] >= 2
+    assert audit["keys"]["conditions"]["fetched"] is False  # satisfied keys are never fetched again
+
+
+def test_token_for_another_patient_is_not_used(client: FlaskClient) -> None:
+    auth = {"access_token": "t", "token_type": "Bearer", "expires_in": 60, "scope": "s", "subject": "u",
+            "patient": "someone-else"}  # fmt: skip
+    response = client.post(URL, json=call("p1", fhirServer="http://127.0.0.1:9/fhir", fhirAuthorization=auth))
+    assert response.status_code == 412
+    assert "no-fhir-access" in response.json["issue"][0]["diagnostics"]
+
+
+def test_wrong_shape_prefetch_is_treated_as_missing(client: FlaskClient) -> None:
+    bundle = demo("01-normal")
+    prefetch = prefetch_for(bundle) | {"patient": {"resourceType": "Bundle", "entry": []}}
+    response = client.post(URL, json=call(resources(bundle)[0]["id"], prefetch=prefetch))
+    assert response.status_code == 412
+    assert "patient" in response.json["issue"][0]["diagnostics"]
