@@ -169,7 +169,7 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_serve(args: argparse.Namespace) -> dict[str, Any]:
-    from service.web.serve import serve
+    from service.serve import serve
 
     serve(host=args.host, port=args.port, config=args.config, dev=args.dev)
     return {}

@@ -211,10 +211,12 @@ class Store:
         """True when (iss, jti) is new; False for a replay. Expired ids are purged as we go."""
         with self.engine.begin() as conn:
             conn.execute(seen_jti.delete().where(seen_jti.c.expires_at < now()))
-            result = conn.execute(
-                self._insert_ignore(seen_jti).values(iss=iss, jti_hash=jti_hash, expires_at=expires_at)
-            )
-            return bool(result.rowcount == 1)
+            inserted = conn.execute(
+                self._insert_ignore(seen_jti)
+                .values(iss=iss, jti_hash=jti_hash, expires_at=expires_at)
+                .returning(seen_jti.c.jti_hash)  # a row back means new; rowcount is -1 on psycopg
+            ).first()
+            return inserted is not None
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,88 @@
+"""The store on SQLite and on the local PostgreSQL server: card index, feedback join, report, replay, audit."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from service.store import Store
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'store.db'}")
+        yield s
+        s.dispose()
+        return
+    name = f"ckd_cds_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    s = Store(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+    yield s
+    s.dispose()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}"'))
+    admin.dispose()
+
+
+def card(uuid_: str, rule: str) -> dict[str, object]:
+    return {
+        "card_uuid": uuid_,
+        "hook_instance": "h",
+        "service_id": "ckd-patient-view",
+        "rule_id": rule,
+        "config_version": "v1",
+        "indicator": "info",
+        "suggestions": ["s1"],
+        "iss": None,
+        "tenant": None,
+    }
+
+
+def item(card_uuid: str, outcome: str) -> dict[str, object]:
+    return {"card": card_uuid, "outcome": outcome, "outcomeTimestamp": datetime(2026, 1, 1, tzinfo=UTC),
+            "acceptedSuggestions": [{"id": "s1"}] if outcome == "accepted" else None}  # fmt: skip
+
+
+def test_card_index_ignores_a_retried_hook_instance(store: Store) -> None:
+    store.index_cards([card("c1", "sglt2i")])
+    store.index_cards([card("c1", "sglt2i")])  # same deterministic uuid on retry: no error, one row
+    assert list(store.cards_by_uuid(["c1"])) == ["c1"]
+
+
+def test_feedback_joins_rules_and_reports_rates(store: Store) -> None:
+    store.index_cards([card("c1", "sglt2i"), card("c2", "sglt2i"), card("c3", "statin")])
+    rules = store.add_feedback(
+        "ckd-patient-view",
+        [item("c1", "accepted"), item("c2", "overridden"), item("c3", "overridden"), item("zz", "accepted")],
+        None,
+    )
+    assert rules == ["sglt2i", "sglt2i", "statin", None]
+    report = {r["rule"]: r for r in store.feedback_report()}
+    assert report["sglt2i"]["acceptance_rate"] == 0.5
+    assert report["statin"]["override_rate"] == 1.0
+    assert store.feedback_count() == 4
+
+
+def test_replayed_jti_is_refused_and_expired_ones_purged(store: Store) -> None:
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    assert store.remember_jti("iss", "h1", later) is True
+    assert store.remember_jti("iss", "h1", later) is False
+    assert store.remember_jti("other-iss", "h1", later) is True  # scoped by issuer
+    assert store.remember_jti("iss", "old", datetime.now(UTC) - timedelta(minutes=1)) is True
+    assert store.remember_jti("iss", "new", later) is True  # purges "old"
+    assert store.remember_jti("iss", "old", later) is True
+
+
+def test_audit_round_trip(store: Store) -> None:
+    store.add_audit({"request_id": "r1", "status": 200, "service_id": "s", "cards": [{"rule": "x"}]})
+    assert store.audit_records()[0]["cards"] == [{"rule": "x"}]

@@ -1,0 +1,66 @@
+"""`ckd-cds serve` under gunicorn: two workers, metrics aggregated across them, and refusal on a bad config."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+PORT = 18473
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    env = {**os.environ, "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "2",
+           "CKD_CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}"}  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(PORT)], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{PORT}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.2)
+    yield base
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def test_metrics_aggregate_every_worker(served: str) -> None:
+    n = 120
+    for _ in range(n):
+        assert requests.get(f"{served}/cds-services", timeout=5).status_code == 200
+    page = requests.get(f"{served}/metrics", timeout=5).text
+    total = sum(
+        float(v)
+        for v in re.findall(
+            r'^ckd_cds_requests_total\{hook="-",service="discovery",status="200"\} (\S+)$', page, re.MULTILINE
+        )
+    )
+    assert total == n  # in multiprocess mode /metrics sums both workers' files
+
+
+def test_serve_refuses_a_bad_config(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sglt2i:\n  min_egfr: 99\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(PORT + 1), "--config", str(bad)],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "sglt2i.min_egfr" in result.stderr
