@@ -199,3 +199,33 @@ def test_wrong_shape_prefetch_is_treated_as_missing(client: FlaskClient) -> None
     response = client.post(URL, json=call(resources(bundle)[0]["id"], prefetch=prefetch))
     assert response.status_code == 412
     assert "patient" in response.json["issue"][0]["diagnostics"]
+
+
+def test_body_over_the_limit_is_413(tmp_path: Any) -> None:
+    from service.web import create_app
+    from service.web.settings import Settings
+
+    small = create_app(Settings(max_body_bytes=1000, database_url=f"sqlite:///{tmp_path / 'db'}")).test_client()
+    response = small.post(URL, json=call("p1") | {"prefetch": {"pad": "x" * 2000}})
+    assert response.status_code == 413
+    assert response.json["resourceType"] == "OperationOutcome"
+
+
+ALLOWED_PARAMS = {"patient", "code", "_sort", "_count", "status"}
+
+
+@pytest.mark.parametrize("key", CKD_PREFETCH, ids=lambda k: k.name)
+def test_prefetch_templates_use_only_2_0_tokens_and_the_n16_subset(key: Any) -> None:
+    import re
+    import urllib.parse
+
+    tokens = re.findall(r"\{\{(.*?)\}\}", key.template)
+    assert tokens == ["context.patientId"]  # N-15: root-level context fields only; no FHIRPath, no dates
+    path, _, query = key.template.partition("?")
+    assert re.fullmatch(r"(Patient/\{\{context\.patientId\}\}|Observation|Condition|MedicationRequest)", path)
+    params = urllib.parse.parse_qs(query)
+    assert set(params) <= ALLOWED_PARAMS  # N-16: token equality, _sort, _count
+    if "_sort" in params:
+        assert params["_sort"] == ["-date"]  # R4 syntax, not sort:desc=date
+    for code in ",".join(params.get("code", [])).split(",") if params.get("code") else []:
+        assert re.fullmatch(r"http://loinc\.org\|\d+-\d", code)
