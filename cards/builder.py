@@ -23,6 +23,7 @@ from service.clinical.medications import INGREDIENTS, DrugClass
 from service.clinical.record import UrineKind
 from service.clinical.rules import RECOMMENDATION_ORDER, Indicator, RuleId, RuleOutcome
 from service.clinical.staging import EgfrPoint, Reason
+from service.clinical.thresholds import CardSettings
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,6 @@ class CardRequest:
     hook_instance: str
     service_id: str
     config_version: str
-    max_cards: int = 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -377,15 +377,23 @@ def staging_indicator(a: Assessment) -> Indicator | None:
     return Indicator.INFO if s.reason in POSSIBLE_CKD else None
 
 
+def site_indicator(rule: str, own: Indicator, policy: CardSettings) -> Indicator:
+    """The rule's own indicator unless the site configured another (cards.rules.<rule>.indicator)."""
+    chosen = policy.rule(rule).indicator
+    return own if chosen == "default" else Indicator(chosen)
+
+
 def build_cards(a: Assessment, req: CardRequest) -> BuiltCards:
     """Cards for every fired rule plus the staging card, ordered by urgency, capped at `max_cards`."""
+    policy = a.context.thresholds.cards
     wanted = [(o.rule.value, o.indicator) for o in a.fired]
     indicator = staging_indicator(a)
     # One card per family (D-05): the problem-list card states the stage and risk, so it replaces the staging card.
     if indicator is not None and RuleId.PROBLEM_LIST.value not in {rule for rule, _ in wanted}:
         wanted.append((STAGING, indicator))
+    wanted = [(rule, site_indicator(rule, ind, policy)) for rule, ind in wanted if policy.rule(rule).enabled]
     wanted.sort(key=lambda ri: (INDICATOR_RANK[ri[1]], PRIORITY[ri[0]], ri[0]))
-    kept, overflow = wanted[: req.max_cards], max(0, len(wanted) - req.max_cards)
+    kept, overflow = wanted[: policy.max_cards], max(0, len(wanted) - policy.max_cards)
     cards = [build_card(rule, ind, a, req) for rule, ind in kept]
     index = [
         {"card": c["uuid"], "rule": c["extension"][EXTENSION_KEY]["id"], "indicator": c["indicator"],

@@ -64,6 +64,13 @@ def semantic_problems(data: dict[str, Any]) -> list[str]:
                 problems.append(f"{section}.suggested_agents: unknown ingredient {agent!r}")
             elif agent not in sec.starting_dose:
                 problems.append(f"{section}.starting_dose: no dose for {agent!r}")
+    if max(t.fhir.connect_timeout_s, t.fhir.read_timeout_s) >= t.fhir.budget_s:
+        problems.append("fhir.budget_s: must exceed the connect and read timeouts")
+    from service.fhir.adapter import OBSERVATION_READERS
+
+    for i, site in enumerate(t.site_codes):
+        if site.loinc not in OBSERVATION_READERS:
+            problems.append(f"site_codes.{i}.loinc: {site.loinc} is not a code the engine reads")
     try:
         ZoneInfo(t.service.timezone)
     except (ZoneInfoNotFoundError, ValueError):

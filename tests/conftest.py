@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -14,9 +16,21 @@ from service.web import create_app
 from service.web.settings import Settings
 
 
+def make_app(tmp_path: Path, config: dict[str, Any] | None = None, **settings: Any) -> Flask:
+    """An app on its own SQLite file, with a thresholds file when `config` is given (as an admin would write it)."""
+    config_path = None
+    if config is not None:
+        config_path = tmp_path / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+    database = f"sqlite:///{tmp_path / 'store.db'}"
+    return create_app(
+        Settings(database_url=database, config_path=str(config_path) if config_path else None, **settings)
+    )
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> Flask:
-    return create_app(Settings(fhir_budget_s=5.0, database_url=f"sqlite:///{tmp_path / 'store.db'}"))
+    return make_app(tmp_path, {"fhir": {"budget_s": 5.0}})
 
 
 @pytest.fixture

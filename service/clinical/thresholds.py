@@ -135,6 +135,39 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CardRule:
+    enabled: bool = True
+    indicator: str = "default"  # or info, warning, critical
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CardSettings:
+    """Which cards are shown, how urgently, and how many (site policy; CDS Hooks contract D-05)."""
+
+    max_cards: int = 5
+    rules: dict[str, CardRule] = field(default_factory=dict)
+
+    def rule(self, rule_id: str) -> CardRule:
+        return self.rules.get(rule_id, CardRule())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FhirSettings:
+    connect_timeout_s: float = 1.0
+    read_timeout_s: float = 2.0
+    budget_s: float = 3.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteCode:
+    """A local laboratory code read as a LOINC code (contract D-03)."""
+
+    system: str
+    code: str
+    loinc: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Thresholds:
     """All configurable thresholds, grouped as in the YAML file (`sglt2i.min_egfr` is `thresholds.sglt2i.min_egfr`)."""
 
@@ -154,13 +187,24 @@ class Thresholds:
     potassium: Potassium = field(default_factory=Potassium)
     kfre: KfreSettings = field(default_factory=KfreSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    cards: CardSettings = field(default_factory=CardSettings)
+    fhir: FhirSettings = field(default_factory=FhirSettings)
+    site_codes: tuple[SiteCode, ...] = ()
 
 
 def thresholds_from_dict(data: dict[str, Any]) -> Thresholds:
     """Build Thresholds from a validated mapping; missing sections and keys take the defaults."""
-    sections = {}
+    sections: dict[str, Any] = {}
     defaults = Thresholds()
     for f in fields(Thresholds):
+        if f.name == "site_codes":
+            sections[f.name] = tuple(SiteCode(**item) for item in data.get("site_codes", ()))
+            continue
+        if f.name == "cards":
+            cards = dict(data.get("cards", {}))
+            rules = {rule: CardRule(**values) for rule, values in cards.pop("rules", {}).items()}
+            sections[f.name] = CardSettings(**cards, rules=rules)
+            continue
         section_cls: Any = type(getattr(defaults, f.name))
         values = dict(data.get(f.name, {}))
         if "suggested_agents" in values:
@@ -176,7 +220,7 @@ def thresholds_to_dict(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: thresholds_to_dict(getattr(obj, f.name)) for f in fields(obj)}
     if isinstance(obj, tuple):
-        return list(obj)
+        return [thresholds_to_dict(item) for item in obj]
     if isinstance(obj, dict):
-        return dict(obj)
+        return {key: thresholds_to_dict(value) for key, value in obj.items()}
     return obj

@@ -36,6 +36,7 @@ from service.clinical.record import (
     UrineTest,
     UrineUnit,
 )
+from service.clinical.thresholds import SiteCode
 
 Resource = dict[str, Any]
 
@@ -90,13 +91,26 @@ def _codings(concept: Any) -> list[dict[str, Any]]:
     return [c for c in concept.get("coding") or [] if isinstance(c, dict)]
 
 
-def loinc_codes(observation: Resource) -> list[str]:
-    """LOINC codes of an Observation: system http://loinc.org, or no system (spec §9.5)."""
-    return [
-        c["code"]
-        for c in _codings(observation.get("code"))
-        if isinstance(c.get("code"), str) and c.get("system") in (codes.LOINC, None)
-    ]
+SiteCodeMap = dict[tuple[str, str], str]
+
+
+def site_code_map(site_codes: Iterable[SiteCode]) -> SiteCodeMap:
+    """(system, local code) -> LOINC, from the configuration's `site_codes` (contract D-03)."""
+    return {(s.system, s.code): s.loinc for s in site_codes}
+
+
+def loinc_codes(observation: Resource, site_codes: SiteCodeMap | None = None) -> list[str]:
+    """LOINC codes of an Observation: system http://loinc.org or no system (spec §9.5), or a site's local code."""
+    out = []
+    for c in _codings(observation.get("code")):
+        code, system = c.get("code"), c.get("system")
+        if not isinstance(code, str):
+            continue
+        if system in (codes.LOINC, None):
+            out.append(code)
+        elif site_codes and (str(system), code) in site_codes:
+            out.append(site_codes[(str(system), code)])
+    return out
 
 
 def observation_date(obs: Resource) -> date | None:
@@ -160,10 +174,11 @@ DIPSTICK_MG_DL_BANDS = ((300.0, "3+"), (100.0, "2+"), (30.0, "1+"), (15.0, "trac
 class RecordBuilder:
     """Accumulates one patient's resources into a PatientRecord."""
 
-    def __init__(self, patient_id: str | None, patient_refs: set[str]) -> None:
+    def __init__(self, patient_id: str | None, patient_refs: set[str], site_codes: SiteCodeMap | None = None) -> None:
         self.record = PatientRecord()
         self.patient_id = patient_id
         self.patient_refs = patient_refs
+        self.site_codes = site_codes
         self._count = 0
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -202,7 +217,7 @@ class RecordBuilder:
                 handler(resource)
 
     def add_observation(self, obs: Resource) -> None:
-        loincs = loinc_codes(obs)
+        loincs = loinc_codes(obs, self.site_codes)
         reader = next((OBSERVATION_READERS[c] for c in loincs if c in OBSERVATION_READERS), None)
         if reader is None:
             return  # not a code the engine reads
@@ -453,12 +468,15 @@ def read_patient(builder: RecordBuilder, patient: Resource) -> None:
 
 
 def record_from_resources(
-    patient: Resource | None, resources: Iterable[Any], full_url: str | None = None
+    patient: Resource | None,
+    resources: Iterable[Any],
+    full_url: str | None = None,
+    site_codes: SiteCodeMap | None = None,
 ) -> PatientRecord:
     """Build the record from a Patient and that patient's other resources (prefetch or search results)."""
     items = list(resources)
     refs = patient_refs(patient, full_url) if patient else set()
-    builder = RecordBuilder(patient.get("id") if patient else None, refs)
+    builder = RecordBuilder(patient.get("id") if patient else None, refs, site_codes)
     if patient:
         read_patient(builder, patient)
     medications = medication_index(items)

@@ -207,16 +207,19 @@ def fetch_key(fhir: FhirFetch, key: PrefetchKey, path: str, state: KeyState) -> 
 
 @dataclass(slots=True)
 class Acquirer:
-    """Builds PatientData from prefetch and, where needed, the FHIR server; one per worker (shared pool)."""
+    """Builds PatientData from prefetch and, where needed, the FHIR server; one per worker (shared pool).
 
-    keys: tuple[PrefetchKey, ...]
-    fetch: FetchSettings
+    Keys and timeouts come with each call, from the configuration in force for that request.
+    """
+
     pool: ThreadPoolExecutor
     adapter: HTTPAdapter
 
     def acquire(
         self,
         *,
+        keys_wanted: tuple[PrefetchKey, ...],
+        fetch: FetchSettings,
         patient_id: str,
         prefetch: dict[str, Any],
         fhir_server: str | None,
@@ -228,7 +231,7 @@ class Acquirer:
         keys: dict[str, KeyState] = {}
         found: dict[str, list[Resource] | None] = {}
         missing: list[PrefetchKey] = []
-        for key in self.keys:
+        for key in keys_wanted:
             state = classify_prefetch(prefetch.get(key.name), key.expect) if key.name in prefetch else "absent"
             keys[key.name] = KeyState(state=state)
             if state == "null":
@@ -241,7 +244,7 @@ class Acquirer:
                 missing.append(key)
         if missing:
             reason = self._fetch_missing(missing, keys, found, patient_id, fhir_server, token, can_fetch, started,
-                                         no_access_reason)  # fmt: skip
+                                         no_access_reason, fetch)  # fmt: skip
             if reason is not None:
                 failed = [k.name for k in missing if k.required and keys[k.name].unavailable]
                 raise DataUnavailable(failed, reason, assemble(patient_id, found, keys))
@@ -258,14 +261,15 @@ class Acquirer:
         can_fetch: bool,
         started: float,
         no_access_reason: str,
+        fetch: FetchSettings,
     ) -> str | None:
         """Fetch the missing keys; the reason category of the first required key that failed, or None."""
         if not can_fetch or not fhir_server:
             for key in missing:
                 keys[key.name].unavailable = no_access_reason
             return no_access_reason if any(k.required for k in missing) else None
-        deadline = started + self.fetch.budget_s
-        fhir = FhirFetch(fhir_server, token, self.adapter, deadline, self.fetch)
+        deadline = started + fetch.budget_s
+        fhir = FhirFetch(fhir_server, token, self.adapter, deadline, fetch)
         jobs = {
             key.name: self.pool.submit(fetch_key, fhir, key, key.path(patient_id), keys[key.name]) for key in missing
         }

@@ -19,9 +19,10 @@ from flask import Blueprint, Response, current_app, g, request
 
 from cards.builder import CardRequest, build_cards, suppressed
 from service.clinical.assess import Assessment, assess
-from service.fhir.adapter import record_from_resources
+from service.clinical.thresholds import Thresholds
+from service.fhir.adapter import record_from_resources, site_code_map
 from service.web import metrics
-from service.web.acquire import DataUnavailable, PatientData
+from service.web.acquire import DataUnavailable, FetchSettings, PatientData
 from service.web.auth import AuthFailure, Caller
 from service.web.errors import ApiError
 from service.web.registry import SERVICES, CdsService
@@ -154,7 +155,8 @@ def audit_keys(data: PatientData) -> dict[str, Any]:
 @bp.get("/cds-services")
 def discovery() -> Response:
     authenticate(required=state().settings.auth.discovery == "required")
-    return json_response({"services": [s.discovery() for s in SERVICES.values()]})
+    thresholds, _ = state().config.current()
+    return json_response({"services": [s.discovery(thresholds.site_codes) for s in SERVICES.values()]})
 
 
 @bp.post("/cds-services/<service_id>")
@@ -168,9 +170,10 @@ def call_service(service_id: str) -> Response:
                    fhir_server=str(body.get("fhirServer") or "").split("?")[0] or None)  # fmt: skip
     patient_id = body["context"]["patientId"]
     g.audit["patient_key"] = patient_key(patient_id)
-    data = acquire(body, patient_id, caller)
+    thresholds, thresholds_version = state().config.current()  # one configuration for the whole request
+    data = acquire(body, patient_id, caller, service, thresholds)
     started_engine = time.monotonic()
-    assessment, thresholds_version = run_engine(data)
+    assessment = run_engine(data, thresholds)
     built = build_cards(assessment, card_request(body, service, patient_id, thresholds_version))
     engine_ms = (time.monotonic() - started_engine) * 1000
     index_cards(built.index, body, service, thresholds_version, caller)
@@ -182,11 +185,18 @@ def call_service(service_id: str) -> Response:
     return json_response({"cards": built.cards}, no_store=True)
 
 
-def acquire(body: dict[str, Any], patient_id: str, caller: Caller | None) -> PatientData:
+def acquire(
+    body: dict[str, Any], patient_id: str, caller: Caller | None, service: CdsService, thresholds: Thresholds
+) -> PatientData:
     token, can_fetch, why_not = fetch_allowed(body, caller)
     started_fetch = time.monotonic()
+    f = thresholds.fhir
     try:
         data = state().acquirer.acquire(
+            keys_wanted=service.prefetch(thresholds.site_codes),
+            fetch=FetchSettings(
+                connect_timeout=f.connect_timeout_s, read_timeout=f.read_timeout_s, budget_s=f.budget_s
+            ),
             patient_id=patient_id,
             prefetch=body.get("prefetch") or {},
             fhir_server=body.get("fhirServer"),
@@ -209,18 +219,17 @@ def acquire(body: dict[str, Any], patient_id: str, caller: Caller | None) -> Pat
     return data
 
 
-def run_engine(data: PatientData) -> tuple[Assessment, str]:
-    thresholds, version = state().config.current()
+def run_engine(data: PatientData, thresholds: Thresholds) -> Assessment:
     as_of = datetime.now(ZoneInfo(thresholds.service.timezone)).date()
-    record = record_from_resources(data.patient, data.resources)
+    record = record_from_resources(data.patient, data.resources, site_codes=site_code_map(thresholds.site_codes))
     g.audit["lab_dates"] = sorted({v.date.isoformat() for v in record.creatinine + record.reported_egfr} |
                                   {u.date.isoformat() for u in record.urine})[-20:]  # fmt: skip
-    return assess(record, as_of, thresholds), version
+    return assess(record, as_of, thresholds)
 
 
 def card_request(body: dict[str, Any], service: CdsService, patient_id: str, version: str) -> CardRequest:
     return CardRequest(patient_id=patient_id, hook_instance=body["hookInstance"], service_id=service.id,
-                       config_version=version, max_cards=state().settings.max_cards)  # fmt: skip
+                       config_version=version)  # fmt: skip
 
 
 def index_cards(index: list[dict[str, Any]], body: dict[str, Any], service: CdsService, version: str,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.clinical import codes
+from service.clinical.thresholds import SiteCode
 
 PATIENT_TOKEN = "{{context.patientId}}"  # noqa: S105 - a CDS Hooks prefetch token, not a secret
 
@@ -33,41 +35,41 @@ class PrefetchKey:
         return f"{path}?{urllib.parse.urlencode(pairs, safe=',-')}"
 
 
-def code_param(*groups: frozenset[str] | dict[str, str]) -> str:
-    return ",".join(f"{codes.LOINC}|{c}" for group in groups for c in sorted(group))
-
-
-KIDNEY = code_param(codes.CREATININE, codes.CYSTATIN_C, codes.EGFR_REPORTED)
-URINE = code_param(codes.ACR, codes.PCR, codes.DIPSTICK)
-SUPPORT = code_param(
-    codes.HEIGHT, codes.POTASSIUM, codes.HBA1C_PERCENT, codes.HBA1C_IFCC, codes.ALBUMIN, codes.PHOSPHATE,
-    codes.BICARBONATE, codes.CALCIUM,
+KIDNEY_CODES = codes.CREATININE | codes.CYSTATIN_C | frozenset(codes.EGFR_REPORTED)
+URINE_CODES = codes.ACR | codes.PCR | codes.DIPSTICK
+SUPPORT_CODES = (
+    codes.HEIGHT | codes.POTASSIUM | codes.HBA1C_PERCENT | codes.HBA1C_IFCC | codes.ALBUMIN | codes.PHOSPHATE
+    | codes.BICARBONATE | codes.CALCIUM
 )  # fmt: skip
 
-CKD_PREFETCH = (
-    PrefetchKey(name="patient", template=f"Patient/{PATIENT_TOKEN}", required=True, kind="read"),
-    PrefetchKey(
-        name="kidneyLabs",
-        template=f"Observation?patient={PATIENT_TOKEN}&code={KIDNEY}&_sort=-date&_count=100",
-        required=True,
-    ),
-    PrefetchKey(
-        name="urineLabs",
-        template=f"Observation?patient={PATIENT_TOKEN}&code={URINE}&_sort=-date&_count=50",
-        required=True,
-    ),
-    PrefetchKey(name="conditions", template=f"Condition?patient={PATIENT_TOKEN}&_count=100", required=True),
-    PrefetchKey(
-        name="medications",
-        template=f"MedicationRequest?patient={PATIENT_TOKEN}&status=active,on-hold&_count=100",
-        required=True,
-    ),
-    PrefetchKey(
-        name="supportLabs",
-        template=f"Observation?patient={PATIENT_TOKEN}&code={SUPPORT}&_sort=-date&_count=50",
-        required=False,
-    ),
-)
+
+def code_param(loincs: frozenset[str], site_codes: tuple[SiteCode, ...]) -> str:
+    """LOINC codes, then the site's local codes that mean one of them (contract D-03)."""
+    standard = [f"{codes.LOINC}|{c}" for c in sorted(loincs)]
+    local = [f"{s.system}|{s.code}" for s in site_codes if s.loinc in loincs]
+    return ",".join(standard + local)
+
+
+def ckd_prefetch(site_codes: tuple[SiteCode, ...] = ()) -> tuple[PrefetchKey, ...]:
+    """The ckd-patient-view templates; the code lists, and so discovery, follow the configuration."""
+    kidney, urine = code_param(KIDNEY_CODES, site_codes), code_param(URINE_CODES, site_codes)
+    support = code_param(SUPPORT_CODES, site_codes)
+    obs = f"Observation?patient={PATIENT_TOKEN}&code="
+    return (
+        PrefetchKey(name="patient", template=f"Patient/{PATIENT_TOKEN}", required=True, kind="read"),
+        PrefetchKey(name="kidneyLabs", template=f"{obs}{kidney}&_sort=-date&_count=100", required=True),
+        PrefetchKey(name="urineLabs", template=f"{obs}{urine}&_sort=-date&_count=50", required=True),
+        PrefetchKey(name="conditions", template=f"Condition?patient={PATIENT_TOKEN}&_count=100", required=True),
+        PrefetchKey(
+            name="medications",
+            template=f"MedicationRequest?patient={PATIENT_TOKEN}&status=active,on-hold&_count=100",
+            required=True,
+        ),
+        PrefetchKey(name="supportLabs", template=f"{obs}{support}&_sort=-date&_count=50", required=False),
+    )
+
+
+CKD_PREFETCH = ckd_prefetch()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,15 +78,15 @@ class CdsService:
     hook: str
     title: str
     description: str
-    prefetch: tuple[PrefetchKey, ...]
+    prefetch: Callable[[tuple[SiteCode, ...]], tuple[PrefetchKey, ...]]
 
-    def discovery(self) -> dict[str, object]:
+    def discovery(self, site_codes: tuple[SiteCode, ...] = ()) -> dict[str, object]:
         return {
             "hook": self.hook,
             "id": self.id,
             "title": self.title,
             "description": self.description,
-            "prefetch": {k.name: k.template for k in self.prefetch},
+            "prefetch": {k.name: k.template for k in self.prefetch(site_codes)},
             "usageRequirements": "Read access to Patient, Observation, Condition and MedicationRequest "
             "(patient/*.read or user/*.read scopes) for data not sent in prefetch.",
         }
@@ -96,7 +98,7 @@ CKD_PATIENT_VIEW = CdsService(
     title="Chronic kidney disease: detection, staging and KDIGO care gaps",
     description="Finds CKD from creatinine and urine albumin results (CKD-EPI 2021, KDIGO chronicity), stages it, "
     "estimates kidney failure risk (KFRE) and suggests KDIGO 2024 care. Decision support only.",
-    prefetch=CKD_PREFETCH,
+    prefetch=ckd_prefetch,
 )
 
 SERVICES: dict[str, CdsService] = {CKD_PATIENT_VIEW.id: CKD_PATIENT_VIEW}

@@ -62,10 +62,6 @@ class Settings:
     port: int = 8080
     database_url: str = DEFAULT_URL
     max_body_bytes: int = 10 * 1024 * 1024
-    max_cards: int = 5
-    fhir_connect_timeout: float = 1.0
-    fhir_read_timeout: float = 2.0
-    fhir_budget_s: float = 3.0
     fhir_pool_size: int = 8
     # Dev only: FHIR bases that may be read without fhirAuthorization (the CDS Hooks Sandbox's open server).
     open_fhir_servers: tuple[str, ...] = ()
@@ -92,10 +88,6 @@ class Settings:
             port=int(_env("CKD_CDS_PORT", "8080")),
             database_url=_env("CKD_CDS_DATABASE_URL", DEFAULT_URL),
             max_body_bytes=int(_env("CKD_CDS_MAX_BODY_BYTES", str(10 * 1024 * 1024))),
-            max_cards=int(_env("CKD_CDS_MAX_CARDS", "5")),
-            fhir_connect_timeout=float(_env("CKD_CDS_FHIR_CONNECT_TIMEOUT", "1.0")),
-            fhir_read_timeout=float(_env("CKD_CDS_FHIR_READ_TIMEOUT", "2.0")),
-            fhir_budget_s=float(_env("CKD_CDS_FHIR_BUDGET", "3.0")),
             fhir_pool_size=int(_env("CKD_CDS_FHIR_POOL", "8")),
             open_fhir_servers=tuple(s for s in _env("CKD_CDS_OPEN_FHIR_SERVERS", "").split(",") if s),
             patient_key_secret=os.environ.get("CKD_CDS_PATIENT_KEY_SECRET") or None,

@@ -15,9 +15,8 @@ from requests.adapters import HTTPAdapter
 from service.clinical.thresholds import Thresholds
 from service.config import config_version, load_thresholds
 from service.store import Store
-from service.web.acquire import Acquirer, FetchSettings
+from service.web.acquire import Acquirer
 from service.web.auth import JwtVerifier
-from service.web.registry import CKD_PREFETCH
 from service.web.settings import Settings
 
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -52,11 +51,6 @@ class AppState:
 
 def build_state(settings: Settings) -> AppState:
     thresholds = load_thresholds(settings.config_path)
-    fetch = FetchSettings(
-        connect_timeout=settings.fhir_connect_timeout,
-        read_timeout=settings.fhir_read_timeout,
-        budget_s=settings.fhir_budget_s,
-    )
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.fhir_pool_size, max_retries=0)
     pool = ThreadPoolExecutor(max_workers=settings.fhir_pool_size, thread_name_prefix="fhir-fetch")
     store = Store(settings.database_url)
@@ -65,6 +59,6 @@ def build_state(settings: Settings) -> AppState:
         config=ConfigHolder(thresholds=thresholds, version=config_version(thresholds)),
         store=store,
         verifier=JwtVerifier(settings.auth, store),
-        acquirer=Acquirer(keys=CKD_PREFETCH, fetch=fetch, pool=pool, adapter=adapter),
+        acquirer=Acquirer(pool=pool, adapter=adapter),
         open_servers=frozenset(s.rstrip("/") for s in settings.open_fhir_servers),
     )

@@ -16,9 +16,8 @@ from flask.testing import FlaskClient
 from service.demo import demo_bundles
 from service.fhir.loader import load_bundle
 from service.fhir.testserver import RunningServer
-from service.web import create_app
-from service.web.settings import Settings
 from service.web.state import validator
+from tests.conftest import make_app
 from tests.web.test_hooks import call, prefetch_for, resources
 
 URL = "/cds-services/ckd-patient-view"
@@ -54,7 +53,7 @@ def bundles() -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 def all_cards(tmp_path: Path) -> FlaskClient:
-    return create_app(Settings(database_url=f"sqlite:///{tmp_path / 'db'}", max_cards=20)).test_client()
+    return make_app(tmp_path, {"cards": {"max_cards": 20}, "fhir": {"budget_s": 5.0}}).test_client()
 
 
 def rules(response_json: dict[str, Any]) -> list[str]:
