@@ -47,6 +47,25 @@ def validate_data(data: Any) -> Thresholds:
     return thresholds_from_dict(data)
 
 
+def validation_errors(data: Any) -> dict[str, str]:
+    """Every problem, keyed by dotted field path (for inline errors in the admin page); empty when valid."""
+    if data is None:
+        data = {}
+    validator = jsonschema.Draft202012Validator(schema())
+    errors: dict[str, str] = {}
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
+        path = _path(error)
+        if error.validator == "additionalProperties":
+            path = f"{path}.{error.message.split(chr(39))[1]}" if path != "(top level)" else error.message.split("'")[1]
+        errors.setdefault(path, error.message)
+    if errors:
+        return errors
+    for problem in semantic_problems(data):
+        path, _, message = problem.partition(": ")
+        errors.setdefault(path, message)
+    return errors
+
+
 def semantic_problems(data: dict[str, Any]) -> list[str]:
     """Ordered thresholds, known agents with doses, and a real time zone."""
     t = thresholds_from_dict(data)

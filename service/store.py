@@ -7,6 +7,7 @@ shared by every instance). Nothing here holds PHI: no patient id, names, values,
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +76,22 @@ seen_jti = sa.Table(
     sa.Column("iss", sa.String(300), primary_key=True),
     sa.Column("jti_hash", sa.String(64), primary_key=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+
+app_secrets = sa.Table(
+    "app_secrets",
+    metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
+)
+
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(64), nullable=False, index=True),  # sha256 of client address (no raw IPs kept)
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
 
@@ -217,6 +234,26 @@ class Store:
                 .returning(seen_jti.c.jti_hash)  # a row back means new; rowcount is -1 on psycopg
             ).first()
             return inserted is not None
+
+    # --- admin support ------------------------------------------------------------------------------------
+    def shared_secret(self, name: str) -> str:
+        """A random secret generated once and shared by every worker and instance (e.g. the session key)."""
+        with self.engine.begin() as conn:
+            conn.execute(self._insert_ignore(app_secrets).values(name=name, value=secrets.token_hex(32)))
+            return str(conn.execute(sa.select(app_secrets.c.value).where(app_secrets.c.name == name)).scalar_one())
+
+    def login_failures_since(self, key: str, since: datetime) -> int:
+        query = sa.select(sa.func.count()).where(login_failures.c.key == key, login_failures.c.at >= since)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def add_login_failure(self, key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(login_failures.insert().values(key=key, at=now()))
+
+    def clear_login_failures(self, key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(login_failures.delete().where(login_failures.c.key == key))
 
     def dispose(self) -> None:
         self.engine.dispose()

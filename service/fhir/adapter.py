@@ -509,11 +509,11 @@ def bundle_entries(bundle: Any) -> list[tuple[str | None, Resource]]:
     return out
 
 
-def record_from_bundle(bundle: Any) -> PatientRecord:
+def record_from_bundle(bundle: Any, site_codes: SiteCodeMap | None = None) -> PatientRecord:
     """A Bundle of any type holding exactly one Patient and that patient's resources (spec §9.4)."""
     entries = bundle_entries(bundle)
     patients = [(url, r) for url, r in entries if r.get("resourceType") == "Patient"]
     if len(patients) != 1:
         raise AdapterError(f"Bundle must hold exactly one Patient, found {len(patients)}")
     url, patient = patients[0]
-    return record_from_resources(patient, (r for _, r in entries if r is not patient), url)
+    return record_from_resources(patient, (r for _, r in entries if r is not patient), url, site_codes)

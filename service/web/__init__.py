@@ -31,6 +31,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["DEBUG"] = False  # never in any profile: errors are OperationOutcomes without stack traces
     state = build_state(settings)
     app.extensions["ckd_cds"] = state
+    app.config.update(
+        SECRET_KEY=settings.secret_key or state.store.shared_secret("session-key"),  # same key in every worker
+        SESSION_COOKIE_NAME="ckd_cds_admin",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=settings.production,
+        SESSION_COOKIE_PATH="/admin",
+        PERMANENT_SESSION_LIFETIME=8 * 3600,
+    )
 
     from service.web.admin import bp as admin_bp
     from service.web.health import bp as health_bp

@@ -1,44 +1,355 @@
-"""Operator endpoints: /metrics and the feedback report. Reached from an operator network only (D-01).
+"""Operators and admins: /metrics, the configuration console (/admin) and its API (/admin/api/...).
 
-Authentication: a token whose SHA-256 is in the environment (`CKD_CDS_ADMIN_TOKEN_SHA256`,
-`CKD_CDS_METRICS_TOKEN_SHA256`); never the EHR's JWT trust. The full admin console comes with issue #5.
+Authentication is never the EHR's JWT trust: console users come from `CKD_CDS_ADMIN_USERS` (hashed passwords,
+roles `editor` and `viewer`), API clients may use a bearer token whose SHA-256 is `CKD_CDS_ADMIN_TOKEN_SHA256`
+(role editor). Sessions are signed cookies (HttpOnly, SameSite=Strict, Secure in production); every state-changing
+console request carries a CSRF token; failed logins are rate-limited per client address in the shared store.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import secrets
+from datetime import date, timedelta
+from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, redirect, render_template, request, session, url_for
+from werkzeug.security import check_password_hash
 
+from cards.builder import CardRequest, build_cards
+from service.clinical.assess import assess
+from service.clinical.thresholds import Thresholds, thresholds_to_dict
+from service.config import validate_data, validation_errors
+from service.config_store import StaleVersion, yaml_diff
+from service.demo import demo_bundles
+from service.fhir.adapter import AdapterError, record_from_bundle, site_code_map
+from service.store import now
 from service.web import metrics
+from service.web.admin_form import document_from_form, fields, form_values
 from service.web.errors import ApiError
+from service.web.state import AppState
 
-bp = Blueprint("admin", __name__)
+bp = Blueprint("admin", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/admin/static")  # fmt: skip
+PREVIEW_HOOK = "admin-preview"
 
 
-def check_token(expected_sha256: str | None, *, open_when_unset: bool) -> None:
-    if expected_sha256 is None:
-        if open_when_unset:
-            return
-        raise ApiError(404, "unknown path")  # not configured: the endpoint does not exist
+def state() -> AppState:
+    app_state: AppState = current_app.extensions["ckd_cds"]
+    return app_state
+
+
+# --- authentication and authorisation ----------------------------------------------------------------------------
+
+
+def token_matches(expected_sha256: str | None) -> bool:
     header = request.headers.get("Authorization", "")
-    token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    if not token or not hmac.compare_digest(digest, expected_sha256.lower()):
+    if expected_sha256 is None or not header.startswith("Bearer "):
+        return False
+    digest = hashlib.sha256(header.removeprefix("Bearer ").strip().encode()).hexdigest()
+    return hmac.compare_digest(digest, expected_sha256.lower())
+
+
+def current_role() -> str | None:
+    """editor or viewer for a signed-in user or a valid API token; None otherwise."""
+    if token_matches(state().settings.admin_token_sha256):
+        g.admin_user, g.via_token = "api-token", True
+        return "editor"
+    user = session.get("admin_user")
+    account = state().settings.admin_users.get(user) if isinstance(user, str) else None
+    if account is None:
+        return None
+    g.admin_user, g.via_token = user, False
+    return account.role
+
+
+def require(role: str, *, page: bool = False) -> str:
+    """401 (API) or a redirect to sign in (page) without a session; 403 when the role is not enough."""
+    have = current_role()
+    if have is None:
         raise ApiError(401, "authentication required", "login", {"WWW-Authenticate": "Bearer"})
+    if role == "editor" and have != "editor":
+        raise ApiError(403, "the editor role is required", "forbidden")
+    if request.method not in ("GET", "HEAD") and not g.via_token:
+        sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
+        if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
+            raise ApiError(403, "missing or invalid CSRF token", "forbidden")
+    return have
+
+
+def client_key() -> str:
+    return hashlib.sha256((request.remote_addr or "-").encode()).hexdigest()
+
+
+@bp.after_app_request
+def admin_headers(response: Response) -> Response:
+    """Security headers for the console: a strict CSP, no framing, no referrer, no caching."""
+    if request.path.startswith("/admin"):
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+        )
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/admin/login", methods=["GET", "POST"])
+def login() -> Any:
+    settings = state().settings
+    error = None
+    if request.method == "POST":
+        since = now() - timedelta(seconds=settings.login_window_s)
+        if state().store.login_failures_since(client_key(), since) >= settings.login_attempts:
+            return render_template("admin/login.html", error="Too many failed sign-ins; try again later."), 429
+        user, password = request.form.get("username", ""), request.form.get("password", "")
+        account = settings.admin_users.get(user)
+        if account is not None and check_password_hash(account.password_hash, password):
+            state().store.clear_login_failures(client_key())
+            session.clear()
+            session["admin_user"], session["csrf"] = user, secrets.token_urlsafe(32)
+            return redirect(url_for("admin.console"))
+        state().store.add_login_failure(client_key())
+        error = "Unknown user or wrong password."
+    configured = bool(settings.admin_users)
+    return render_template("admin/login.html", error=error, configured=configured), 401 if error else 200
+
+
+@bp.post("/admin/logout")
+def logout() -> Any:
+    require("viewer")
+    session.clear()
+    return redirect(url_for("admin.login"))
+
+
+# --- operators -----------------------------------------------------------------------------------------------------
 
 
 @bp.get("/metrics")
 def metrics_page() -> Response:
-    settings = current_app.extensions["ckd_cds"].settings
-    check_token(settings.metrics_token_sha256, open_when_unset=not settings.production)
+    settings = state().settings
+    if settings.metrics_token_sha256 is None:
+        if settings.production:
+            raise ApiError(404, "unknown path")
+    elif not token_matches(settings.metrics_token_sha256):
+        raise ApiError(401, "authentication required", "login", {"WWW-Authenticate": "Bearer"})
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)
 
 
 @bp.get("/admin/api/feedback-report")
 def feedback_report() -> Response:
-    state = current_app.extensions["ckd_cds"]
-    check_token(state.settings.admin_token_sha256, open_when_unset=False)
-    return jsonify({"rules": state.store.feedback_report()})
+    require("viewer")
+    return json_ok({"rules": state().store.feedback_report()})
+
+
+# --- configuration API ---------------------------------------------------------------------------------------------
+
+
+def json_ok(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body, default=str), status=status, mimetype="application/json")
+
+
+def version_json(v: Any, *, with_document: bool = False) -> dict[str, Any]:
+    out = {"version": v.version, "label": v.label, "created_at": v.created_at.isoformat(), "author": v.author,
+           "comment": v.comment, "restored_from": v.restored_from}  # fmt: skip
+    if with_document:
+        out["document"] = v.document
+    return out
+
+
+def api_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return body
+
+
+@bp.get("/admin/api/config")
+def api_config() -> Response:
+    require("viewer")
+    latest = state().configs.latest()
+    assert latest is not None  # noqa: S101 - seeded at start-up
+    return json_ok(version_json(latest, with_document=True))
+
+
+@bp.post("/admin/api/config/validate")
+def api_validate() -> Response:
+    require("viewer")
+    errors = validation_errors(api_body().get("document"))
+    return json_ok({"valid": not errors, "errors": errors})
+
+
+@bp.put("/admin/api/config")
+def api_save() -> Response:
+    require("editor")
+    body = api_body()
+    document, base, comment = body.get("document"), body.get("base_version"), body.get("comment")
+    if not isinstance(base, int) or not isinstance(comment, str) or not comment.strip():
+        raise ApiError(400, "base_version (integer) and comment (text) are required")
+    errors = validation_errors(document)
+    if errors:
+        return json_ok({"valid": False, "errors": errors}, 400)
+    assert isinstance(document, dict)  # noqa: S101 - validated above
+    try:
+        saved = state().configs.save(normalised(document), base_version=base, author=g.admin_user, comment=comment)
+    except StaleVersion as stale:
+        return json_ok({"error": "stale", "latest_version": stale.latest}, 409)
+    return json_ok(version_json(saved))
+
+
+@bp.get("/admin/api/config/history")
+def api_history() -> Response:
+    require("viewer")
+    return json_ok({"versions": [version_json(v) for v in state().configs.history()]})
+
+
+@bp.get("/admin/api/config/diff")
+def api_diff() -> Response:
+    require("viewer")
+    try:
+        old, new = int(request.args["from"]), int(request.args["to"])
+    except (KeyError, ValueError):
+        raise ApiError(400, "from and to must be version numbers") from None
+    diff = state().configs.diff(old, new)
+    if diff is None:
+        raise ApiError(404, "unknown version")
+    return json_ok({"from": old, "to": new, "diff": diff})
+
+
+@bp.post("/admin/api/config/restore/<int:version>")
+def api_restore(version: int) -> Response:
+    require("editor")
+    return json_ok(version_json(restore(version)))
+
+
+def normalised(document: dict[str, Any]) -> dict[str, Any]:
+    """The full document with defaults filled in, so every version states every value explicitly."""
+    converted: dict[str, Any] = thresholds_to_dict(validate_data(document))
+    return converted
+
+
+def restore(version: int) -> Any:
+    configs = state().configs
+    old = configs.get(version)
+    if old is None:
+        raise ApiError(404, "unknown version")
+    latest = configs.latest_number()
+    try:
+        return configs.save(old.document, base_version=latest, author=g.admin_user,
+                            comment=f"restore of version {version}", restored_from=version)  # fmt: skip
+    except StaleVersion:
+        raise ApiError(409, "the configuration changed meanwhile; try again", "conflict") from None
+
+
+# --- the console ---------------------------------------------------------------------------------------------------
+
+
+def preview_cards(thresholds: Thresholds, bundle: dict[str, Any]) -> list[dict[str, str]]:
+    """The cards this patient would get under `thresholds` (the same engine and card builder as the service)."""
+    record = record_from_bundle(bundle, site_code_map(thresholds.site_codes))
+    assessment = assess(record, date.today(), thresholds)
+    built = build_cards(assessment, CardRequest(patient_id="preview", hook_instance=PREVIEW_HOOK, service_id="preview",
+                                                config_version="draft"))  # fmt: skip
+    return [{"rule": c["extension"]["org.ckd-cds.rule"]["id"], "indicator": c["indicator"], "summary": c["summary"]}
+            for c in built.cards]  # fmt: skip
+
+
+def preview_bundle(form: Any) -> tuple[str, dict[str, Any] | None, str | None]:
+    """(label, bundle, error) for the chosen demo patient or the pasted Bundle."""
+    pasted = (form.get("bundle") or "").strip()
+    if pasted:
+        try:
+            return "pasted Bundle", json.loads(pasted), None
+        except ValueError:
+            return "pasted Bundle", None, "The pasted text is not valid JSON."
+    slug = form.get("patient") or ""
+    bundles = demo_bundles()
+    if slug not in bundles:
+        return "", None, None
+    return slug, bundles[slug], None
+
+
+@bp.route("/admin", methods=["GET", "POST"])
+def console() -> Any:
+    if current_role() is None:
+        return redirect(url_for("admin.login"))
+    role = require("viewer")
+    configs = state().configs
+    live = configs.latest()
+    assert live is not None  # noqa: S101 - seeded at start-up
+    form_fields = fields(live.document)
+    context: dict[str, Any] = {
+        "live": live, "role": role, "fields": form_fields, "errors": {}, "diff": None, "preview": None,
+        "message": request.args.get("saved"), "patients": sorted(demo_bundles()), "chosen_patient": "",
+        "bundle_text": "", "comment": "",
+    }  # fmt: skip
+    if request.method == "GET":
+        return render_template("admin/console.html", values=form_values(live.document, form_fields), **context)
+    draft, errors = document_from_form(request.form, form_fields)
+    errors = errors or validation_errors(draft)
+    values = {f.path: request.form.getlist(f.path)[-1] for f in form_fields if request.form.getlist(f.path)}
+    context.update(errors=errors, comment=request.form.get("comment", ""), bundle_text=request.form.get("bundle", ""),
+                   chosen_patient=request.form.get("patient", ""))  # fmt: skip
+    if not errors:
+        draft = normalised(draft)
+        context["diff"] = yaml_diff(live.document, draft, f"live (v{live.version})", "draft") or None
+    if request.form.get("action") == "save":
+        return save_from_console(draft, errors, values, context)
+    context["preview"] = build_preview(draft if not errors else None, live.document, request.form)
+    status = 400 if errors else 200
+    return render_template("admin/console.html", values=values, **context), status
+
+
+def build_preview(draft: dict[str, Any] | None, live: dict[str, Any], form: Any) -> dict[str, Any] | None:
+    label, bundle, error = preview_bundle(form)
+    if bundle is None:
+        return {"label": label, "error": error} if error else None
+    try:
+        live_cards = preview_cards(validate_data(live), bundle)
+        draft_cards = preview_cards(validate_data(draft), bundle) if draft is not None else None
+    except AdapterError as exc:
+        return {"label": label, "error": f"The Bundle cannot be assessed: {exc}."}
+    changed = draft_cards is not None and [c["summary"] for c in draft_cards] != [c["summary"] for c in live_cards]
+    return {"label": label, "live": live_cards, "draft": draft_cards, "changed": changed, "error": None}
+
+
+def save_from_console(draft: dict[str, Any], errors: dict[str, str], values: dict[str, str], context: dict[str, Any]
+                      ) -> Any:  # fmt: skip
+    require("editor")
+    comment = (request.form.get("comment") or "").strip()
+    if not comment and not errors:
+        errors = {"comment": "Say what you changed and why."}
+    if errors:
+        context["errors"] = errors
+        return render_template("admin/console.html", values=values, **context), 400
+    try:
+        base = int(request.form.get("base_version", "0"))
+        saved = state().configs.save(draft, base_version=base, author=g.admin_user, comment=comment)
+    except (StaleVersion, ValueError):
+        latest = state().configs.latest()
+        context["errors"] = {"base_version": "Someone saved a newer version while you were editing. Your draft is "
+                             "kept below; review the differences and save again."}  # fmt: skip
+        context["live"] = latest
+        if latest is not None:
+            context["diff"] = yaml_diff(latest.document, draft, f"live (v{latest.version})", "draft") or None
+        return render_template("admin/console.html", values=values, **context), 409
+    return redirect(url_for("admin.console", saved=f"Saved version {saved.version}."))
+
+
+@bp.get("/admin/history")
+def history() -> Any:
+    if current_role() is None:
+        return redirect(url_for("admin.login"))
+    role = require("viewer")
+    return render_template("admin/history.html", versions=state().configs.history(), role=role)
+
+
+@bp.post("/admin/history/<int:version>/restore")
+def history_restore(version: int) -> Any:
+    require("editor")
+    saved = restore(version)
+    return redirect(url_for("admin.console", saved=f"Restored version {version} as version {saved.version}."))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, Response, current_app, jsonify
 
 bp = Blueprint("health", __name__)
@@ -16,4 +18,4 @@ def healthz() -> Response:
 def readyz() -> Response:
     state = current_app.extensions["ckd_cds"]
     _, version = state.config.current()
-    return jsonify({"status": "ready", "configVersion": version})
+    return jsonify({"status": "ready", "configVersion": version, "worker": os.getpid()})

@@ -34,6 +34,28 @@ class Issuer:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AdminUser:
+    """An admin console user: `editor` may change the configuration, `viewer` may only read it."""
+
+    role: str
+    password_hash: str = field(repr=False)  # werkzeug.security format (scrypt by default)
+
+
+def parse_admin_users(text: str | None) -> dict[str, AdminUser]:
+    """CKD_CDS_ADMIN_USERS: {"alice": {"role": "editor", "password_hash": "scrypt:..."}}."""
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+        users = {name: AdminUser(role=u["role"], password_hash=u["password_hash"]) for name, u in data.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ConfigError("CKD_CDS_ADMIN_USERS must be JSON: {name: {role, password_hash}}") from None
+    if any(u.role not in ("editor", "viewer") for u in users.values()):
+        raise ConfigError("CKD_CDS_ADMIN_USERS: role must be editor or viewer")
+    return users
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuthSettings:
     mode: str = "off"  # "off" or "required"
     discovery: str = "optional"
@@ -72,6 +94,10 @@ class Settings:
     patient_key_secret: str | None = field(default=None, repr=False)
     admin_token_sha256: str | None = field(default=None, repr=False)
     metrics_token_sha256: str | None = field(default=None, repr=False)
+    admin_users: dict[str, AdminUser] = field(default_factory=dict, repr=False)
+    secret_key: str | None = field(default=None, repr=False)  # session signing; generated in the store if unset
+    login_attempts: int = 5  # failed admin logins per client address in `login_window_s` before 429
+    login_window_s: int = 300
 
     @property
     def production(self) -> bool:
@@ -93,6 +119,8 @@ class Settings:
             patient_key_secret=os.environ.get("CKD_CDS_PATIENT_KEY_SECRET") or None,
             admin_token_sha256=os.environ.get("CKD_CDS_ADMIN_TOKEN_SHA256") or None,
             metrics_token_sha256=os.environ.get("CKD_CDS_METRICS_TOKEN_SHA256") or None,
+            admin_users=parse_admin_users(os.environ.get("CKD_CDS_ADMIN_USERS")),
+            secret_key=os.environ.get("CKD_CDS_SECRET_KEY") or None,
             **security_fields(security, production),
         )
         check_safe(settings)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -12,8 +14,9 @@ from typing import Any
 import jsonschema
 from requests.adapters import HTTPAdapter
 
-from service.clinical.thresholds import Thresholds
-from service.config import config_version, load_thresholds
+from service.clinical.thresholds import Thresholds, thresholds_to_dict
+from service.config import load_thresholds, validate_data
+from service.config_store import ConfigStore
 from service.store import Store
 from service.web.acquire import Acquirer
 from service.web.auth import JwtVerifier
@@ -28,35 +31,74 @@ def validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
 
 
-@dataclass(slots=True)
 class ConfigHolder:
-    """The configuration in force and its version (hot reload from the admin store comes with issue #5)."""
+    """The configuration in force in this worker, reloaded from the store when another version is saved.
 
-    thresholds: Thresholds
-    version: str
+    Every worker (and every instance sharing the database) checks the latest version number at most once per
+    `check_interval` seconds, so a saved change is served everywhere within about a second, without a restart.
+    """
+
+    def __init__(self, configs: ConfigStore, check_interval: float = 1.0) -> None:
+        self.configs = configs
+        self.check_interval = check_interval
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._number: int | None = None
+        self._thresholds = Thresholds()
+        self._label = ""
+        self.reload()
+
+    def reload(self) -> None:
+        latest = self.configs.latest()
+        if latest is None:
+            return
+        thresholds = validate_data(latest.document)  # a stored version was valid when saved; check again anyway
+        self._thresholds, self._label, self._number = thresholds, latest.label, latest.version
 
     def current(self) -> tuple[Thresholds, str]:
-        return self.thresholds, self.version
+        now = time.monotonic()
+        if now - self._checked >= self.check_interval:
+            with self._lock:
+                if now - self._checked >= self.check_interval:
+                    self._checked = now
+                    if self.configs.latest_number() != self._number:
+                        self.reload()
+        return self._thresholds, self._label
+
+    @property
+    def number(self) -> int | None:
+        return self._number
 
 
 @dataclass(slots=True)
 class AppState:
     settings: Settings
     config: ConfigHolder
+    configs: ConfigStore
     store: Store
     verifier: JwtVerifier
     acquirer: Acquirer
     open_servers: frozenset[str]
 
 
+def seed_document(settings: Settings) -> tuple[dict[str, Any], str]:
+    """The configuration file (or the defaults) as a document, to seed an empty store."""
+    thresholds = load_thresholds(settings.config_path)  # validates: refuse to start on a bad file
+    source = settings.config_path or "the specification's defaults"
+    return thresholds_to_dict(thresholds), f"initial configuration from {source}"
+
+
 def build_state(settings: Settings) -> AppState:
-    thresholds = load_thresholds(settings.config_path)
+    document, comment = seed_document(settings)
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.fhir_pool_size, max_retries=0)
     pool = ThreadPoolExecutor(max_workers=settings.fhir_pool_size, thread_name_prefix="fhir-fetch")
     store = Store(settings.database_url)
+    configs = ConfigStore(store)
+    configs.seed(document, comment)
     return AppState(
         settings=settings,
-        config=ConfigHolder(thresholds=thresholds, version=config_version(thresholds)),
+        config=ConfigHolder(configs),
+        configs=configs,
         store=store,
         verifier=JwtVerifier(settings.auth, store),
         acquirer=Acquirer(pool=pool, adapter=adapter),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -16,12 +17,14 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 18473
+TOKEN = "gunicorn-test-admin-token"
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
     env = {**os.environ, "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "2",
-           "CKD_CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}"}  # fmt: skip
+           "CKD_CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+           "CKD_CDS_ADMIN_TOKEN_SHA256": hashlib.sha256(TOKEN.encode()).hexdigest()}  # fmt: skip
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--port", str(PORT)], cwd=ROOT, env=env,
@@ -52,6 +55,17 @@ def test_metrics_aggregate_every_worker(served: str) -> None:
         )
     )
     assert total == n  # in multiprocess mode /metrics sums both workers' files
+
+
+def test_every_worker_serves_a_saved_version_within_2_seconds(served: str) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    before = requests.get(f"{served}/admin/api/config", headers=auth, timeout=5).json()
+    body = {"document": {"statin": {"min_age": 45}}, "base_version": before["version"], "comment": "reload test"}
+    saved = requests.put(f"{served}/admin/api/config", json=body, headers=auth, timeout=5).json()
+    time.sleep(2.0)
+    answers = [requests.get(f"{served}/readyz", timeout=5).json() for _ in range(60)]
+    assert len({a["worker"] for a in answers}) == 2  # both workers answered
+    assert {a["configVersion"] for a in answers} == {saved["label"]}  # and none serves the old version
 
 
 def test_serve_refuses_a_bad_config(tmp_path: Path) -> None:
