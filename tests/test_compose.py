@@ -42,3 +42,12 @@ def test_configuration_doc_is_generated_from_the_schema() -> None:
     from service.config_doc import render
 
     assert (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8") == render()
+
+
+def test_card_ids_match_the_schema() -> None:
+    from service.clinical.rules import RuleId
+    from service.clinical.thresholds import CARD_IDS
+    from service.config import schema
+
+    assert set(schema()["properties"]["cards"]["properties"]["rules"]["properties"]) == set(CARD_IDS)
+    assert {r.value for r in RuleId} | {"staging"} == set(CARD_IDS)

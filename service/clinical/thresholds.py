@@ -140,12 +140,24 @@ class CardRule:
     indicator: str = "default"  # or info, warning, critical
 
 
+# Every card a site can switch on or off: the §7.2 rule ids and the staging card (config/schema.json cards.rules).
+CARD_IDS = (
+    "problem_list", "acr_test", "aki_caution", "metformin_stop", "metformin_reduce", "nsaid_avoid", "sglt2i",
+    "rasi", "finerenone", "glp1ra", "statin", "nephrology_referral", "krt_planning", "progression_review", "staging",
+)  # fmt: skip
+
+
+def all_card_rules(given: dict[str, CardRule] | None = None) -> dict[str, CardRule]:
+    """Every card id with its setting: explicit, so two versions differ only where someone changed something."""
+    return {card: (given or {}).get(card, CardRule()) for card in CARD_IDS}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CardSettings:
     """Which cards are shown, how urgently, and how many (site policy; CDS Hooks contract D-05)."""
 
     max_cards: int = 5
-    rules: dict[str, CardRule] = field(default_factory=dict)
+    rules: dict[str, CardRule] = field(default_factory=all_card_rules)
 
     def rule(self, rule_id: str) -> CardRule:
         return self.rules.get(rule_id, CardRule())
@@ -203,7 +215,7 @@ def thresholds_from_dict(data: dict[str, Any]) -> Thresholds:
         if f.name == "cards":
             cards = dict(data.get("cards", {}))
             rules = {rule: CardRule(**values) for rule, values in cards.pop("rules", {}).items()}
-            sections[f.name] = CardSettings(**cards, rules=rules)
+            sections[f.name] = CardSettings(**cards, rules=all_card_rules(rules))
             continue
         section_cls: Any = type(getattr(defaults, f.name))
         values = dict(data.get(f.name, {}))
@@ -223,4 +235,6 @@ def thresholds_to_dict(obj: Any) -> Any:
         return [thresholds_to_dict(item) for item in obj]
     if isinstance(obj, dict):
         return {key: thresholds_to_dict(value) for key, value in obj.items()}
+    if isinstance(obj, float) and obj.is_integer():
+        return int(obj)  # canonical: 25.0 and 25 are one value, so a diff shows only real changes
     return obj

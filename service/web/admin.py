@@ -287,6 +287,7 @@ def console() -> Any:
         "message": request.args.get("saved"), "patients": sorted(demo_bundles()), "chosen_patient": "",
         "bundle_text": "", "comment": "",
     }  # fmt: skip
+    context["sections"] = grouped(form_fields)
     if request.method == "GET":
         return render_template("admin/console.html", values=form_values(live.document, form_fields), **context)
     draft, errors = document_from_form(request.form, form_fields)
@@ -302,6 +303,14 @@ def console() -> Any:
     context["preview"] = build_preview(draft if not errors else None, live.document, request.form)
     status = 400 if errors else 200
     return render_template("admin/console.html", values=values, **context), status
+
+
+def grouped(form_fields: list[Any]) -> list[tuple[str, list[Any]]]:
+    """Fields by section, in schema order (the clinical thresholds first, then cards, FHIR and site codes)."""
+    sections: dict[str, list[Any]] = {}
+    for f in form_fields:
+        sections.setdefault(f.section, []).append(f)
+    return list(sections.items())
 
 
 def build_preview(draft: dict[str, Any] | None, live: dict[str, Any], form: Any) -> dict[str, Any] | None:

@@ -1,0 +1,121 @@
+"""The admin console in a real browser (Debian chromium + chromedriver, headless, driven by Selenium).
+
+An admin signs in, enters an invalid SGLT2 inhibitor eGFR limit and sees the inline error, enters a valid one and
+sees the preview cards for a demo patient change, saves, and the next patient-view call reflects it; screenshots are
+kept in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.select import Select
+from selenium.webdriver.support.ui import WebDriverWait
+from werkzeug.security import generate_password_hash
+from werkzeug.serving import make_server
+
+from service.demo import demo_bundles
+from service.web.settings import AdminUser
+from tests.conftest import make_app
+from tests.web.test_hooks import call, prefetch_for, resources
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
+                       reason="Debian chromium and chromium-driver are not installed (.ci/run installs them)"),
+]  # fmt: skip
+
+
+@pytest.fixture
+def live_app(tmp_path: Path) -> Iterator[tuple[str, Flask]]:
+    users = {"ann": AdminUser(role="editor", password_hash=generate_password_hash("correct horse"))}
+    app = make_app(tmp_path, None, admin_users=users)
+    app.extensions["ckd_cds"].config.check_interval = 0
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", app
+    server.shutdown()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download anything
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1366,900", f"--user-data-dir={tmp_path / 'chrome'}"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def set_value(driver: webdriver.Chrome, element_id: str, value: str) -> None:
+    field = driver.find_element(By.ID, element_id)
+    field.clear()
+    field.send_keys(value)
+
+
+def test_admin_changes_sglt2i_limit_with_preview(live_app: tuple[str, Flask], browser: webdriver.Chrome) -> None:
+    base, app = live_app
+    wait = WebDriverWait(browser, 15)
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    browser.get(f"{base}/admin")
+    set_value(browser, "username", "ann")
+    set_value(browser, "password", "correct horse")
+    browser.find_element(By.ID, "sign-in").click()
+    wait.until(ec.presence_of_element_located((By.ID, "config-form")))
+
+    # An invalid value: the page says which field and why, and nothing is saved.
+    set_value(browser, "f-sglt2i-min_egfr", "10")
+    Select(browser.find_element(By.ID, "patient")).select_by_value("05-g4-on-metformin")
+    browser.find_element(By.ID, "preview-button").click()
+    summary = wait.until(ec.presence_of_element_located((By.ID, "error-summary")))
+    assert "sglt2i.min_egfr" in summary.text
+    assert "minimum" in browser.find_element(By.ID, "f-sglt2i-min_egfr-error").text
+    browser.save_screenshot(str(ARTIFACTS / "admin-validation-error.png"))
+
+    # A valid value: the diff and the preview show what changes for the demo patient (eGFR 22.5, T2D).
+    set_value(browser, "f-sglt2i-min_egfr", "25")
+    browser.find_element(By.ID, "preview-button").click()
+    changed = wait.until(ec.presence_of_element_located((By.ID, "preview-changed")))
+    assert changed.text == "The draft changes the cards."
+    assert "SGLT2" in browser.find_element(By.ID, "cards-live").text
+    assert "SGLT2" not in browser.find_element(By.ID, "cards-draft").text
+    assert "+  min_egfr: 25" in browser.find_element(By.ID, "diff").text
+    browser.save_screenshot(str(ARTIFACTS / "admin-preview.png"))
+
+    set_value(browser, "f-comment", "SGLT2i only from eGFR 25 (local formulary)")
+    browser.find_element(By.ID, "save-button").click()
+    message = wait.until(ec.presence_of_element_located((By.ID, "message")))
+    assert message.text == "Saved version 2."
+    assert browser.find_element(By.ID, "live-version").text == "version 2"
+    browser.save_screenshot(str(ARTIFACTS / "admin-saved.png"))
+
+    # The next patient-view call from the EHR reflects the change, and the history records it.
+    bundle = demo_bundles(date.today())["05-g4-on-metformin"]
+    body = call(resources(bundle)[0]["id"], prefetch=prefetch_for(bundle))
+    cards = app.test_client().post("/cds-services/ckd-patient-view", json=body).json["cards"]
+    assert "sglt2i" not in {c["extension"]["org.ckd-cds.rule"]["id"] for c in cards}
+    assert {c["extension"]["org.ckd-cds.rule"]["configVersion"] for c in cards} == {
+        app.extensions["ckd_cds"].configs.latest().label
+    }
+    browser.get(f"{base}/admin/history")
+    assert "SGLT2i only from eGFR 25" in browser.find_element(By.ID, "version-2").text
