@@ -7,9 +7,15 @@ BIN=.venv/bin
 $BIN/python -m service.fhir.testserver stop >/dev/null 2>&1 || true
 $BIN/python -m service.fhir.testserver start --load-demo >/dev/null
 trap '$BIN/python -m service.fhir.testserver stop; kill ${SERVICE_PID:-0} 2>/dev/null || true' EXIT
+# A demo admin with a fresh random password (printed below; only its scrypt hash reaches the service).
+ADMIN_PASSWORD=$($BIN/python -c 'import secrets; print(secrets.token_urlsafe(12))')
+export CKD_CDS_ADMIN_USERS=$(ADMIN_PASSWORD="$ADMIN_PASSWORD" $BIN/python -c 'import json, os
+from werkzeug.security import generate_password_hash
+print(json.dumps({"admin": {"role": "editor", "password_hash": generate_password_hash(os.environ["ADMIN_PASSWORD"])}}))')
 CKD_CDS_OPEN_FHIR_SERVERS="" $BIN/ckd-cds serve --host 127.0.0.1 --port 8080 &
 SERVICE_PID=$!
 $BIN/python -m service.democall
 echo
 echo "ckd-cds is serving on http://127.0.0.1:8080 (Ctrl-C to stop)."
+echo "Admin console: http://127.0.0.1:8080/admin  user: admin  password: $ADMIN_PASSWORD"
 wait $SERVICE_PID

@@ -89,7 +89,9 @@ def build_parser() -> OneLineParser:
     cfg = sub.add_parser("config", help="validate or show the threshold configuration")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, parser_class=OneLineParser)
     cfg_sub.add_parser("validate").add_argument("file")
-    cfg_sub.add_parser("show").add_argument("--config")
+    show = cfg_sub.add_parser("show")
+    show.add_argument("--config", help="a YAML file (default: the specification's defaults)")
+    show.add_argument("--live", action="store_true", help="the version in force in the store (CKD_CDS_DATABASE_URL)")
 
     serve = sub.add_parser("serve", help="run the CDS Hooks service")
     serve.add_argument("--host", default=None)
@@ -161,11 +163,25 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_config(args: argparse.Namespace) -> dict[str, Any]:
+    if args.config_command == "show" and args.live:
+        return live_config()
     path = args.file if args.config_command == "validate" else args.config
     thresholds = load_thresholds(path)
     if args.config_command == "validate":
         return {"valid": True, "file": path, "version": config_version(thresholds)}
     return {"version": config_version(thresholds), "config": thresholds_to_dict(thresholds)}
+
+
+def live_config() -> dict[str, Any]:
+    import os
+
+    from service.config_store import ConfigStore
+    from service.store import DEFAULT_URL, Store
+
+    latest = ConfigStore(Store(os.environ.get("CKD_CDS_DATABASE_URL", DEFAULT_URL))).latest()
+    if latest is None:
+        raise UsageError("the store holds no configuration yet (start the service once)")
+    return {"version": latest.label, "author": latest.author, "comment": latest.comment, "config": latest.document}
 
 
 def run_serve(args: argparse.Namespace) -> dict[str, Any]:

@@ -24,6 +24,33 @@ real IANA zone. `<rule>` in `cards.rules` is one of the rule ids of docs/clinica
 The staging constants (eGFR 60, 90 days, the AKI windows, the category cut-offs) are fixed, so that an assessment
 can be reproduced exactly.
 
+## Versions, the admin console and hot reload
+
+The configuration in force lives in the service database, one row per version (author, time, comment, the whole
+document and the diff against the previous version). On the first start the store is seeded with `CKD_CDS_CONFIG`
+(or the defaults); after that, change it through the admin console (`/admin`) or its API, never by restarting.
+Every worker (and every instance sharing the database) checks for a newer version at most once a second, so a saved
+change is served everywhere within about a second. Every card (`extension["org.ckd-cds.rule"].configVersion`) and
+every audit record carries the version label (`v7-1a2b3c4d`: number and content hash).
+
+- **Console** (`/admin`): a form generated from this schema with units, ranges, descriptions and sources; "Check,
+  show diff and preview" validates the draft (errors next to each field), shows the diff against the live version
+  and the cards a demo patient (or a pasted FHIR Bundle) would get under the live and the draft configuration;
+  "Save" needs a comment. History (`/admin/history`) shows every version with its diff and restores any of them
+  (a restore is a new version). A save based on a version that is no longer live is refused (409) and the draft is
+  kept on screen with the new differences.
+- **API** (`/admin/api/…`): `GET config`, `POST config/validate` (dry run), `PUT config` with
+  `{"document", "base_version", "comment"}` (409 when stale), `GET config/history`, `GET config/diff?from=&to=`,
+  `POST config/restore/<version>`, `GET feedback-report`.
+- **Who may do what:** console users come from `CKD_CDS_ADMIN_USERS`, JSON
+  `{"name": {"role": "editor"|"viewer", "password_hash": "<werkzeug scrypt hash>"}}` (make one with
+  `python -c 'from werkzeug.security import generate_password_hash as h; print(h("…"))'`). Editors change and restore;
+  viewers read. API clients may use a bearer token whose SHA-256 is `CKD_CDS_ADMIN_TOKEN_SHA256` (editor). The EHR's JWT
+  trust never opens the console. Sessions are signed cookies (`CKD_CDS_SECRET_KEY`, or a key generated once in the
+  store and shared by all workers), HttpOnly, SameSite=Strict, Secure in production; every form carries a CSRF token;
+  after 5 failed sign-ins from one address within 5 minutes further attempts get 429.
+- `ckd-cds config show --live` prints the version in force; `ckd-cds config validate FILE` checks a file.
+
 This page is generated from the schema (`python -m service.config_doc > docs/configuration.md`); a test keeps it
 current.
 
@@ -40,6 +67,9 @@ FOOTER = """
 | `CKD_CDS_CONFIG` | none (spec defaults) | path of the thresholds YAML |
 | `CKD_CDS_SERVICE_CONFIG` | none | security file: JWT issuers, public URLs, CORS ([integration.md](integration.md)) |
 | `CKD_CDS_DATABASE_URL` | `sqlite:///var/ckd-cds.db` | the store; `postgresql+psycopg://…` for PostgreSQL |
+| `CKD_CDS_ADMIN_USERS` | none | console users and roles (JSON, hashed passwords) |
+| `CKD_CDS_ADMIN_TOKEN_SHA256` | none | SHA-256 of the admin API bearer token |
+| `CKD_CDS_SECRET_KEY` | generated once in the store | signs admin session cookies |
 | `CKD_CDS_HOST`, `CKD_CDS_PORT` | `127.0.0.1`, `8080` | where `ckd-cds serve` listens |
 | `CKD_CDS_MAX_BODY_BYTES` | `10485760` | request body cap (413 above) |
 | `CKD_CDS_FHIR_POOL` | `8` | parallel FHIR queries per worker |

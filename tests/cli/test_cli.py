@@ -154,3 +154,22 @@ def test_console_script_runs_as_a_process() -> None:
     assert result.returncode == 0
     assert round(json.loads(result.stdout)["egfr"], 2) == 46.20
     assert result.stdout.endswith("}\n")
+
+
+def test_config_show_live_reads_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.config_store import ConfigStore
+    from service.store import Store
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("CKD_CDS_DATABASE_URL", url)
+    code, _, err = run(["config", "show", "--live"], capsys)
+    assert (code, err.count("\n")) == (2, 1)  # nothing stored yet
+    configs = ConfigStore(Store(url))
+    configs.seed({"statin": {"min_age": 45}}, "seed")
+    code, out, _ = run(["config", "show", "--live"], capsys)
+    assert code == 0
+    assert out is not None
+    assert out["config"] == {"statin": {"min_age": 45}}
+    assert str(out["version"]).startswith("v1-")
