@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench-engine fhir-up fhir-down clean
+.PHONY: setup demo test lint bench-engine fuzz fhir-up fhir-down clean
 
 $(BIN)/ckd-cds: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,9 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered
+
+fuzz: setup
+	FUZZ_EXAMPLES=2000 $(BIN)/pytest -q -p no:cacheprovider tests/reliability/test_fuzz.py
 
 fhir-up: setup
 	$(BIN)/python -m service.fhir.testserver start --load-demo

@@ -34,6 +34,9 @@ config_versions = sa.Table(
 )
 
 
+MAX_VERSION = 2**31 - 1
+
+
 class StaleVersion(Exception):
     """The edit was based on a version that is no longer the latest."""
 
@@ -96,6 +99,8 @@ class ConfigStore:
         return int(value) if value is not None else None
 
     def get(self, version: int) -> ConfigVersion | None:
+        if not 0 < version <= MAX_VERSION:  # also keeps absurd numbers away from the database driver
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(config_versions).where(config_versions.c.version == version)).first()
         return _row(row) if row is not None else None

@@ -61,3 +61,12 @@ def test_concurrent_saves_on_one_base_commit_exactly_once(store: Store) -> None:
         t.join()
     assert sorted(outcomes) == ["saved"] + ["stale"] * 5
     assert configs.latest_number() == 2
+
+
+@pytest.mark.parametrize("version", [0, -1, 2**63, 10**30])
+def test_out_of_range_versions_are_unknown(store: Store, version: int) -> None:  # noqa: F811
+    # Found by schemathesis: 10**30 overflowed the SQLite driver (500).
+    configs = ConfigStore(store)
+    configs.seed({}, "seed")
+    assert configs.get(version) is None
+    assert configs.diff(1, version) is None

@@ -136,7 +136,10 @@ def next_link(bundle: Resource) -> str | None:
 
 def under_base(url: str, base: str) -> bool:
     """A `next` URL is followed only under fhirServer: same scheme, host, port and path prefix (D-04)."""
-    u, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(base)
+    try:
+        u, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(base)
+    except ValueError:
+        return False
     prefix = b.path.rstrip("/") + "/"
     return (u.scheme, u.netloc) == (b.scheme, b.netloc) and (u.path + "/").startswith(prefix)
 

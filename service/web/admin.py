@@ -179,7 +179,10 @@ def api_config() -> Response:
 @bp.post("/admin/api/config/validate")
 def api_validate() -> Response:
     require("viewer")
-    errors = validation_errors(api_body().get("document"))
+    document = api_body().get("document")
+    if not isinstance(document, dict):
+        raise ApiError(400, "document must be an object")
+    errors = validation_errors(document)
     return json_ok({"valid": not errors, "errors": errors})
 
 
@@ -188,12 +191,16 @@ def api_save() -> Response:
     require("editor")
     body = api_body()
     document, base, comment = body.get("document"), body.get("base_version"), body.get("comment")
-    if not isinstance(base, int) or not isinstance(comment, str) or not comment.strip():
-        raise ApiError(400, "base_version (integer) and comment (text) are required")
+    if (
+        not isinstance(document, dict)
+        or not isinstance(base, int)
+        or not isinstance(comment, str)
+        or not comment.strip()
+    ):
+        raise ApiError(400, "document (object), base_version (integer) and comment (text) are required")
     errors = validation_errors(document)
     if errors:
         return json_ok({"valid": False, "errors": errors}, 400)
-    assert isinstance(document, dict)  # noqa: S101 - validated above
     try:
         saved = state().configs.save(normalised(document), base_version=base, author=g.admin_user, comment=comment)
     except StaleVersion as stale:

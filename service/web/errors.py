@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 from flask import Flask, g, jsonify
@@ -55,5 +56,6 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(err: Exception) -> ResponseReturnValue:
         # The exception type and frames go to the log, not its message (it may hold data); nothing to the client.
-        log.error("unhandled %s", type(err).__name__, stack_info=True)
+        frames = "".join(traceback.format_tb(err.__traceback__))
+        log.error("unhandled %s (request %s)\n%s", type(err).__name__, g.get("request_id", "-"), frames)
         return jsonify(outcome(500, f"internal error; request id {g.get('request_id', '-')}", "exception")), 500

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from functools import cache
+from pathlib import Path
 
+import yaml
 from flask import Blueprint, Response, current_app, jsonify
 
 bp = Blueprint("health", __name__)
@@ -19,3 +22,18 @@ def readyz() -> Response:
     state = current_app.extensions["ckd_cds"]
     _, version = state.config.current()
     return jsonify({"status": "ready", "configVersion": version, "worker": os.getpid()})
+
+
+OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+
+
+@cache
+def openapi_document() -> dict[str, object]:
+    document: dict[str, object] = yaml.safe_load(OPENAPI.read_text(encoding="utf-8"))
+    return document
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI description of every endpoint (docs/openapi.yaml)."""
+    return jsonify(openapi_document())

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import logging
 import time
+import urllib.parse
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -81,14 +82,39 @@ def lookup(service_id: str) -> CdsService:
 
 
 def require_json_body() -> Any:
-    """415 for a non-JSON media type, 413 over the size cap, 400 for malformed JSON."""
+    """415 for a non-JSON media type, 413 over the size cap, 400 for malformed or too deeply nested JSON."""
     mimetype = request.mimetype or ""
     if not (mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
         raise ApiError(415, "Content-Type must be application/json")
     try:
-        return orjson.loads(request.get_data(cache=False))
+        body = orjson.loads(request.get_data(cache=False))
     except orjson.JSONDecodeError:
         raise ApiError(400, "body is not valid JSON") from None
+    if json_depth(body) > state().settings.max_json_depth:
+        raise ApiError(400, "body is nested too deeply")
+    return body
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth without recursion (a hostile body cannot exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def check_prefetch_size(prefetch: Any) -> None:
+    """D-04 caps fetched data; prefetched data gets the same bound, refused rather than cut (413)."""
+    if not isinstance(prefetch, dict):
+        return
+    limit = state().settings.max_prefetch_entries
+    for key, value in prefetch.items():
+        entries = value.get("entry") if isinstance(value, dict) else None
+        if isinstance(entries, list) and len(entries) > limit:
+            raise ApiError(413, f"prefetch {key} has more than {limit} entries", "too-long")
 
 
 def schema_problem(body: Any, schema: str) -> str | None:
@@ -113,14 +139,26 @@ def validate_call(body: Any, service: CdsService) -> None:
     if body["hook"] != service.hook:
         raise ApiError(400, f"hook is not registered for service {service.id}")
     server = body.get("fhirServer")
-    if state().settings.production and isinstance(server, str) and not server.startswith("https://"):
-        raise ApiError(400, "fhirServer must use https in production")
+    if isinstance(server, str):
+        try:
+            parts = urllib.parse.urlsplit(server)
+            host = parts.hostname
+        except ValueError:  # e.g. a malformed IPv6 literal
+            raise ApiError(400, "fhirServer must be an absolute http(s) URL") from None
+        if parts.scheme not in ("http", "https") or not host:
+            raise ApiError(400, "fhirServer must be an absolute http(s) URL")
+        if state().settings.production and parts.scheme != "https":
+            raise ApiError(400, "fhirServer must use https in production")
+    check_prefetch_size(body.get("prefetch"))
 
 
 def fetch_allowed(body: dict[str, Any], caller: Caller | None) -> tuple[str | None, bool, str]:
     """(token, may fetch, reason if not): allowlisted servers in production, open servers only in development."""
     st = state()
     auth, server = body.get("fhirAuthorization"), body.get("fhirServer")
+    allowlist = st.settings.fhir_server_allowlist
+    if isinstance(server, str) and allowlist and not any(server.startswith(prefix) for prefix in allowlist):
+        return None, False, "fhir-server-not-allowed"
     if isinstance(auth, dict):
         if auth.get("patient") not in (None, body["context"]["patientId"]):
             return None, False, "no-fhir-access"  # the token is for another patient: not used (D-04)
@@ -274,25 +312,14 @@ def parse_timestamp(value: Any) -> datetime | None:
     return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
 
 
-def feedback_problem(index: int, item: Any) -> str | None:
-    where = f"feedback[{index}]"
-    if not isinstance(item, dict):
-        return f"{where} must be an object"
-    if not isinstance(item.get("card"), str) or not item["card"]:
-        return f"{where}.card is required"
-    if item.get("outcome") not in ("accepted", "overridden"):
-        return f"{where}.outcome must be accepted or overridden"
-    if parse_timestamp(item.get("outcomeTimestamp")) is None:
-        return f"{where}.outcomeTimestamp must be an RFC 3339 date-time with a time zone"
-    accepted = item.get("acceptedSuggestions")
-    if item["outcome"] == "accepted" and (
-        not isinstance(accepted, list) or not accepted
-        or not all(isinstance(s, dict) and isinstance(s.get("id"), str) for s in accepted)
-    ):  # fmt: skip
-        return f"{where}.acceptedSuggestions must list the accepted suggestion ids"
-    reason = item.get("overrideReason")
-    if reason is not None and not (isinstance(reason, dict) and isinstance(reason.get("reason", {}), dict)):
-        return f"{where}.overrideReason is invalid"
+def feedback_problem(body: Any) -> str | None:
+    """The first problem of a feedback batch: its JSON Schema, then RFC 3339 timestamps with a time zone."""
+    problem = schema_problem(body, "cds-feedback")
+    if problem is not None:
+        return problem
+    for i, item in enumerate(body["feedback"]):
+        if parse_timestamp(item["outcomeTimestamp"]) is None:
+            return f"feedback.{i}.outcomeTimestamp must be an RFC 3339 date-time with a time zone"
     return None
 
 
@@ -301,13 +328,10 @@ def feedback(service_id: str) -> Response:
     service = lookup(service_id)
     caller = authenticate(required=True)
     body = require_json_body()
-    items = body.get("feedback") if isinstance(body, dict) else None
-    if not isinstance(items, list) or not items:
-        raise ApiError(400, "feedback must be a non-empty array", "required")
-    for i, item in enumerate(items):
-        problem = feedback_problem(i, item)
-        if problem is not None:
-            raise ApiError(400, problem)  # one invalid item: nothing is stored
+    problem = feedback_problem(body)
+    if problem is not None:
+        raise ApiError(400, problem)  # one invalid item: nothing is stored
+    items = body["feedback"]
     clean = [{**item, "outcomeTimestamp": parse_timestamp(item["outcomeTimestamp"])} for item in items]
     rules = state().store.add_feedback(service.id, clean, caller.iss if caller else None)
     for rule, item in zip(rules, clean, strict=True):

@@ -87,6 +87,11 @@ class Settings:
     fhir_pool_size: int = 8
     # Dev only: FHIR bases that may be read without fhirAuthorization (the CDS Hooks Sandbox's open server).
     open_fhir_servers: tuple[str, ...] = ()
+    # FHIR bases the fallback may call (URL prefixes); empty = any in development. Guards against a request that
+    # names an internal host as fhirServer (SSRF). In production the issuer's fhir_servers apply as well.
+    fhir_server_allowlist: tuple[str, ...] = ()
+    max_json_depth: int = 64
+    max_prefetch_entries: int = 2000  # per prefetch key; more is refused (413), never silently cut
     auth: AuthSettings = field(default_factory=AuthSettings)
     public_base_urls: tuple[str, ...] = ()
     cors_allowed_origins: tuple[str, ...] = ("*",)
@@ -116,6 +121,7 @@ class Settings:
             max_body_bytes=int(_env("CKD_CDS_MAX_BODY_BYTES", str(10 * 1024 * 1024))),
             fhir_pool_size=int(_env("CKD_CDS_FHIR_POOL", "8")),
             open_fhir_servers=tuple(s for s in _env("CKD_CDS_OPEN_FHIR_SERVERS", "").split(",") if s),
+            fhir_server_allowlist=tuple(s for s in _env("CKD_CDS_FHIR_SERVERS", "").split(",") if s),
             patient_key_secret=os.environ.get("CKD_CDS_PATIENT_KEY_SECRET") or None,
             admin_token_sha256=os.environ.get("CKD_CDS_ADMIN_TOKEN_SHA256") or None,
             metrics_token_sha256=os.environ.get("CKD_CDS_METRICS_TOKEN_SHA256") or None,

@@ -169,3 +169,15 @@ def test_login_rate_limit(tmp_path: Path) -> None:
     client = admin_app(tmp_path, login_attempts=3).test_client()
     assert [login(client, "ann", "bad").status_code for _ in range(3)] == [401, 401, 401]
     assert login(client, "ann", "ann-pass").status_code == 429  # even the right password waits
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"base_version": 1, "comment": "x"}, {"document": [], "base_version": 1, "comment": "x"},
+     {"document": {}, "base_version": "1", "comment": "x"}, {"document": {}, "base_version": 1, "comment": " "}],
+)  # fmt: skip
+def test_save_request_shape_is_checked(client: FlaskClient, body: dict[str, Any]) -> None:
+    # Found by schemathesis: a PUT without a document used to reach an assertion (500).
+    response = client.put("/admin/api/config", json=body, headers=BEARER)
+    assert response.status_code == 400
+    assert response.json["resourceType"] == "OperationOutcome"

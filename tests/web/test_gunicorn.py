@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests import live
+
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 18473
 TOKEN = "gunicorn-test-admin-token"
@@ -22,25 +22,10 @@ TOKEN = "gunicorn-test-admin-token"
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
-    env = {**os.environ, "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "2",
-           "CKD_CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+    env = {"CKD_CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
            "CKD_CDS_ADMIN_TOKEN_SHA256": hashlib.sha256(TOKEN.encode()).hexdigest()}  # fmt: skip
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(PORT)], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{PORT}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.2)
-    yield base
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    with live.served(PORT, env) as base:
+        yield base
 
 
 def test_metrics_aggregate_every_worker(served: str) -> None:

@@ -229,3 +229,23 @@ def test_prefetch_templates_use_only_2_0_tokens_and_the_n16_subset(key: Any) -> 
         assert params["_sort"] == ["-date"]  # R4 syntax, not sort:desc=date
     for code in ",".join(params.get("code", [])).split(",") if params.get("code") else []:
         assert re.fullmatch(r"http://loinc\.org\|\d+-\d", code)
+
+
+@pytest.mark.parametrize("server", ["http://[x", "http://", "ftp://ehr.example.org/fhir", "ehr.example.org/fhir"])
+def test_malformed_fhir_server_is_400(client: FlaskClient, server: str) -> None:
+    # Found by schemathesis: urlsplit raises ValueError on a malformed IPv6 host.
+    auth = {"access_token": "t", "token_type": "Bearer"}
+    response = client.post(URL, json=call("p1", fhirServer=server, fhirAuthorization=auth))
+    assert response.status_code == 400
+    assert "fhirServer" in response.json["issue"][0]["diagnostics"]
+
+
+def test_deeply_nested_json_is_400_and_large_prefetch_413(client: FlaskClient) -> None:
+    deep: Any = {}
+    for _ in range(200):
+        deep = {"a": deep}
+    assert client.post(URL, json=call("p1", prefetch={"x": deep})).status_code == 400
+    big = {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Observation"}}] * 2001}
+    response = client.post(URL, json=call("p1", prefetch={"kidneyLabs": big}))
+    assert response.status_code == 413
+    assert "kidneyLabs" in response.json["issue"][0]["diagnostics"]
