@@ -112,6 +112,7 @@ class CardRequest:
     hook_instance: str
     service_id: str
     config_version: str
+    incomplete: tuple[str, ...] = ()  # prefetch keys whose data is partial (pages not read, optional key missing)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,7 +143,14 @@ def _egfr_view(p: EgfrPoint | None) -> dict[str, Any] | None:
     return {"shown": shown, "date": p.date.isoformat(), "how": how, "creatinine": _fmt(p.creatinine, 2)}
 
 
-def evidence(a: Assessment, rule: str) -> dict[str, Any]:
+INCOMPLETE_TEXT = {
+    "kidneyLabs": "older creatinine/eGFR results", "urineLabs": "older urine albumin/protein results",
+    "conditions": "some conditions", "medications": "some medicines",
+    "supportLabs": "height, potassium, HbA1c or KFRE-8 labs",
+}  # fmt: skip
+
+
+def evidence(a: Assessment, rule: str, incomplete: tuple[str, ...] = ()) -> dict[str, Any]:
     """The data behind every card: values, units, dates, equation, estimated flags (spec §7.4, N-55)."""
     s = a.staging
     urine = None
@@ -179,6 +187,7 @@ def evidence(a: Assessment, rule: str) -> dict[str, Any]:
         "kfre": kfre,
         "aki_excluded": sum(1 for e in s.excluded if e.why == "aki") or None,
         "source": SOURCES[rule][0],
+        "incomplete": ", ".join(INCOMPLETE_TEXT.get(k, k) for k in incomplete) or None,
     }
 
 
@@ -202,11 +211,15 @@ def _referral_why(a: Assessment, max_egfr: float) -> str:
     return ", ".join(why) or "KDIGO criteria"
 
 
-def variables_for(rule: str, a: Assessment) -> dict[str, Any]:
+def variables_for(rule: str, a: Assessment, incomplete: tuple[str, ...] = ()) -> dict[str, Any]:
     """Template variables per rule; every template also gets `e` (the evidence)."""
     s, c, t = a.staging, a.context, a.context.thresholds
     egfr_round = shown_egfr(s.egfr.value) if s.egfr else None
-    common: dict[str, Any] = {"e": evidence(a, rule), "stage_label": stage_label(a), "egfr_round": egfr_round}
+    common: dict[str, Any] = {
+        "e": evidence(a, rule, incomplete),
+        "stage_label": stage_label(a),
+        "egfr_round": egfr_round,
+    }
     if rule == STAGING:
         return {**common, "ckd": s.ckd, "risk": s.kdigo_risk.value if s.kdigo_risk else None,
                 "reason_text": REASON_TEXT.get(s.reason, s.reason.value)}  # fmt: skip
@@ -343,7 +356,7 @@ def suggestions(rule: str, a: Assessment, req: CardRequest, card_id: str) -> lis
 
 
 def build_card(rule: str, indicator: Indicator, a: Assessment, req: CardRequest) -> dict[str, Any]:
-    summary, detail = render(rule, variables_for(rule, a))
+    summary, detail = render(rule, variables_for(rule, a, req.incomplete))
     if len(summary) > MAX_SUMMARY:
         log.warning("card summary shortened", extra={"rule": rule})
         summary = summary[: MAX_SUMMARY - 1] + "…"

@@ -7,6 +7,7 @@ in the request's budget.
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -26,6 +27,37 @@ from requests.adapters import HTTPAdapter
 from service.web.registry import PrefetchKey
 
 Resource = dict[str, Any]
+RETRY_STATUSES = frozenset({502, 503, 504})
+RETRY_MIN_LEFT_S = 0.5  # retry only when this much of the budget is left
+BREAKER_FAILURES = 5  # consecutive failed calls to one FHIR base open its circuit
+BREAKER_OPEN_S = 30.0  # then calls fail fast for this long, and one trial call decides
+
+
+class CircuitBreaker:
+    """Per-worker, per-FHIR-base breaker: a dead server answers 412 at once instead of tying up workers."""
+
+    def __init__(self, failures: int = BREAKER_FAILURES, open_s: float = BREAKER_OPEN_S) -> None:
+        self.failures, self.open_s = failures, open_s
+        self._lock = threading.Lock()
+        self._state: dict[str, tuple[int, float]] = {}  # base -> (consecutive failures, opened at)
+
+    def allow(self, base: str) -> bool:
+        with self._lock:
+            count, opened = self._state.get(base, (0, 0.0))
+            if count < self.failures:
+                return True
+            if time.monotonic() - opened >= self.open_s:
+                self._state[base] = (self.failures - 1, 0.0)  # half-open: one trial call
+                return True
+            return False
+
+    def record(self, base: str, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self._state.pop(base, None)
+                return
+            count, _ = self._state.get(base, (0, 0.0))
+            self._state[base] = (count + 1, time.monotonic())
 
 
 class DataUnavailable(Exception):
@@ -50,6 +82,7 @@ class KeyState:
     http_status: int | None = None
     latency_ms: float | None = None
     unavailable: str | None = None  # reason category when it could not be fetched
+    circuit_open: bool = False
 
 
 @dataclass(slots=True)
@@ -58,6 +91,11 @@ class PatientData:
     resources: list[Resource]
     keys: dict[str, KeyState] = field(default_factory=dict)
     dropped_other_patient: int = 0
+
+    @property
+    def incomplete(self) -> tuple[str, ...]:
+        """Keys whose data is known to be partial (pages not read, or an optional key unavailable)."""
+        return tuple(name for name, k in self.keys.items() if k.truncated or k.unavailable)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,9 +191,19 @@ class FhirFetch:
         self.server = FHIRServer(None, base_uri=self.base)
         self.server.session = BudgetedSession(adapter, deadline, fetch)
         self.fetch = fetch
+        self.deadline = deadline
 
     def get(self, path: str) -> Resource:
-        raw = self.server.request_data(path, headers=self._headers)
+        """One GET; retried once (GET is idempotent) on a dropped connection or 502/503/504 if time allows."""
+        try:
+            raw = self.server.request_data(path, headers=self._headers)
+        except (requests.ConnectionError, requests.HTTPError) as exc:
+            response = exc.response if isinstance(exc, requests.HTTPError) else None
+            status = response.status_code if response is not None else None  # a Response is falsy when not ok
+            retryable = isinstance(exc, requests.ConnectionError) or status in RETRY_STATUSES
+            if not retryable or self.deadline - time.monotonic() < RETRY_MIN_LEFT_S:
+                raise
+            raw = self.server.request_data(path, headers=self._headers)
         data = orjson.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("FHIR response is not a JSON object")
@@ -173,7 +221,14 @@ class FhirFetch:
             if not under_base(url, self.base):
                 state.truncated = True
                 break
-            bundle = self.get(url)
+            try:
+                bundle = self.get(url)
+            except (FHIRUnauthorizedException, FHIRPermissionDeniedException, FHIRNotFoundException,
+                    requests.RequestException, ValueError):  # fmt: skip
+                # D-04: keep the newer pages already read; missing older pages can only weaken chronicity
+                # evidence, and the cards say that results are missing.
+                state.truncated = True
+                break
             resources += bundle_resources(bundle)
             state.pages += 1
         return resources[: self.fetch.max_entries]
@@ -217,6 +272,7 @@ class Acquirer:
 
     pool: ThreadPoolExecutor
     adapter: HTTPAdapter
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
 
     def acquire(
         self,
@@ -271,6 +327,12 @@ class Acquirer:
             for key in missing:
                 keys[key.name].unavailable = no_access_reason
             return no_access_reason if any(k.required for k in missing) else None
+        base = fhir_server.rstrip("/")
+        if not self.breaker.allow(base):
+            for key in missing:
+                keys[key.name].unavailable = "fhir-error"
+                keys[key.name].circuit_open = True
+            return "fhir-error" if any(k.required for k in missing) else None
         deadline = started + fetch.budget_s
         fhir = FhirFetch(fhir_server, token, self.adapter, deadline, fetch)
         jobs = {
@@ -284,6 +346,8 @@ class Acquirer:
                 job.cancel()
                 continue  # late results are discarded
             found[key.name] = job.result()
+        server_trouble = [k for k in missing if keys[k.name].unavailable in ("fhir-timeout", "fhir-error")]
+        self.breaker.record(base, ok=not server_trouble)
         failed = [k for k in missing if keys[k.name].unavailable and k.required]
         return str(keys[failed[0].name].unavailable) if failed else None
 

@@ -182,7 +182,7 @@ def audit_keys(data: PatientData) -> dict[str, Any]:
     for name, k in data.keys.items():
         out[name] = {"state": k.state, "entries": k.entries, "pages": k.pages, "truncated": k.truncated,
                      "fetched": k.fetched, "http_status": k.http_status, "latency_ms": k.latency_ms,
-                     "unavailable": k.unavailable}  # fmt: skip
+                     "unavailable": k.unavailable, "circuit_open": k.circuit_open}  # fmt: skip
         metrics.PREFETCH.labels(name, k.state).inc()
         if k.fetched and k.latency_ms is not None:
             outcome = k.unavailable or "ok"
@@ -212,7 +212,7 @@ def call_service(service_id: str) -> Response:
     data = acquire(body, patient_id, caller, service, thresholds)
     started_engine = time.monotonic()
     assessment = run_engine(data, thresholds)
-    built = build_cards(assessment, card_request(body, service, patient_id, thresholds_version))
+    built = build_cards(assessment, card_request(body, service, patient_id, thresholds_version, data.incomplete))
     engine_ms = (time.monotonic() - started_engine) * 1000
     index_cards(built.index, body, service, thresholds_version, caller)
     record_outcome(assessment, built.cards, built.overflow, thresholds_version, engine_ms)
@@ -265,9 +265,11 @@ def run_engine(data: PatientData, thresholds: Thresholds) -> Assessment:
     return assess(record, as_of, thresholds)
 
 
-def card_request(body: dict[str, Any], service: CdsService, patient_id: str, version: str) -> CardRequest:
+def card_request(
+    body: dict[str, Any], service: CdsService, patient_id: str, version: str, incomplete: tuple[str, ...]
+) -> CardRequest:
     return CardRequest(patient_id=patient_id, hook_instance=body["hookInstance"], service_id=service.id,
-                       config_version=version)  # fmt: skip
+                       config_version=version, incomplete=incomplete)  # fmt: skip
 
 
 def index_cards(index: list[dict[str, Any]], body: dict[str, Any], service: CdsService, version: str,
