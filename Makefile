@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench-engine fuzz fhir-up fhir-down clean
+.PHONY: setup demo test lint bench-engine fuzz durability load audit fhir-up fhir-down clean
 
 $(BIN)/ckd-cds: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,16 @@ test: lint
 
 fuzz: setup
 	FUZZ_EXAMPLES=2000 $(BIN)/pytest -q -p no:cacheprovider tests/reliability/test_fuzz.py
+
+durability: setup
+	$(BIN)/python bench/durability.py --posts 10000 --database sqlite
+	$(BIN)/python bench/durability.py --posts 10000 --database postgresql
+
+load: setup
+	$(BIN)/python bench/load.py --seconds 60 --connections 8
+
+audit: setup  # needs the PyPI vulnerability API or OSV, which the build machines cannot reach
+	$(BIN)/pip-audit --skip-editable
 
 fhir-up: setup
 	$(BIN)/python -m service.fhir.testserver start --load-demo

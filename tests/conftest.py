@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,16 @@ import pytest
 import yaml
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import settings as hypothesis_settings
 
 from service.fhir import testserver
 from service.web import create_app
 from service.web.settings import Settings
+
+# CI replays the same generated examples every run (a red CI blocks landing); local runs keep exploring new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 def make_app(tmp_path: Path, config: dict[str, Any] | None = None, **settings: Any) -> Flask:

@@ -55,6 +55,12 @@ class AdapterError(ValueError):
     """The input cannot be read as one patient's Bundle (the CLI exits 2 with this message)."""
 
 
+def text(value: Any) -> str | None:
+    """The value if it is a string, else None: input values are looked up in sets and dicts, and a list or an
+    object from a malformed resource must not raise there."""
+    return value if isinstance(value, str) else None
+
+
 def normalise_unit(unit: str) -> str:
     """Spec §3.2.2: lower-case, no spaces, µ/μ -> u, UCUM annotations in braces removed (mg/g{creat} -> mg/g)."""
     unit = re.sub(r"\{[^}]*\}", "", unit)
@@ -222,7 +228,7 @@ class RecordBuilder:
         if reader is None:
             return  # not a code the engine reads
         code = next(c for c in loincs if c in OBSERVATION_READERS)
-        if obs.get("status") not in COUNTED_OBSERVATION_STATUS:
+        if text(obs.get("status")) not in COUNTED_OBSERVATION_STATUS:
             return self.reject(obs, "status")
         if obs.get("dataAbsentReason") is not None:
             return self.reject(obs, "data_absent")
@@ -259,7 +265,7 @@ class RecordBuilder:
         )
 
     def add_medication_request(self, req: Resource, medications: dict[str, Resource]) -> None:
-        if req.get("status") not in COUNTED_MEDICATION_STATUS:
+        if text(req.get("status")) not in COUNTED_MEDICATION_STATUS:
             return
         concept = req.get("medicationCodeableConcept")
         if concept is None:
@@ -272,8 +278,8 @@ class RecordBuilder:
 
 def condition_counts(cond: Resource) -> bool:
     """A Condition counts unless inactive/resolved or entered-in-error/refuted (S13)."""
-    clinical = {c.get("code") for c in _codings(cond.get("clinicalStatus"))}
-    verification = {c.get("code") for c in _codings(cond.get("verificationStatus"))}
+    clinical = {text(c.get("code")) for c in _codings(cond.get("clinicalStatus"))}
+    verification = {text(c.get("code")) for c in _codings(cond.get("verificationStatus"))}
     return not (clinical & {"inactive", "resolved"} or verification & {"entered-in-error", "refuted"})
 
 
@@ -316,7 +322,7 @@ def medication_fact(concept: Any) -> MedicationFact | None:
 
 
 def _is(coding: dict[str, Any], system: str, table: dict[str, str]) -> bool:
-    return coding.get("system") == system and coding.get("code") in table
+    return coding.get("system") == system and text(coding.get("code")) in table
 
 
 # --- Observation readers: each returns None when the value was added, or the reason it was not ---------------
@@ -407,15 +413,16 @@ def dipstick_grade(obs: Resource, code: str) -> str | None:
     """§8.2 parsing order: answer codes, then text, then each display, then valueString; 5804-0 may be mg/dL."""
     concept = obs.get("valueCodeableConcept")
     for coding in _codings(concept):
-        if coding.get("code") in codes.DIPSTICK_ANSWER_CODES:
-            return codes.DIPSTICK_ANSWER_CODES[coding["code"]]
+        answer = text(coding.get("code"))
+        if answer in codes.DIPSTICK_ANSWER_CODES:
+            return codes.DIPSTICK_ANSWER_CODES[answer]
     candidates: list[Any] = []
     if isinstance(concept, dict):
         candidates = [concept.get("text")] + [c.get("display") for c in _codings(concept)]
     candidates.append(obs.get("valueString"))
-    for text in candidates:
-        if isinstance(text, str):
-            key = re.sub(r"\s*\(qualifier value\)$", "", text.strip().lower())
+    for candidate in candidates:
+        if isinstance(candidate, str):
+            key = re.sub(r"\s*\(qualifier value\)$", "", candidate.strip().lower())
             if key in codes.DIPSTICK_TEXT:
                 return codes.DIPSTICK_TEXT[key]
     if code in codes.DIPSTICK_MG_DL and "valueQuantity" in obs:

@@ -309,9 +309,9 @@ def parse_timestamp(value: Any) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+    except (ValueError, OverflowError):  # e.g. 0001-01-01T00:00:00+01:00 lies before year 1 in UTC
         return None
-    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
 
 
 def feedback_problem(body: Any) -> str | None:

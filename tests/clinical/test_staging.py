@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from service.clinical.assess import assess, assessment_to_json
 from service.clinical.record import LabValue
 from service.clinical.staging import age_at, aki_flags
+from service.fhir import build
 from service.fhir.adapter import record_from_bundle
 from tests.clinical.helpers import AS_OF, Pt, day
 
@@ -232,3 +234,23 @@ def test_acr_mg_mg_and_g_g_round_trip_to_mg_g(mg_g: float) -> None:
         converted = Pt().acr(10, mg_g / 1000, unit).json()["albuminuria"]
         assert converted["acr_mg_g"] == pytest.approx(direct["acr_mg_g"], rel=1e-9)
         assert converted["unit"] == "mg/g"
+
+
+@pytest.mark.parametrize(
+    ("value", "grade", "category"),
+    [
+        ({"valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "260348001"}]}}, "2+", "A3"),
+        ({"valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA11832-5"}]}}, "trace", "A2"),
+        ({"valueCodeableConcept": {"coding": [{"display": "Negative (qualifier value)"}]}}, "negative", "A1"),
+        ({"valueCodeableConcept": {"text": "++"}}, "2+", "A3"),
+        ({"valueQuantity": {"value": 29.5, "unit": "mg/dL"}}, "trace", "A2"),  # 5804-0 bands, lower bound inclusive
+        ({"valueQuantity": {"value": 100, "unit": "mg/dL"}}, "2+", "A3"),
+    ],
+)
+def test_dipstick_answer_codes_text_and_mg_dl(value: dict[str, Any], grade: str, category: str) -> None:
+    p = Pt()
+    obs = build.observation("dip", "p1", "5804-0", day(10))
+    obs.update(value)
+    p.resources.append(obs)
+    albuminuria = p.json()["albuminuria"]
+    assert (albuminuria["value"], albuminuria["category"]) == (grade, category)

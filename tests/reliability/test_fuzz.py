@@ -25,7 +25,11 @@ PORT = 18531
 TOKEN = "fuzz-admin-token"
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 CALLS: Counter[str] = Counter()
-ACCEPTANCE_NOT_REQUIRED = {"POST /cds-services/{service_id}", "PUT /admin/api/config"}
+# Schema-valid yet rightly refused: a hook call may get 412 (data not obtainable, CDS Hooks N-24); a configuration
+# may be clinically invalid (400 naming the field); a feedback timestamp such as 0001-01-01T00:00:00+01:00 is valid
+# RFC 3339 but lies before year 1 in UTC (400).
+ACCEPTANCE_NOT_REQUIRED = {"POST /cds-services/{service_id}", "PUT /admin/api/config",
+                           "POST /cds-services/{service_id}/feedback"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +58,17 @@ def test_openapi_is_served(live_base: str) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=bool(os.environ.get("CI")))  # CI: the same requests every run; `make fuzz`: new ones  # fmt: skip
 def test_every_operation(case: Any, live_base: str) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"} if case.path.startswith("/admin") else {}
-    # A schema-valid hook call may rightly get 412 (data not obtainable, CDS Hooks N-24), and a schema-valid
-    # configuration may be clinically invalid (400 naming the field): acceptance is not required of those two.
     excluded = [positive_data_acceptance] if case.operation.label in ACCEPTANCE_NOT_REQUIRED else []
-    response = case.call_and_validate(base_url=live_base, headers=headers, excluded_checks=excluded)
+    response = case.call(base_url=live_base, headers=headers)
+    if response.status_code == 414:
+        # gunicorn refuses a request line over 4,094 bytes before the application (documented for this operation)
+        assert case.operation.label == "GET /admin/api/config/diff"
+    else:
+        case.validate_response(response, excluded_checks=excluded)
     CALLS[case.operation.label] += 1
     assert response.status_code < 500
     if response.status_code >= 400 and response.headers.get("Content-Type", "").startswith("application/json"):

@@ -63,6 +63,7 @@ def test_feedback_is_stored_with_rule_and_config_version(app: Flask, client: Fla
         {"card": "c", "outcome": "ignored", "outcomeTimestamp": "2026-01-01T00:00:00Z"},
         {"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"},
         {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-01-01T00:00:00"},  # no time zone
+        {"card": "c", "outcome": "overridden", "outcomeTimestamp": "0001-01-01T00:03:01+01:00"},  # before year 1 in UTC
         {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-01-01T00:00:00Z"},  # no suggestions
         "not an object",
     ],
