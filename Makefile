@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench-engine fuzz durability load audit fhir-up fhir-down clean
+.PHONY: setup demo test lint bench-engine fuzz durability load audit train validate fhir-up fhir-down clean
 
 $(BIN)/ckd-cds: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,12 @@ load: setup
 
 audit: setup  # needs the PyPI vulnerability API or OSV, which the build machines cannot reach
 	$(BIN)/pip-audit --skip-editable
+
+validate: setup
+	$(BIN)/python models/validation/uci_ckd.py
+
+train: setup
+	$(BIN)/python models/mortality_flchain/1/train.py
 
 fhir-up: setup
 	$(BIN)/python -m service.fhir.testserver start --load-demo

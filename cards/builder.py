@@ -169,7 +169,9 @@ def evidence(a: Assessment, rule: str, incomplete: tuple[str, ...] = ()) -> dict
         }
     kfre = None
     if a.kfre is not None:
+        death = a.mortality_5y
         kfre = {
+            "death_5y": f"{death * 100:.1f}%" if death is not None else None,
             "variables": a.kfre.variables,
             "region": a.kfre.region.value,
             "risk_2y": f"{a.kfre.risk_2y * 100:.1f}%",

@@ -8,6 +8,7 @@ from typing import Any
 
 from service.clinical.categories import GStage
 from service.clinical.kfre import ExtraLabs, KfreResult, Region, kfre
+from service.clinical.mortality import load_model
 from service.clinical.record import LabValue, PatientRecord, UrineKind
 from service.clinical.rules import (
     CARE_GAPS,
@@ -31,6 +32,7 @@ class Assessment:
     kfre_acr_estimated: bool
     outcomes: list[RuleOutcome]
     context: RuleContext
+    mortality_5y: float | None = None  # competing-risk context next to KFRE; never used by a rule
 
     @property
     def fired(self) -> list[RuleOutcome]:
@@ -105,8 +107,20 @@ def assess(record: PatientRecord, as_of: date, thresholds: Thresholds | None = N
         sumida_acr=sumida_for_rules(s),
     )
     return Assessment(
-        staging=s, kfre=risk, kfre_acr_estimated=estimated, outcomes=evaluate_rules(context), context=context
+        staging=s,
+        kfre=risk,
+        kfre_acr_estimated=estimated,
+        outcomes=evaluate_rules(context),
+        context=context,
+        mortality_5y=mortality_context(s, risk, t),
     )
+
+
+def mortality_context(s: Staging, risk: KfreResult | None, t: Thresholds) -> float | None:
+    """5-year risk of death (flchain model) where KFRE is shown, for adults 50+; None when switched off."""
+    if risk is None or not t.mortality_context.enabled or s.sex is None or s.age_now is None or s.egfr is None:
+        return None
+    return load_model().risk_5y(s.age_now, s.sex, s.egfr.value)
 
 
 # --- JSON contract (§9.4) -------------------------------------------------------------------------------------

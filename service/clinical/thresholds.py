@@ -130,6 +130,11 @@ class KfreSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MortalityContext:
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceSettings:
     timezone: str = "UTC"
 
@@ -198,6 +203,7 @@ class Thresholds:
     aki_caution: AkiCaution = field(default_factory=AkiCaution)
     potassium: Potassium = field(default_factory=Potassium)
     kfre: KfreSettings = field(default_factory=KfreSettings)
+    mortality_context: MortalityContext = field(default_factory=MortalityContext)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     cards: CardSettings = field(default_factory=CardSettings)
     fhir: FhirSettings = field(default_factory=FhirSettings)
