@@ -190,7 +190,23 @@ def evidence(a: Assessment, rule: str, incomplete: tuple[str, ...] = ()) -> dict
         "aki_excluded": sum(1 for e in s.excluded if e.why == "aki") or None,
         "source": SOURCES[rule][0],
         "incomplete": ", ".join(INCOMPLETE_TEXT.get(k, k) for k in incomplete) or None,
+        "trend": trend_text(a),
     }
+
+
+def trend_text(a: Assessment) -> str | None:
+    """The Theil–Sen trend with its interval and, for a falling trend, the projected years to eGFR 30 and 15."""
+    t = a.trajectory
+    if t is None:
+        return None
+    interval = f"95 % CI {t.ci95[0]:+.1f} to {t.ci95[1]:+.1f}; " if t.ci95 else ""
+    text = (f"{t.slope_per_year:+.1f} mL/min/1.73 m² per year ({interval}"
+            f"Theil–Sen over {t.n} values, {t.first.isoformat()} to {t.last.isoformat()})")  # fmt: skip
+    projections = [f"eGFR {level} in about {years:.1f} years" for level, years in
+                   ((30, t.years_to_30), (15, t.years_to_15)) if years is not None]  # fmt: skip
+    if projections:
+        text += "; at this rate " + " and ".join(projections)
+    return text
 
 
 def stage_label(a: Assessment) -> str:

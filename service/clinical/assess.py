@@ -21,6 +21,7 @@ from service.clinical.rules import (
 )
 from service.clinical.staging import ADULT_AGE, EgfrPoint, Staging, acr_mg_g, days, stage
 from service.clinical.thresholds import Thresholds
+from service.clinical.trajectory import Trajectory, egfr_trajectory
 
 KFRE_STAGES = (GStage.G3A, GStage.G3B, GStage.G4, GStage.G5)
 
@@ -33,6 +34,7 @@ class Assessment:
     outcomes: list[RuleOutcome]
     context: RuleContext
     mortality_5y: float | None = None  # competing-risk context next to KFRE; never used by a rule
+    trajectory: Trajectory | None = None  # robust eGFR trend; context (the spec's slope_per_year decides)
 
     @property
     def fired(self) -> list[RuleOutcome]:
@@ -113,6 +115,7 @@ def assess(record: PatientRecord, as_of: date, thresholds: Thresholds | None = N
         outcomes=evaluate_rules(context),
         context=context,
         mortality_5y=mortality_context(s, risk, t),
+        trajectory=egfr_trajectory(s.valid, as_of, t.trajectory.lookback_days),
     )
 
 
@@ -154,11 +157,22 @@ def _albuminuria_json(s: Staging) -> dict[str, Any] | None:
     return out
 
 
-def _progression_json(s: Staging) -> dict[str, Any] | None:
-    p = s.progression
+def _progression_json(a: Assessment) -> dict[str, Any] | None:
+    """S18's three keys (endpoints, binding), plus the robust trend as an additional `trajectory` object."""
+    p = a.staging.progression
     if p is None:
         return None
-    return {"certain_drop": p.certain_drop, "rapid": p.rapid, "slope_per_year": p.slope_per_year}
+    t = a.trajectory
+    trajectory = None
+    if t is not None:
+        trajectory = {
+            "method": "theil-sen", "slope_per_year": t.slope_per_year, "n": t.n,
+            "ci95": list(t.ci95) if t.ci95 else None,
+            "from": t.first.isoformat(), "to": t.last.isoformat(), "years_to_30": t.years_to_30,
+            "years_to_15": t.years_to_15,
+        }  # fmt: skip
+    return {"certain_drop": p.certain_drop, "rapid": p.rapid, "slope_per_year": p.slope_per_year,
+            "trajectory": trajectory}  # fmt: skip
 
 
 def _kfre_json(a: Assessment) -> dict[str, Any] | None:
@@ -188,7 +202,7 @@ def assessment_to_json(a: Assessment) -> dict[str, Any]:
         "kidney_transplant": s.kidney_transplant,
         "egfr": _egfr_json(s.egfr),
         "albuminuria": _albuminuria_json(s),
-        "progression": _progression_json(s),
+        "progression": _progression_json(a),
         "kfre": _kfre_json(a),
         "excluded": [{"date": e.date.isoformat(), "value": e.value, "why": e.why} for e in s.excluded],
         "care_gaps": a.care_gaps,

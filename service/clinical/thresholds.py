@@ -123,6 +123,11 @@ class Potassium:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TrajectorySettings:
+    lookback_days: int = 1825
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KfreSettings:
     region: str = "north-american"
     variables: int | str = 4
@@ -202,6 +207,7 @@ class Thresholds:
     progression_review: ProgressionReview = field(default_factory=ProgressionReview)
     aki_caution: AkiCaution = field(default_factory=AkiCaution)
     potassium: Potassium = field(default_factory=Potassium)
+    trajectory: TrajectorySettings = field(default_factory=TrajectorySettings)
     kfre: KfreSettings = field(default_factory=KfreSettings)
     mortality_context: MortalityContext = field(default_factory=MortalityContext)
     service: ServiceSettings = field(default_factory=ServiceSettings)

@@ -183,7 +183,7 @@ def test_progression_certain_drop_and_rapid() -> None:
 
 def test_progression_rapid_is_null_under_180_days() -> None:
     out = Pt().scr(100, 1.0).scr(10, 1.1).json()
-    assert out["progression"] == {"certain_drop": False, "rapid": None, "slope_per_year": None}
+    assert out["progression"] == {"certain_drop": False, "rapid": None, "slope_per_year": None, "trajectory": None}
 
 
 def test_json_contract_has_every_key() -> None:
