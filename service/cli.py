@@ -86,6 +86,13 @@ def build_parser() -> OneLineParser:
     a.add_argument("--as-of", required=True)
     a.add_argument("--config")
 
+    sc = sub.add_parser("screen", help="assess many patients: a folder of Bundles or FHIR Bulk Data NDJSON")
+    sc.add_argument("source")
+    sc.add_argument("--as-of", required=True)
+    sc.add_argument("--config")
+    sc.add_argument("--out", default="ckd-registry.csv", help="registry file: .csv or .parquet")
+    sc.add_argument("--plot", default="ckd-screen.png", help="PNG of the stage distribution and care gaps")
+
     cfg = sub.add_parser("config", help="validate or show the threshold configuration")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, parser_class=OneLineParser)
     cfg_sub.add_parser("validate").add_argument("file")
@@ -172,6 +179,26 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
     return {"version": config_version(thresholds), "config": thresholds_to_dict(thresholds)}
 
 
+def run_screen(args: argparse.Namespace) -> dict[str, Any]:
+    from service.screen import ScreenError, plot, screen, summary, write_registry
+
+    as_of = parse_as_of(args.as_of)
+    thresholds = load_thresholds(args.config)
+    out, png = Path(args.out), Path(args.plot)
+    if out.suffix not in (".csv", ".parquet"):
+        raise UsageError("--out must end in .csv or .parquet")
+    try:
+        registry, seconds = screen(Path(args.source), as_of, thresholds)
+    except ScreenError as exc:
+        raise UsageError(str(exc)) from None
+    counts = summary(registry)
+    write_registry(registry, out)
+    plot(counts, png, as_of)
+    rate = len(registry) / seconds if seconds else 0.0
+    return {**counts, "seconds": round(seconds, 2), "patients_per_second": round(rate, 1), "registry": str(out),
+            "plot": str(png)}  # fmt: skip
+
+
 def live_config() -> dict[str, Any]:
     import os
 
@@ -191,7 +218,8 @@ def run_serve(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
-COMMANDS = {"egfr": run_egfr, "kfre": run_kfre, "assess": run_assess, "config": run_config, "serve": run_serve}
+COMMANDS = {"egfr": run_egfr, "kfre": run_kfre, "assess": run_assess, "config": run_config, "serve": run_serve,
+            "screen": run_screen}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def years_until(level: float, fitted_now: float, slope: float) -> float | None:
 
 
 def egfr_trajectory(valid: list[EgfrPoint], as_of: date, lookback_days: int) -> Trajectory | None:
-    start = as_of - timedelta(days=lookback_days)
+    start = date.fromordinal(max(1, as_of.toordinal() - lookback_days))  # no overflow for an as_of near year 1
     points = [p for p in valid if start <= p.date <= as_of]
     if len(points) < MIN_VALUES or (points[-1].date - points[0].date).days < MIN_SPAN_DAYS:
         return None

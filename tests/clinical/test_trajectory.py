@@ -91,3 +91,8 @@ def test_numpy_theil_sen_equals_scipy(points: list[tuple[int, int]]) -> None:
     ours = theil_sen(x, y)
     reference = theilslopes(y, x, alpha=0.95)
     assert ours == pytest.approx((reference[0], reference[1], reference[2], reference[3]), nan_ok=True)
+
+
+def test_as_of_near_year_one_does_not_overflow() -> None:
+    # Found by the property tests: as_of − look-back window used to leave the date range.
+    assert egfr_trajectory(series([50, 49, 48]), date(1, 1, 5), 1825) is None

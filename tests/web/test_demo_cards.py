@@ -109,3 +109,17 @@ def test_demo_patient_cards_from_the_fhir_server_match_prefetch(
     assert_valid(fetched.json)
     prefetched = all_cards.post(URL, json=call(pid, prefetch=prefetch_for(bundle)))
     assert fetched.json == prefetched.json
+
+
+def test_competing_risk_context_on_an_eligible_demo_patient(
+    all_cards: FlaskClient, bundles: dict[str, dict[str, Any]]
+) -> None:
+    # Demo 04: man of 78, CKD G3b/A3, KFRE shown: the referral card weighs kidney failure against death.
+    bundle = bundles["04-diabetic-ckd-no-sglt2i"]
+    cards = all_cards.post(URL, json=call(resources(bundle)[0]["id"], prefetch=prefetch_for(bundle))).json["cards"]
+    referral = next(c for c in cards if c["extension"]["org.ckd-cds.rule"]["id"] == "nephrology_referral")
+    assert "5-year risk of kidney failure" in referral["detail"]
+    assert "vs death" in referral["detail"]
+    child = bundles["10-child-with-height"]
+    child_cards = all_cards.post(URL, json=call(resources(child)[0]["id"], prefetch=prefetch_for(child))).json["cards"]
+    assert not any("vs death" in c["detail"] for c in child_cards)  # no KFRE, no model, under 50
