@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench-engine fuzz durability load audit train validate fhir-up fhir-down clean
+.PHONY: setup demo test lint bench bench-engine fuzz durability load audit train validate fhir-up fhir-down clean
 
 $(BIN)/ckd-cds: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,9 @@ setup: $(BIN)/ckd-cds
 
 demo: setup
 	bash scripts/demo.sh
+
+bench: setup
+	$(BIN)/python bench/harness.py
 
 bench-engine: setup
 	$(BIN)/python bench/bench_engine.py

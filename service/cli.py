@@ -147,7 +147,7 @@ def read_json_file(path: str) -> Any:
         return json.loads(raw)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc.__class__.__name__}") from None
-    except (ValueError, EOFError):
+    except (ValueError, EOFError, RecursionError):  # RecursionError: nested beyond the parser's limit
         raise UsageError(f"{path} is not valid JSON") from None
 
 

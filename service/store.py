@@ -203,8 +203,14 @@ class Store:
             return int(conn.execute(sa.select(sa.func.count()).select_from(feedback)).scalar_one())
 
     # --- audit --------------------------------------------------------------------------------------------
-    def add_audit(self, record: dict[str, Any]) -> None:
+    def add_audit(self, record: dict[str, Any], card_rows: list[dict[str, Any]] | None = None) -> None:
+        """The audit record, and the card index rows of the same call, in one transaction (one fsync)."""
         with self.engine.begin() as conn:
+            if card_rows:
+                rows = [
+                    {**row, "suggestions": json.dumps(row["suggestions"]), "created_at": now()} for row in card_rows
+                ]
+                conn.execute(self._insert_ignore(card_index), rows)
             conn.execute(
                 audit.insert().values(
                     time=now(),

@@ -90,7 +90,7 @@ class Settings:
     # FHIR bases the fallback may call (URL prefixes); empty = any in development. Guards against a request that
     # names an internal host as fhirServer (SSRF). In production the issuer's fhir_servers apply as well.
     fhir_server_allowlist: tuple[str, ...] = ()
-    max_json_depth: int = 64
+    validate_responses: bool | None = None  # check every response against the CDS Hooks schema; default: dev only
     max_prefetch_entries: int = 2000  # per prefetch key; more is refused (413), never silently cut
     auth: AuthSettings = field(default_factory=AuthSettings)
     public_base_urls: tuple[str, ...] = ()
@@ -108,6 +108,10 @@ class Settings:
     def production(self) -> bool:
         return self.profile == "production"
 
+    @property
+    def checks_responses(self) -> bool:
+        return (not self.production) if self.validate_responses is None else self.validate_responses
+
     @classmethod
     def from_env(cls) -> Settings:
         production = _env("CKD_CDS_PROFILE", "development") == "production"
@@ -122,6 +126,7 @@ class Settings:
             fhir_pool_size=int(_env("CKD_CDS_FHIR_POOL", "8")),
             open_fhir_servers=tuple(s for s in _env("CKD_CDS_OPEN_FHIR_SERVERS", "").split(",") if s),
             fhir_server_allowlist=tuple(s for s in _env("CKD_CDS_FHIR_SERVERS", "").split(",") if s),
+            validate_responses={"1": True, "0": False}.get(_env("CKD_CDS_VALIDATE_RESPONSES", "")),
             patient_key_secret=os.environ.get("CKD_CDS_PATIENT_KEY_SECRET") or None,
             admin_token_sha256=os.environ.get("CKD_CDS_ADMIN_TOKEN_SHA256") or None,
             metrics_token_sha256=os.environ.get("CKD_CDS_METRICS_TOKEN_SHA256") or None,

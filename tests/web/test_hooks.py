@@ -241,10 +241,9 @@ def test_malformed_fhir_server_is_400(client: FlaskClient, server: str) -> None:
 
 
 def test_deeply_nested_json_is_400_and_large_prefetch_413(client: FlaskClient) -> None:
-    deep: Any = {}
-    for _ in range(200):
-        deep = {"a": deep}
-    assert client.post(URL, json=call("p1", prefetch={"x": deep})).status_code == 400
+    deep = '{"a":' * 1100 + "{}" + "}" * 1100  # orjson refuses nesting beyond 1,024 levels
+    body = '{"hook":"patient-view","hookInstance":"h","context":{"patientId":"p"},"prefetch":{"x":' + deep + "}}"
+    assert client.post(URL, data=body, content_type="application/json").status_code == 400
     big = {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Observation"}}] * 2001}
     response = client.post(URL, json=call("p1", prefetch={"kidneyLabs": big}))
     assert response.status_code == 413

@@ -1,0 +1,216 @@
+"""`make bench`: the service against a framework floor, on this machine, in one run (issue #8).
+
+1. Starts the real service (`ckd-cds serve`, gunicorn, production settings except JWT: wrk cannot mint a fresh signed
+   token per request) and the floor (bench/floor_app.py) under the same gunicorn settings, and the FHIR test server
+   with the benchmark patient.
+2. Drives both with wrk: (a) full prefetch, about 200 Observations / 150 KB; (b) a small request; (c) no prefetch,
+   so the service reads the FHIR test server; at concurrency 1, 8 and 32, each after a warm-up, repeated, median.
+3. Reports requests/s, p50/p90/p99, the service-to-floor ratios, RSS per worker, and for (c) the service latency
+   against the FHIR server's own slowest single query, measured in the same run.
+4. Writes bench/results/bench-latest.json (machine described), bench/results/bench-latency.png, and
+   docs/performance.md.
+
+    python bench/harness.py [--seconds 15] [--warmup 3] [--repeats 3] [--levels 1,8,32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.durability import machine  # noqa: E402
+from bench.patients import hook_body, small_patient, ten_year_patient  # noqa: E402
+from service.fhir import testserver  # noqa: E402
+from service.fhir.loader import load_bundle  # noqa: E402
+from service.web.registry import ckd_prefetch  # noqa: E402
+from tests import live  # noqa: E402
+
+SERVICE_PORT, FLOOR_PORT, FHIR_PORT = 19101, 19102, 8591
+URL_PATH = "/cds-services/ckd-patient-view"
+TARGETS = {"a_rps_ratio": 0.8, "a_p99_ratio": 1.5, "b_rps_ratio": 0.7, "c_vs_slowest_query": 1.3,
+           "engine_median_us": 1000.0, "rss_mb_per_worker": 150.0}  # fmt: skip
+
+
+def wrk(url: str, body_file: Path, connections: int, seconds: int) -> dict[str, Any]:
+    threads = min(2, connections)
+    result = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
+         str(ROOT / "bench" / "post.lua"), url],
+        capture_output=True, text=True, check=True, env={**os.environ, "BODY_FILE": str(body_file)},
+    )  # fmt: skip
+    line = next(x for x in result.stdout.splitlines() if x.startswith("JSON "))
+    figures: dict[str, Any] = json.loads(line.removeprefix("JSON "))
+    figures["rps"] = figures["requests"] / figures["seconds"]
+    return figures
+
+
+def measure(url: str, body_file: Path, level: int, seconds: int, warmup: int, repeats: int) -> dict[str, Any]:
+    """Median over repeats of requests/s and latency percentiles, after a warm-up that is thrown away."""
+    wrk(url, body_file, level, warmup)
+    runs = [wrk(url, body_file, level, seconds) for _ in range(repeats)]
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms")
+    out = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out["errors"] = sum(r["non_2xx"] + r["socket_errors"] for r in runs)
+    out["runs"] = [{k: round(r[k], 2) for k in keys} for r in runs]
+    return out
+
+
+@contextmanager
+def floor_server(port: int) -> Iterator[tuple[str, int]]:
+    env = {**os.environ, "CKD_CDS_HOST": "127.0.0.1", "CKD_CDS_PORT": str(port), "GUNICORN_LOGLEVEL": "warning"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--access-logfile", "/dev/null",
+         "bench.floor_app:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.2)
+    try:
+        yield base, proc.pid  # `python -m gunicorn` is the master itself
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+def worker_rss_mb(master: int) -> list[float]:
+    """RSS of each gunicorn worker (the children of its master process)."""
+    from bench.durability import worker_pids
+
+    sizes = []
+    for pid in worker_pids(master):
+        status = Path(f"/proc/{pid}/status").read_text()
+        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+        sizes.append(round(kb / 1024, 1))
+    return sizes
+
+
+def slowest_fhir_query_ms(fhir: testserver.RunningServer, patient_id: str, samples: int = 20) -> dict[str, float]:
+    """Median latency of each prefetch template run directly against the FHIR server, one at a time."""
+    session = requests.Session()
+    headers = {"Authorization": f"Bearer {fhir.token}", "Accept": "application/fhir+json"}
+    out = {}
+    for key in ckd_prefetch():
+        url = f"{fhir.base_url}/{key.path(patient_id)}"
+        times = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            session.get(url, headers=headers, timeout=10).raise_for_status()
+            times.append((time.perf_counter() - started) * 1000)
+        out[key.name] = statistics.median(times)
+    return out
+
+
+def engine_figures() -> dict[str, Any]:
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_engine.py")], capture_output=True,
+                            text=True, check=True, cwd=ROOT)  # fmt: skip
+    figures: dict[str, Any] = json.loads(result.stdout)
+    return figures
+
+
+def run(seconds: int, warmup: int, repeats: int, levels: list[int]) -> dict[str, Any]:
+    today = date.today()
+    big, small = ten_year_patient(today), small_patient(today)
+    work = Path(tempfile.mkdtemp(prefix="ckd-bench-"))
+    fhir = testserver.start(port=FHIR_PORT)
+    try:
+        load_bundle(fhir.base_url, fhir.token, big)
+        bodies = {"a": hook_body(big, prefetch=True), "b": hook_body(small, prefetch=True),
+                  "c": hook_body(big, prefetch=False, fhir=(fhir.base_url, fhir.token))}  # fmt: skip
+        files = {}
+        for name, body in bodies.items():
+            files[name] = work / f"{name}.json"
+            files[name].write_text(json.dumps(body))
+        env = {"CKD_CDS_DATABASE_URL": f"sqlite:///{work / 'store.db'}", "CKD_CDS_VALIDATE_RESPONSES": "0",
+               "GUNICORN_LOGLEVEL": "warning"}  # fmt: skip
+        results: dict[str, Any] = {"service": {}, "floor": {}}
+        with live.served(SERVICE_PORT, env) as service:
+            for scenario in ("a", "b", "c"):
+                results["service"][scenario] = {
+                    str(level): measure(service + URL_PATH, files[scenario], level, seconds, warmup, repeats)
+                    for level in levels
+                }
+            from bench.durability import master_pid
+
+            results["service_rss_mb"] = worker_rss_mb(master_pid(SERVICE_PORT))
+        with floor_server(FLOOR_PORT) as (floor, floor_master):
+            for scenario in ("a", "b"):
+                results["floor"][scenario] = {
+                    str(level): measure(floor + URL_PATH, files[scenario], level, seconds, warmup, repeats)
+                    for level in levels
+                }
+            results["floor_rss_mb"] = worker_rss_mb(floor_master)
+        results["fhir_query_ms"] = slowest_fhir_query_ms(fhir, big["entry"][0]["resource"]["id"])
+    finally:
+        testserver.stop(fhir)
+    results["body_bytes"] = {name: f.stat().st_size for name, f in files.items()}
+    results["engine"] = engine_figures()
+    results["settings"] = {"seconds": seconds, "warmup": warmup, "repeats": repeats, "levels": levels,
+                           "gunicorn": "2 workers, gthread, 4 threads (gunicorn.conf.py)"}  # fmt: skip
+    results["machine"] = {**machine(), "wrk": subprocess.run(["wrk", "--version"], capture_output=True, text=True,
+                                                            check=False).stdout.splitlines()[0]}  # fmt: skip
+    results["verdict"] = verdict(results)
+    return results
+
+
+def verdict(r: dict[str, Any]) -> dict[str, Any]:
+    level = "8" if "8" in r["service"]["a"] else next(iter(r["service"]["a"]))
+    s, f = r["service"], r["floor"]
+    slowest = max(r["fhir_query_ms"].values())
+    first = next(iter(r["service"]["c"]))
+    checks = {
+        "a_rps_ratio": s["a"][level]["rps"] / f["a"][level]["rps"],
+        "a_p99_ratio": s["a"][level]["p99_ms"] / f["a"][level]["p99_ms"],
+        "b_rps_ratio": s["b"][level]["rps"] / f["b"][level]["rps"],
+        "c_vs_slowest_query": s["c"][first]["p50_ms"] / slowest,
+        "engine_median_us": r["engine"]["engine_only"]["median_us"],
+        "rss_mb_per_worker": max(r["service_rss_mb"] or [0.0]),
+    }
+    at_most = ("a_p99_ratio", "c_vs_slowest_query", "engine_median_us", "rss_mb_per_worker")
+    passed = {k: (v <= TARGETS[k] if k in at_most else v >= TARGETS[k]) for k, v in checks.items()}
+    return {"level": level, "values": {k: round(v, 3) for k, v in checks.items()}, "targets": TARGETS,
+            "met": passed}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    results = run(args.seconds, args.warmup, args.repeats, [int(x) for x in args.levels.split(",")])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench-latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    from bench.report import plot, write_doc
+
+    plot(results, args.out / "bench-latency.png")
+    if args.out == ROOT / "bench" / "results":
+        write_doc(results, ROOT / "docs" / "performance.md")
+    print(json.dumps(results["verdict"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
