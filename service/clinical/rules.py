@@ -8,7 +8,7 @@ false when there is no eGFR (§7.1). Drug-start rules need an adult and are supp
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 
@@ -77,6 +77,11 @@ class RuleContext:
     potassium: LabValue | None
     hba1c: LabValue | None
     sumida_acr: float | None  # estimated ACR of the latest urine test when it is a PCR
+    _drug_classes: frozenset[DrugClass] = field(init=False)
+
+    def __post_init__(self) -> None:
+        classes = frozenset().union(*(med.classes for med in self.medications))
+        object.__setattr__(self, "_drug_classes", classes)
 
     @property
     def as_of(self) -> date:
@@ -136,7 +141,12 @@ class RuleContext:
         return self.has(ConditionConcept.HEART_FAILURE)
 
     def on(self, *classes: DrugClass) -> bool:
-        return any(med.classes & set(classes) for med in self.medications)
+        return not self.drug_classes.isdisjoint(classes)
+
+    @property
+    def drug_classes(self) -> frozenset[DrugClass]:
+        """Every class the patient's active or on-hold medicines belong to (computed once per assessment)."""
+        return self._drug_classes
 
     @property
     def recent_aki(self) -> bool:
