@@ -80,12 +80,11 @@ def floor_server(port: int) -> Iterator[tuple[str, int]]:
         start_new_session=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.2)
+    try:
+        testserver.wait_ready(f"{base}/healthz", proc, timeout=30)
+    except RuntimeError:
+        os.killpg(proc.pid, 9)
+        raise
     try:
         yield base, proc.pid  # `python -m gunicorn` is the master itself
     finally:

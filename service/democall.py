@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import uuid
 from typing import Any
 
 import requests
 
 from service.demo import demo_bundles
-from service.fhir.testserver import STATE_FILE
+from service.fhir.testserver import STATE_FILE, wait_ready
 
 SERVICE = "http://127.0.0.1:8080"
 
 
-def wait_for_service(timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{SERVICE}/healthz", timeout=1).ok:
-                return
-        except requests.RequestException:
-            time.sleep(0.3)
-    raise SystemExit("ckd-cds did not start on 127.0.0.1:8080")
-
-
 def main() -> int:
-    wait_for_service()
+    try:
+        wait_ready(f"{SERVICE}/healthz", timeout=30)
+    except RuntimeError:
+        raise SystemExit("ckd-cds did not start on 127.0.0.1:8080") from None
     fhir = json.loads(STATE_FILE.read_text())
     for slug in ("04-diabetic-ckd-no-sglt2i", "07-aki-spike"):
         patient_id = demo_bundles()[slug]["entry"][0]["resource"]["id"]

@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import requests
+from service.fhir.testserver import wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,16 +27,12 @@ def served(port: int, env: dict[str, str], workers: int = 2) -> Iterator[str]:
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.2)
-    else:
+    try:
+        wait_ready(f"{base}/healthz", proc, timeout=30)
+    except RuntimeError:
         os.killpg(proc.pid, signal.SIGKILL)
-        raise RuntimeError("ckd-cds did not start")
+        log.close()
+        raise
     try:
         yield base
     finally:

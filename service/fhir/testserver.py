@@ -68,18 +68,19 @@ def answers(base_url: str) -> bool:
     return True
 
 
-def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60.0) -> None:
+    """Poll `url` until it answers 200; RuntimeError on timeout, or at once if `proc` has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"FHIR server exited with status {proc.returncode}; see its server.log")
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with status {proc.returncode}")
         try:
-            if requests.get(f"{base_url}/metadata", timeout=2).status_code == 200:
+            if requests.get(url, timeout=2).status_code == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.25)
-    raise RuntimeError(f"FHIR server did not become ready at {base_url}")
+    raise RuntimeError(f"{url} did not become ready within {timeout:g} s")
 
 
 def start(port: int = 8091, token: str | None = None) -> RunningServer:
@@ -97,7 +98,7 @@ def start(port: int = 8091, token: str | None = None) -> RunningServer:
     )
     base_url = f"http://127.0.0.1:{port}/fhir"
     try:
-        wait_ready(base_url, proc)
+        wait_ready(f"{base_url}/metadata", proc)
     except RuntimeError:
         proc.kill()
         raise
