@@ -130,10 +130,14 @@ class Store:
 
     # --- card index ---------------------------------------------------------------------------------------
     def index_cards(self, rows: Iterable[dict[str, Any]]) -> None:
-        values = [{**row, "suggestions": json.dumps(row["suggestions"]), "created_at": now()} for row in rows]
-        if values:
-            with self.engine.begin() as conn:
-                conn.execute(self._insert_ignore(card_index), values)
+        with self.engine.begin() as conn:
+            self._insert_cards(conn, list(rows))
+
+    def _insert_cards(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        """Card index rows; a retried hookInstance yields the same card uuids and is ignored."""
+        if rows:
+            values = [{**row, "suggestions": json.dumps(row["suggestions"]), "created_at": now()} for row in rows]
+            conn.execute(self._insert_ignore(card_index), values)
 
     def cards_by_uuid(self, uuids: list[str]) -> dict[str, sa.Row[Any]]:
         if not uuids:
@@ -206,11 +210,7 @@ class Store:
     def add_audit(self, record: dict[str, Any], card_rows: list[dict[str, Any]] | None = None) -> None:
         """The audit record, and the card index rows of the same call, in one transaction (one fsync)."""
         with self.engine.begin() as conn:
-            if card_rows:
-                rows = [
-                    {**row, "suggestions": json.dumps(row["suggestions"]), "created_at": now()} for row in card_rows
-                ]
-                conn.execute(self._insert_ignore(card_index), rows)
+            self._insert_cards(conn, card_rows or [])
             conn.execute(
                 audit.insert().values(
                     time=now(),

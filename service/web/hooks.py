@@ -204,7 +204,8 @@ def call_service(service_id: str) -> Response:
     assessment = run_engine(data, thresholds)
     built = build_cards(assessment, card_request(body, service, patient_id, thresholds_version, data.incomplete))
     engine_ms = (time.monotonic() - started_engine) * 1000
-    index_cards(built.index, body, service, thresholds_version, caller)
+    # Written with the audit record, in one transaction (service.web.write_audit); a failure never blocks the cards.
+    g.card_rows = card_index_rows(built.index, body, service, thresholds_version, caller)
     record_outcome(assessment, built.cards, built.overflow, thresholds_version, engine_ms)
     if state().settings.checks_responses:
         problem = schema_problem({"cards": built.cards}, "cds-response")
@@ -262,14 +263,13 @@ def card_request(
                        config_version=version, incomplete=incomplete)  # fmt: skip
 
 
-def index_cards(index: list[dict[str, Any]], body: dict[str, Any], service: CdsService, version: str,
-                caller: Caller | None) -> None:  # fmt: skip
-    """The card index joins feedback to rules (D-05); a failed write is logged and counted, never blocks the cards."""
-    rows = [{"card_uuid": c["card"], "hook_instance": body["hookInstance"], "service_id": service.id,
+def card_index_rows(index: list[dict[str, Any]], body: dict[str, Any], service: CdsService, version: str,
+                    caller: Caller | None) -> list[dict[str, Any]]:  # fmt: skip
+    """Card index rows: they join feedback to rules and configuration versions (D-05); no PHI."""
+    return [{"card_uuid": c["card"], "hook_instance": body["hookInstance"], "service_id": service.id,
              "rule_id": c["rule"], "config_version": version, "indicator": c["indicator"],
              "suggestions": c["suggestions"], "iss": caller.iss if caller else None,
              "tenant": caller.tenant if caller else None} for c in index]  # fmt: skip
-    g.card_rows = rows  # written with the audit record, in one transaction (service.web.write_audit)
 
 
 def record_outcome(
