@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 from service.clinical import codes
 from service.clinical.thresholds import SiteCode
@@ -50,8 +51,12 @@ def code_param(loincs: frozenset[str], site_codes: tuple[SiteCode, ...]) -> str:
     return ",".join(standard + local)
 
 
+@cache
 def ckd_prefetch(site_codes: tuple[SiteCode, ...] = ()) -> tuple[PrefetchKey, ...]:
-    """The ckd-patient-view templates; the code lists, and so discovery, follow the configuration."""
+    """The ckd-patient-view templates; the code lists, and so discovery, follow the configuration.
+
+    Cached per set of site codes: every request and discovery call reads them, a configuration change rarely.
+    """
     kidney, urine = code_param(KIDNEY_CODES, site_codes), code_param(URINE_CODES, site_codes)
     support = code_param(SUPPORT_CODES, site_codes)
     obs = f"Observation?patient={PATIENT_TOKEN}&code="
