@@ -99,13 +99,9 @@ class JwtVerifier:
                 if not isinstance(jku, str) or not jku_allowed(jku, issuer.jku_allowlist):
                     raise AuthFailure("jku")
                 key = self._client(jku).get_signing_key(kid)
-        except KeyError:
-            raise AuthFailure("kid") from None
         except jwt.PyJWKClientConnectionError:
             raise AuthFailure("jwks-unavailable") from None
-        except jwt.PyJWKClientError:
-            raise AuthFailure("kid") from None
-        except jwt.PyJWTError:
+        except (KeyError, jwt.PyJWTError):  # no key with that kid, or no usable key set
             raise AuthFailure("kid") from None
         check_key_fits(key, alg)
         return key
