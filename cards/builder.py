@@ -92,6 +92,7 @@ def environment() -> jinja2.Environment:
         autoescape=False,  # noqa: S701 - Markdown for CDS clients, not HTML; values are numbers and fixed text
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # templates ship with the package: no stat() of the file on every card
     )
 
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -122,6 +123,9 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         metadata.create_all(self.engine)
+        # Built once: statements given their values as parameters compile once and hit SQLAlchemy's cache.
+        self._insert_card_rows = self._insert_ignore(card_index)
+        self._insert_audit = audit.insert()
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         if self.engine.dialect.name == "postgresql":
@@ -136,8 +140,11 @@ class Store:
     def _insert_cards(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
         """Card index rows; a retried hookInstance yields the same card uuids and is ignored."""
         if rows:
-            values = [{**row, "suggestions": json.dumps(row["suggestions"]), "created_at": now()} for row in rows]
-            conn.execute(self._insert_ignore(card_index), values)
+            at = now()
+            values = [
+                {**row, "suggestions": orjson.dumps(row["suggestions"]).decode(), "created_at": at} for row in rows
+            ]
+            conn.execute(self._insert_card_rows, values)
 
     def cards_by_uuid(self, uuids: list[str]) -> dict[str, sa.Row[Any]]:
         if not uuids:
@@ -212,16 +219,17 @@ class Store:
         with self.engine.begin() as conn:
             self._insert_cards(conn, card_rows or [])
             conn.execute(
-                audit.insert().values(
-                    time=now(),
-                    request_id=record["request_id"],
-                    hook_instance=record.get("hook_instance"),
-                    service_id=record.get("service_id"),
-                    hook=record.get("hook"),
-                    status=record["status"],
-                    config_version=record.get("config_version"),
-                    record=json.dumps(record, default=str),
-                )
+                self._insert_audit,
+                {
+                    "time": now(),
+                    "request_id": record["request_id"],
+                    "hook_instance": record.get("hook_instance"),
+                    "service_id": record.get("service_id"),
+                    "hook": record.get("hook"),
+                    "status": record["status"],
+                    "config_version": record.get("config_version"),
+                    "record": orjson.dumps(record, default=str, option=orjson.OPT_NON_STR_KEYS).decode(),
+                },
             )
 
     def audit_records(self, limit: int = 100) -> list[dict[str, Any]]:

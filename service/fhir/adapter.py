@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from service.clinical import codes
@@ -61,9 +62,13 @@ def text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+UCUM_ANNOTATION = re.compile(r"\{[^}]*\}")
+
+
+@lru_cache(maxsize=1024)  # a site sends a handful of unit strings, hundreds of times per patient
 def normalise_unit(unit: str) -> str:
     """Spec §3.2.2: lower-case, no spaces, µ/μ -> u, UCUM annotations in braces removed (mg/g{creat} -> mg/g)."""
-    unit = re.sub(r"\{[^}]*\}", "", unit)
+    unit = UCUM_ANNOTATION.sub("", unit)
     return unit.lower().replace(" ", "").replace("µ", "u").replace("μ", "u")
 
 
@@ -210,24 +215,22 @@ class RecordBuilder:
         if not isinstance(resource, dict):
             return
         kind = resource.get("resourceType")
-        handler = {"Observation": self.add_observation, "Condition": self.add_condition}.get(str(kind))
-        if kind == "MedicationRequest":
-            if not self.is_other_patient(resource):
-                self.add_medication_request(resource, medications)
-            else:
-                self.reject(resource, "other_patient")
-        elif handler is not None:
-            if self.is_other_patient(resource):
-                self.reject(resource, "other_patient")
-            else:
-                handler(resource)
+        if kind not in ("Observation", "Condition", "MedicationRequest"):
+            return
+        if self.is_other_patient(resource):
+            self.reject(resource, "other_patient")
+        elif kind == "Observation":
+            self.add_observation(resource)
+        elif kind == "Condition":
+            self.add_condition(resource)
+        else:
+            self.add_medication_request(resource, medications)
 
     def add_observation(self, obs: Resource) -> None:
-        loincs = loinc_codes(obs, self.site_codes)
-        reader = next((OBSERVATION_READERS[c] for c in loincs if c in OBSERVATION_READERS), None)
-        if reader is None:
+        code = next((c for c in loinc_codes(obs, self.site_codes) if c in OBSERVATION_READERS), None)
+        if code is None:
             return  # not a code the engine reads
-        code = next(c for c in loincs if c in OBSERVATION_READERS)
+        reader = OBSERVATION_READERS[code]
         if text(obs.get("status")) not in COUNTED_OBSERVATION_STATUS:
             return self.reject(obs, "status")
         if obs.get("dataAbsentReason") is not None:
