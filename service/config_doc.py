@@ -74,7 +74,7 @@ FOOTER = """
 | `CKD_CDS_MAX_BODY_BYTES` | `10485760` | request body cap (413 above) |
 | `CKD_CDS_FHIR_POOL` | `8` | parallel FHIR queries per worker |
 | `CKD_CDS_OPEN_FHIR_SERVERS` | empty | development only: FHIR bases read without `fhirAuthorization` |
-| `GUNICORN_WORKERS`, `GUNICORN_THREADS` | `2`, `4` | gunicorn `gthread` workers (see `gunicorn.conf.py`) |
+| `GUNICORN_WORKERS`, `_THREADS`, `_WORKER_CLASS` | `4`, `1`, `gthread` | worker model (docs/performance.md) |
 """
 
 

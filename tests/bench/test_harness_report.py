@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.harness import verdict
-from bench.report import plot, table, write_doc
+import pytest
+
+from bench.harness import describe, production_gunicorn, query_ms, verdict
+from bench.report import plot, query_text, table, workers_table, write_doc
+from bench.workers import parse_model
 
 
 def figures(rps: float, p99: float) -> dict[str, Any]:
@@ -18,7 +21,8 @@ def results(service_rps: float) -> dict[str, Any]:
     return {
         "service": {s: {lv: figures(service_rps, 30.0) for lv in levels} for s in ("a", "b", "c")},
         "floor": {s: {lv: figures(1000.0, 25.0) for lv in levels} for s in ("a", "b")},
-        "fhir_query_ms": {"patient": 2.0, "kidneyLabs": 12.0},
+        "fhir_query_ms": {"patient": {"first_page_ms": 2.0, "all_pages_ms": 2.0, "pages": 1},
+                          "kidneyLabs": {"first_page_ms": 7.0, "all_pages_ms": 12.0, "pages": 2}},
         "service_rss_mb": [80.0, 82.0], "floor_rss_mb": [40.0, 41.0],
         "engine": {"engine_only": {"median_us": 900.0}, "adapter_and_engine": {"median_us": 3000.0}},
         "body_bytes": {"a": 160000, "b": 1800, "c": 300},
@@ -34,7 +38,8 @@ def test_verdict_uses_ratios_at_concurrency_8() -> None:
     assert slow["met"]["a_rps_ratio"] is False  # 0.1
     assert fast["values"]["a_p99_ratio"] == 1.2
     assert fast["met"]["a_p99_ratio"] is True
-    assert fast["values"]["c_vs_slowest_query"] == round(10.0 / 12.0, 3)  # p50 at the first level vs slowest query
+    # p50 at the first level vs the slowest query with all its pages (12 ms), not its first page (7 ms)
+    assert fast["values"]["c_vs_slowest_query"] == round(10.0 / 12.0, 3)
     assert fast["met"]["rss_mb_per_worker"] is True
 
 
@@ -48,3 +53,48 @@ def test_report_table_plot_and_doc(tmp_path: Path) -> None:
     doc = tmp_path / "performance.md"
     write_doc(r, doc)
     assert "**not met**" in doc.read_text()
+
+
+def test_saved_results_with_one_number_per_query_still_read() -> None:
+    assert query_ms(13.0) == 13.0
+    assert query_ms({"first_page_ms": 7.0, "all_pages_ms": 12.0, "pages": 2}) == 12.0
+    assert query_text("kidneyLabs", {"first_page_ms": 7.0, "all_pages_ms": 12.0, "pages": 2}) == (
+        "kidneyLabs 12.0 ms (2 pages; first 7.0 ms)"
+    )
+    assert query_text("patient", 1.5) == "patient 1.5 ms"
+
+
+def workers_results() -> dict[str, Any]:
+    by = {s: {"rps": 100.0 * (i + 1), "p50_ms": 5.0, "p90_ms": 8.0, "p99_ms": 20.0, "errors": 0, "rounds": []}
+          for i, s in enumerate(("a", "b", "c"))}  # fmt: skip
+    return {"models": {"gthread:2x4": by}, "rss_mb": {"gthread:2x4": [88.0, 90.4]},
+            "settings": {"level": 8, "seconds": 8, "warmup": 2, "rounds": 3},
+            "machine": {"cpu": "test cpu", "cores": 2, "python": "3.11", "date": "2026-11-26"}}  # fmt: skip
+
+
+def test_worker_models_table_and_doc_section(tmp_path: Path) -> None:
+    w = workers_results()
+    assert "| gthread:2x4 | 100, 5.0 / 20.0 | 200, 5.0 / 20.0 | 300, 5.0 / 20.0 | 90 |" in workers_table(w)
+    r = results(500.0)
+    r["verdict"] = verdict(r)
+    doc = tmp_path / "performance.md"
+    write_doc(r, doc)
+    assert "| gthread:2x4 |" not in doc.read_text()  # no worker measurements, no table
+    write_doc(r, doc, w)
+    assert "| gthread:2x4 | 100, 5.0 / 20.0 |" in doc.read_text()
+
+
+def test_worker_model_names() -> None:
+    assert parse_model("gthread:4x2") == ("gthread", 4, 2)
+    assert parse_model("sync:2x1") == ("sync", 2, 1)
+    for bad in ("gevent:2x1", "gthread:x2", "sync:2"):
+        with pytest.raises(SystemExit, match="bad model"):
+            parse_model(bad)
+
+
+def test_bench_uses_the_shipped_worker_model_whatever_this_shell_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUNICORN_THREADS", "1")
+    monkeypatch.setenv("GUNICORN_WORKERS", "7")
+    shipped = production_gunicorn()
+    assert shipped == {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_WORKERS": "4", "GUNICORN_THREADS": "1"}
+    assert describe(shipped) == "4 workers, gthread, 1 thread (gunicorn.conf.py)"
