@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -106,28 +107,55 @@ def worker_rss_mb(master: int) -> list[float]:
     return sizes
 
 
+def run_query(
+    session: requests.Session, fhir: testserver.RunningServer, key: Any, patient_id: str
+) -> tuple[float, int]:
+    """One prefetch query with its `next` pages followed, as the service follows them: (first page ms, pages)."""
+    headers = {"Authorization": f"Bearer {fhir.token}", "Accept": "application/fhir+json"}
+    url: str | None = f"{fhir.base_url}/{key.path(patient_id)}"
+    started, pages, first_ms = time.perf_counter(), 0, 0.0
+    while url is not None:
+        response = session.get(url, headers=headers, timeout=10)
+        response.raise_for_status()
+        pages += 1
+        if pages == 1:
+            first_ms = (time.perf_counter() - started) * 1000
+        url = next_link(response.json()) if key.kind == "search" else None
+    return first_ms, pages
+
+
 def slowest_fhir_query_ms(fhir: testserver.RunningServer, patient_id: str, samples: int = 20) -> dict[str, Any]:
     """Each prefetch query run directly against the FHIR server, alone: median ms of its first page and of the whole
-    query with its `next` pages followed, as the service follows them (kidneyLabs of the ten-year patient has two)."""
+    query with its `next` pages followed (kidneyLabs of the ten-year patient has two)."""
     session = requests.Session()
-    headers = {"Authorization": f"Bearer {fhir.token}", "Accept": "application/fhir+json"}
     out = {}
     for key in ckd_prefetch():
         first, whole, pages = [], [], 0
         for _ in range(samples):
-            url: str | None = f"{fhir.base_url}/{key.path(patient_id)}"
-            started, pages = time.perf_counter(), 0
-            while url is not None:
-                response = session.get(url, headers=headers, timeout=10)
-                response.raise_for_status()
-                pages += 1
-                if pages == 1:
-                    first.append((time.perf_counter() - started) * 1000)
-                url = next_link(response.json()) if key.kind == "search" else None
+            started = time.perf_counter()
+            first_ms, pages = run_query(session, fhir, key, patient_id)
             whole.append((time.perf_counter() - started) * 1000)
+            first.append(first_ms)
         out[key.name] = {"first_page_ms": statistics.median(first), "all_pages_ms": statistics.median(whole),
                          "pages": pages}  # fmt: skip
     return out
+
+
+def parallel_fhir_ms(fhir: testserver.RunningServer, patient_id: str, samples: int = 20) -> float:
+    """All prefetch queries at once, one thread and session each, straight to the FHIR server: median wall ms.
+
+    What (c) could take at best on this server with no service at all. Near the slowest single query if the server
+    answers concurrently; near the sum of the queries if it answers them one after another.
+    """
+    keys = ckd_prefetch()
+    sessions = [requests.Session() for _ in keys]
+    times = []
+    with ThreadPoolExecutor(max_workers=len(keys)) as pool:
+        for _ in range(samples):
+            started = time.perf_counter()
+            list(pool.map(lambda ks: run_query(ks[1], fhir, ks[0], patient_id), zip(keys, sessions, strict=True)))
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
 
 
 def engine_figures() -> dict[str, Any]:
@@ -200,7 +228,9 @@ def run(seconds: int, warmup: int, repeats: int, levels: list[int]) -> dict[str,
                     for level in levels
                 }
             results["floor_rss_mb"] = worker_rss_mb(floor_master)
-        results["fhir_query_ms"] = slowest_fhir_query_ms(fhir, big["entry"][0]["resource"]["id"])
+        patient_id = big["entry"][0]["resource"]["id"]
+        results["fhir_query_ms"] = slowest_fhir_query_ms(fhir, patient_id)
+        results["fhir_parallel_ms"] = parallel_fhir_ms(fhir, patient_id)
     finally:
         testserver.stop(fhir)
     results["body_bytes"] = {name: f.stat().st_size for name, f in files.items()}
