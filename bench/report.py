@@ -165,10 +165,14 @@ after the fixes below (the same measurement gave 5.6 ms for (a) and 1.2 ms for (
   be met. The comparator is the slowest query *with its pages* (kidneyLabs of the ten-year patient has two pages
   of 100, which any client must read one after the other). Under overload (concurrency 32) requests beyond the
   3 s budget answer 412, counted as errors above: the designed behaviour.
-- **p99 at concurrency 8** is the queueing of 8 clients on 2 workers: with several milliseconds of work each,
-  a request waits behind the others; the floor's requests are too short to queue.
+- **p99 at concurrency 8** is queueing: 8 clients share two cores (and wrk); with a few milliseconds of CPU work
+  each, a request waits behind the others, while the floor's requests are too short to queue.
 
-### Fixed after profiling (py-spy was not needed: cProfile and pyinstrument in-process)
+### Fixed after profiling (cProfile and pyinstrument, in-process)
+
+The first full run (2026-11-26, before these fixes; service then on 2 workers × 2 threads, floor on 2 × 4) gave at
+concurrency 8: (a) 101 against 936 requests/s (0.11), p99 147 ms; (b) 371 against 4,557 (0.08); (c) p50 52 ms at
+concurrency 1. The table at the top is the same harness after them.
 
 - A pure-Python JSON depth check took 9 ms per 150 KB request: now orjson's own 1,024-level limit.
 - The audit record and the card index are one transaction instead of two; the inserts use statements built once
@@ -201,9 +205,10 @@ WORKERS_CHOICE = """### The choice: `gthread`, 4 workers × 1 thread (gunicorn.c
   thread back from I/O (socket, SQLite commit) waits for the running one to yield. With 4 threads per worker the
   p99 of (a) at concurrency 8 was several hundred milliseconds; with one thread per process, tens (table above;
   exploratory runs while profiling agreed).
-- **gthread with one thread rather than sync.** They measure alike, but a sync worker closes every connection: an
-  EHR behind a load balancer would pay a new TCP and TLS handshake per chart opened, and sync workers need a
-  buffering proxy against slow clients. gthread keeps idle keep-alive connections in its main loop.
+- **gthread with one thread rather than sync.** `sync` measured about as well (2 × 1 a little better at p99 in this
+  run, 4 × 1 worse), but a sync worker closes every connection: an EHR behind a load balancer would pay a new TCP
+  and TLS handshake per chart opened, and sync workers need a buffering proxy against slow clients. gthread keeps
+  idle keep-alive connections in its main loop.
 - **Four processes on two cores.** A worker waiting on an fsync or on the EHR's FHIR server leaves its core to
   another; four processes of about 90 MB each (measured RSS above) cost little.
 - **The trade-off.** A worker holds one request at a time, so at most four fallback calls can wait on a slow EHR at
