@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench bench-workers bench-engine fuzz durability load audit train validate fhir-up fhir-down clean
+.PHONY: setup demo test lint bench bench-workers profile bench-engine fuzz durability load audit train validate fhir-up fhir-down clean
 
 $(BIN)/ckd-cds: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,9 @@ demo: setup
 
 bench: setup
 	$(BIN)/python bench/harness.py
+
+profile: setup
+	$(BIN)/python bench/profile.py
 
 bench-workers: setup
 	$(BIN)/python bench/workers.py

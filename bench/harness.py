@@ -278,11 +278,11 @@ def main() -> int:
     results = run(args.seconds, args.warmup, args.repeats, [int(x) for x in args.levels.split(",")])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench-latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    from bench.report import plot, saved_workers, write_doc
+    from bench.report import plot, saved, write_doc
 
     plot(results, args.out / "bench-latency.png")
     if args.out == ROOT / "bench" / "results":
-        write_doc(results, ROOT / "docs" / "performance.md", saved_workers(args.out))
+        write_doc(results, ROOT / "docs" / "performance.md", saved(args.out, "workers"), saved(args.out, "profile"))
     print(json.dumps(results["verdict"], indent=2))
     return 0
 

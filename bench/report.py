@@ -58,7 +58,9 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def write_doc(r: dict[str, Any], path: Path, workers: dict[str, Any] | None = None) -> None:
+def write_doc(
+    r: dict[str, Any], path: Path, workers: dict[str, Any] | None = None, profile: dict[str, Any] | None = None
+) -> None:
     """docs/performance.md from `make bench` results and, when measured, the worker models (bench/workers.py)."""
     v = r["verdict"]
     met = "\n".join(
@@ -105,11 +107,12 @@ Engine, 500 observations: median {r["engine"]["engine_only"]["median_us"]:.0f} Â
     if workers is not None:
         section = WORKERS_INTRO.format(**workers["settings"], date=workers["machine"]["date"])
         section += workers_table(workers) + "\n\n"
-    path.write_text(text + EXPLANATION + section + WORKERS_CHOICE, encoding="utf-8")
+    path.write_text(text + explanation(profile) + section + WORKERS_CHOICE, encoding="utf-8")
 
 
-def saved_workers(results_dir: Path) -> dict[str, Any] | None:
-    path = results_dir / "workers.json"
+def saved(results_dir: Path, name: str) -> dict[str, Any] | None:
+    """bench/results/<name>.json if that measurement has been run, else None."""
+    path = results_dir / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -131,29 +134,49 @@ def workers_table(w: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-EXPLANATION = """## What bounds the figures
+PARSE_STEP = "read the body and parse it (orjson; the floor pays this too)"
 
-Measured in-process (Flask test client, CPU time per request, `gc.freeze()` as in the workers) on this machine,
-after the fixes below (the same measurement gave 5.6 ms for (a) and 1.2 ms for (b) before them):
 
-| Step, per request | (a) 200 Observations | (b) small |
-|---|---|---|
-| read the body and parse it (orjson; the floor pays this too) | 0.45 ms | 0.03 ms |
-| FHIR resources to typed values (adapter) | 0.75 ms | 0.03 ms |
-| staging, trajectory, KFRE and rules (engine) | 0.62 ms | 0.07 ms |
-| cards (Jinja2 templates, suggestions, uuids) | 0.45 ms | 0.25 ms |
-| audit record and card index, one SQLite transaction | 0.36 ms | 0.23 ms |
-| prefetch classification, JSON shape check, response | 0.20 ms | 0.10 ms |
-| Flask and the test client | 0.6 ms | 0.3 ms |
-| **total** | **3.4 ms** | **1.0 ms** |
+def profile_table(p: dict[str, Any]) -> str:
+    """CPU ms per request and step, scenarios (a) and (b), from bench/results/profile.json."""
+    rows = ["| Step, per request | (a) 200 Observations | (b) small |", "|---|---|---|"]
+    for step, a_ms in p["steps"]["a"].items():
+        rows.append(f"| {step} | {a_ms:.2f} ms | {p['steps']['b'][step]:.2f} ms |")
+    rows.append(f"| **total** | **{p['total_ms']['a']:.2f} ms** | **{p['total_ms']['b']:.2f} ms** |")
+    return "\n".join(rows)
 
+
+def explanation(profile: dict[str, Any] | None) -> str:
+    if profile is None:
+        measured, extra = "(run `make profile` for the per-step table)\n", "several milliseconds of"
+    else:
+        m = profile["machine"]
+        measured = (
+            f"`make profile` (bench/profile.py), in-process through the Flask test client, CPU time per request after "
+            f"`gc.freeze()` as in the workers; {m['date']}, {m['cpu']}. The same measurement gave 5.6 ms for (a) and "
+            f"1.2 ms for (b) before the fixes below; a pyinstrument call tree of (a) is in "
+            f"`bench/results/profile-a.txt`.\n\n{profile_table(profile)}\n"
+        )
+        extra_a = profile["total_ms"]["a"] - profile["steps"]["a"][PARSE_STEP]
+        extra_b = profile["total_ms"]["b"] - profile["steps"]["b"][PARSE_STEP]
+        extra = f"about {extra_a:.1f} ms (a) and {extra_b:.1f} ms (b) of"
+    return (
+        f"""## What bounds the figures
+
+{measured}
 - **The floor does nothing clinical.** It parses the body and returns a constant; the service does the rest of
-  the table, about 3 ms of pure-Python work for (a) and 0.7 ms for (b) that the floor does not do. Two cores
-  shared with wrk then carry a few hundred (a) requests per second and about a thousand (b), whatever the floor
-  reaches, so the 0.8 and 0.7 ratios are out of reach for a service that does this work in Python: the ratios
-  above are what the clinical work costs. Each remaining step is a fraction of a millisecond; no single fix is
-  left that would move the ratio several-fold, only moving the engine out of Python (Cython or Rust), which we
-  have not done.
+  the table, {extra} pure-Python work per request that the floor does not do (part of the Flask share
+  the floor pays too). Two cores shared with wrk then carry a few hundred (a) requests per second and about a
+  thousand (b), whatever the floor reaches, so the 0.8 and 0.7 ratios are out of reach for a service that does
+  this work in Python: the ratios above are what the clinical work costs. Each remaining step is a fraction of a
+  millisecond; no single fix is left that would move the ratio several-fold, only moving the engine out of
+  Python (Cython or Rust), which we have not done.
+"""
+        + EXPLANATION
+    )
+
+
+EXPLANATION = """\
 - **wrk shares the two cores.** The load generator takes a core of its own at concurrency 8 and 32, for service
   and floor alike; absolute requests/s are lower than on a dedicated machine.
 - **(c) is bound by the FHIR test server.** The service sends the six prefetch queries at once (a pool of 8
@@ -224,7 +247,7 @@ def main() -> int:
     out = root / "bench" / "results"
     results = json.loads((out / "bench-latest.json").read_text())
     plot(results, out / "bench-latency.png")
-    write_doc(results, root / "docs" / "performance.md", saved_workers(out))
+    write_doc(results, root / "docs" / "performance.md", saved(out, "workers"), saved(out, "profile"))
     return 0
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.harness import describe, production_gunicorn, query_ms, verdict
-from bench.report import plot, query_text, table, workers_table, write_doc
+from bench.report import plot, profile_table, query_text, table, workers_table, write_doc
 from bench.workers import parse_model
 
 
@@ -98,3 +101,34 @@ def test_bench_uses_the_shipped_worker_model_whatever_this_shell_sets(monkeypatc
     shipped = production_gunicorn()
     assert shipped == {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_WORKERS": "4", "GUNICORN_THREADS": "1"}
     assert describe(shipped) == "4 workers, gthread, 1 thread (gunicorn.conf.py)"
+
+
+def test_profile_table_and_the_bounds_it_explains(tmp_path: Path) -> None:
+    steps = {"read the body and parse it (orjson; the floor pays this too)": 0.4, "engine": 0.6}
+    profile = {"steps": {"a": steps, "b": {k: v / 10 for k, v in steps.items()}}, "total_ms": {"a": 3.0, "b": 0.3},
+               "machine": {"cpu": "test cpu", "date": "2026-11-26"}}  # fmt: skip
+    assert "| engine | 0.60 ms | 0.06 ms |" in profile_table(profile)
+    assert "| **total** | **3.00 ms** | **0.30 ms** |" in profile_table(profile)
+    r = results(500.0)
+    r["verdict"] = verdict(r)
+    doc = tmp_path / "performance.md"
+    write_doc(r, doc, profile=profile)
+    assert "about 2.6 ms (a) and 0.3 ms (b) of pure-Python work" in doc.read_text()  # total minus the parse
+    write_doc(r, doc)
+    assert "run `make profile`" in doc.read_text()
+
+
+def test_profile_script_attributes_time_to_each_step(tmp_path: Path) -> None:
+    """bench/profile.py on the real app: every wrapped step is reached, and the steps add up to the total."""
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "bench/profile.py", "--requests-a", "5", "--requests-b", "5", "--out",
+                    str(tmp_path)], cwd=root, check=True, capture_output=True, timeout=300)  # fmt: skip
+    p = json.loads((tmp_path / "profile.json").read_text())
+    for scenario in ("a", "b"):
+        steps = p["steps"][scenario]
+        wrapped = {k: v for k, v in steps.items() if k != "Flask, Werkzeug and the test client"}
+        assert len(wrapped) == 8
+        assert all(v > 0 for v in wrapped.values()), steps  # a wrapper that never ran would show 0
+        assert sum(steps.values()) == pytest.approx(p["total_ms"][scenario])
+    assert p["total_ms"]["a"] > p["total_ms"]["b"]  # 200 Observations cost more than a handful
+    assert "call_service" in (tmp_path / "profile-a.txt").read_text()

@@ -1,0 +1,129 @@
+"""`make profile`: where a hook call's CPU time goes, per step, in-process (issue #8).
+
+The real Flask app (temporary SQLite store, audited; response-schema check off as under `make bench`) answers the
+`make bench` request bodies (a) and (b) through the Flask test client, after `gc.freeze()` as in each gunicorn
+worker. Each step of the request path is wrapped with a CPU-time counter; what no wrapper claims is Flask, Werkzeug
+and the test client. Also writes a pyinstrument call tree of scenario (a).
+
+Writes bench/results/profile.json (machine described) and bench/results/profile-a.txt; docs/performance.md shows
+the table at the next `make bench` or `python bench/report.py`.
+
+    python bench/profile.py [--requests-a 300] [--requests-b 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.durability import machine  # noqa: E402
+from bench.patients import hook_body, small_patient, ten_year_patient  # noqa: E402
+
+URL_PATH = "/cds-services/ckd-patient-view"
+# (module, attribute, step label), in the order of the request path
+STEPS = [
+    ("service.web.hooks", "require_json_body", "read the body and parse it (orjson; the floor pays this too)"),
+    ("service.web.hooks", "validate_call", "JSON shape check (jsonschema) and request rules"),
+    ("service.web.hooks", "acquire", "prefetch classification (or FHIR fallback)"),
+    ("service.web.hooks", "record_from_resources", "FHIR resources to typed values (adapter)"),
+    ("service.web.hooks", "assess", "staging, trajectory, KFRE and rules (engine)"),
+    ("service.web.hooks", "build_cards", "cards (Jinja2 templates, suggestions, uuids)"),
+    ("service.web.hooks", "json_response", "response encoding (orjson)"),
+    ("service.store", "Store.add_audit", "audit record and card index, one SQLite transaction"),
+]
+REST = "Flask, Werkzeug and the test client"
+
+
+def instrument(spent: dict[str, float]) -> None:
+    """Wrap each step with a CPU-time counter (process time: what the step costs a core, not what it waits)."""
+    import importlib
+
+    for module_name, attribute, label in STEPS:
+        owner: Any = importlib.import_module(module_name)
+        *path, name = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        setattr(owner, name, timed(getattr(owner, name), label, spent))
+
+
+def timed(fn: Callable[..., Any], label: str, spent: dict[str, float]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[label] += time.process_time() - started
+
+    return wrapper
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests-a", type=int, default=300)
+    parser.add_argument("--requests-b", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    os.environ["CKD_CDS_DATABASE_URL"] = f"sqlite:///{Path(tempfile.mkdtemp(prefix='ckd-profile-')) / 'store.db'}"
+    os.environ["CKD_CDS_VALIDATE_RESPONSES"] = "0"
+    spent: dict[str, float] = defaultdict(float)
+    instrument(spent)
+    from service.web import create_app
+
+    client = create_app().test_client()
+    today = date.today()
+    bodies = {"a": json.dumps(hook_body(ten_year_patient(today), prefetch=True)).encode(),
+              "b": json.dumps(hook_body(small_patient(today), prefetch=True)).encode()}  # fmt: skip
+    gc.freeze()  # as in each gunicorn worker (gunicorn.conf.py post_worker_init)
+
+    def post(body: bytes) -> None:
+        response = client.post(URL_PATH, data=body, content_type="application/json")
+        if response.status_code != 200:
+            raise SystemExit(f"hook call answered {response.status_code}: {response.get_data(as_text=True)[:200]}")
+
+    results: dict[str, Any] = {"steps": {}, "total_ms": {}, "requests": {}}
+    for scenario, count in (("a", args.requests_a), ("b", args.requests_b)):
+        for _ in range(30):  # warm-up: templates, statement cache, connection pool
+            post(bodies[scenario])
+        spent.clear()
+        started = time.process_time()
+        for _ in range(count):
+            post(bodies[scenario])
+        total = (time.process_time() - started) / count * 1000
+        steps = {label: spent[label] / count * 1000 for _, _, label in STEPS}
+        steps[REST] = total - sum(steps.values())
+        results["steps"][scenario] = steps
+        results["total_ms"][scenario] = total
+        results["requests"][scenario] = count
+    results["machine"] = machine()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "profile.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    for _ in range(args.requests_a):
+        post(bodies["a"])
+    profiler.stop()
+    (args.out / "profile-a.txt").write_text(profiler.output_text(unicode=False, color=False))
+    from bench.report import profile_table
+
+    print(profile_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
