@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,13 @@ SERVICE_PORT, FLOOR_PORT, FHIR_PORT = 19101, 19102, 8591
 URL_PATH = "/cds-services/ckd-patient-view"
 TARGETS = {"a_rps_ratio": 0.8, "a_p99_ratio": 1.5, "b_rps_ratio": 0.7, "c_vs_slowest_query": 1.3,
            "engine_median_us": 1000.0, "rss_mb_per_worker": 150.0}  # fmt: skip
+
+
+def require_wrk() -> None:
+    """One line and exit status 2 when the load generator is missing, not a traceback from the first run."""
+    if shutil.which("wrk") is None:
+        print("bench: wrk not found; install it with 'apt-get install wrk'", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def wrk(url: str, body_file: Path, connections: int, seconds: int) -> dict[str, Any]:
@@ -275,6 +283,7 @@ def main() -> int:
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
+    require_wrk()
     results = run(args.seconds, args.warmup, args.repeats, [int(x) for x in args.levels.split(",")])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench-latest.json").write_text(json.dumps(results, indent=2) + "\n")

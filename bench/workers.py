@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import harness  # noqa: E402
 from bench.durability import machine, master_pid  # noqa: E402
+from bench.harness import require_wrk  # noqa: E402
 from service.fhir import testserver  # noqa: E402
 from tests import live  # noqa: E402
 
@@ -89,6 +90,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "workers.json")
     args = parser.parse_args()
+    require_wrk()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     for model in models:
         parse_model(model)

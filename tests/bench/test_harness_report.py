@@ -132,3 +132,12 @@ def test_profile_script_attributes_time_to_each_step(tmp_path: Path) -> None:
         assert sum(steps.values()) == pytest.approx(p["total_ms"][scenario])
     assert p["total_ms"]["a"] > p["total_ms"]["b"]  # 200 Observations cost more than a handful
     assert "call_service" in (tmp_path / "profile-a.txt").read_text()
+
+
+@pytest.mark.parametrize("script", ["bench/harness.py", "bench/workers.py"])
+def test_without_wrk_one_line_and_status_2(script: str, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, script], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={"PATH": str(tmp_path)})  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == "bench: wrk not found; install it with 'apt-get install wrk'\n"
