@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.durability import machine  # noqa: E402
 from bench.patients import hook_body, small_patient, ten_year_patient  # noqa: E402
+from bench.report import query_ms  # noqa: E402
 from service.fhir import testserver  # noqa: E402
 from service.fhir.loader import load_bundle  # noqa: E402
 from service.web.acquire import next_link  # noqa: E402
@@ -206,10 +207,10 @@ def describe(gunicorn: dict[str, str]) -> str:
             f"thread{'' if threads == '1' else 's'} (gunicorn.conf.py)")  # fmt: skip
 
 
-def service_env(work: Path, gunicorn: dict[str, str] | None = None) -> dict[str, str]:
+def service_env(work: Path, gunicorn: dict[str, str]) -> dict[str, str]:
     """Production settings but for the database file (SQLite, audited), JWT off and no response-schema check."""
     return {"CKD_CDS_DATABASE_URL": f"sqlite:///{work / 'store.db'}", "CKD_CDS_VALIDATE_RESPONSES": "0",
-            "GUNICORN_LOGLEVEL": "warning", **(gunicorn or production_gunicorn())}  # fmt: skip
+            "GUNICORN_LOGLEVEL": "warning", **gunicorn}  # fmt: skip
 
 
 def run(seconds: int, warmup: int, repeats: int, levels: list[int]) -> dict[str, Any]:
@@ -249,11 +250,6 @@ def run(seconds: int, warmup: int, repeats: int, levels: list[int]) -> dict[str,
                                                             check=False).stdout.splitlines()[0]}  # fmt: skip
     results["verdict"] = verdict(results)
     return results
-
-
-def query_ms(q: Any) -> float:
-    """A query's whole latency (all pages); results saved before pages were followed hold one number."""
-    return float(q["all_pages_ms"] if isinstance(q, dict) else q)
 
 
 def verdict(r: dict[str, Any]) -> dict[str, Any]:

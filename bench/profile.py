@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.durability import machine  # noqa: E402
+from bench.harness import URL_PATH  # noqa: E402
 from bench.patients import hook_body, small_patient, ten_year_patient  # noqa: E402
 
-URL_PATH = "/cds-services/ckd-patient-view"
 # (module, attribute, step label), in the order of the request path
 STEPS = [
     ("service.web.hooks", "require_json_body", "read the body and parse it (orjson; the floor pays this too)"),

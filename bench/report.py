@@ -61,7 +61,8 @@ def table(r: dict[str, Any]) -> str:
 def write_doc(
     r: dict[str, Any], path: Path, workers: dict[str, Any] | None = None, profile: dict[str, Any] | None = None
 ) -> None:
-    """docs/performance.md from `make bench` results and, when measured, the worker models (bench/workers.py)."""
+    """docs/performance.md from `make bench` results and, when measured, the worker models (bench/workers.py)
+    and the per-step profile (bench/profile.py)."""
     v = r["verdict"]
     met = "\n".join(
         f"| {name} | {v['values'][name]} | {'≥' if name in ('a_rps_ratio', 'b_rps_ratio') else '≤'} "
@@ -71,7 +72,7 @@ def write_doc(
     fhir = ", ".join(query_text(k, q) for k, q in r["fhir_query_ms"].items())
     parallel = ""
     if "fhir_parallel_ms" in r:
-        total = sum(q["all_pages_ms"] if isinstance(q, dict) else q for q in r["fhir_query_ms"].values())
+        total = sum(query_ms(q) for q in r["fhir_query_ms"].values())
         threads = len(r["fhir_query_ms"])
         parallel = (f"\nAll of them at once, straight to the FHIR server from {threads} threads (median of 20): "
                     f"{r['fhir_parallel_ms']:.1f} ms, against {total:.1f} ms for their sum.")  # fmt: skip
@@ -116,11 +117,16 @@ def saved(results_dir: Path, name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def query_ms(q: Any) -> float:
+    """A query's whole latency (all pages); results saved before pages were followed hold one number."""
+    return float(q["all_pages_ms"] if isinstance(q, dict) else q)
+
+
 def query_text(name: str, q: Any) -> str:
     if not isinstance(q, dict):
         return f"{name} {q:.1f} ms"
     pages = f" ({q['pages']} pages; first {q['first_page_ms']:.1f} ms)" if q["pages"] > 1 else ""
-    return f"{name} {q['all_pages_ms']:.1f} ms{pages}"
+    return f"{name} {query_ms(q):.1f} ms{pages}"
 
 
 def workers_table(w: dict[str, Any]) -> str:

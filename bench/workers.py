@@ -17,7 +17,6 @@ import json
 import statistics
 import sys
 import tempfile
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +76,7 @@ def run(models: list[str], rounds: int, level: int, seconds: int, warmup: int) -
         "models": table,
         "rss_mb": rss,
         "settings": {"level": level, "seconds": seconds, "warmup": warmup, "rounds": rounds},
-        "machine": {**machine(), "date": date.today().isoformat()},
+        "machine": machine(),
     }
 
 

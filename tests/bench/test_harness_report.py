@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from bench.harness import describe, production_gunicorn, query_ms, verdict
-from bench.report import plot, profile_table, query_text, table, workers_table, write_doc
+from bench.harness import describe, production_gunicorn, verdict
+from bench.report import plot, profile_table, query_ms, query_text, table, workers_table, write_doc
 from bench.workers import parse_model
 
 
