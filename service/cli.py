@@ -27,7 +27,7 @@ from service.clinical.equations import (
 )
 from service.clinical.kfre import MG_G_PER_MG_MMOL, ExtraLabs, Region, kfre
 from service.clinical.thresholds import thresholds_to_dict
-from service.config import ConfigError, config_version, load_thresholds
+from service.config import ConfigError, config_version, load_thresholds, obsolete_notes, read_config_file
 from service.fhir.adapter import AdapterError, record_from_bundle
 
 EXIT_USAGE = 2
@@ -175,7 +175,10 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
     path = args.file if args.config_command == "validate" else args.config
     thresholds = load_thresholds(path)
     if args.config_command == "validate":
-        return {"valid": True, "file": path, "version": config_version(thresholds)}
+        notes = obsolete_notes(read_config_file(path))
+        for note in notes:
+            print(f"ckd-cds: note: {note}", file=sys.stderr)
+        return {"valid": True, "file": path, "version": config_version(thresholds), "obsolete": notes}
     return {"version": config_version(thresholds), "config": thresholds_to_dict(thresholds)}
 
 

@@ -23,6 +23,34 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message is one line naming the key."""
 
 
+# Keys that earlier releases accepted and the current clinical spec removed: a stored version or a file that carries
+# one still loads, without it, and says so (the console history, `ckd-cds config validate`).
+OBSOLETE_KEYS: dict[tuple[str, str], str] = {
+    ("trajectory", "lookback_days"): "clinical spec 2.0 (S18) fixes the trend window at 3 years",
+}
+
+
+def obsolete_notes(data: Any) -> list[str]:
+    """One line per obsolete key present in a configuration document."""
+    if not isinstance(data, dict):
+        return []
+    return [f"{section}.{key} is obsolete and ignored: {why}" for (section, key), why in OBSOLETE_KEYS.items()
+            if isinstance(data.get(section), dict) and key in data[section]]  # fmt: skip
+
+
+def without_obsolete(data: Any) -> Any:
+    """The document without obsolete keys (and without a section they leave empty); other input unchanged."""
+    if not isinstance(data, dict) or not obsolete_notes(data):
+        return data
+    out = {section: dict(values) if isinstance(values, dict) else values for section, values in data.items()}
+    for section, key in OBSOLETE_KEYS:
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+            if not out[section]:
+                del out[section]
+    return out
+
+
 @cache
 def schema() -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
@@ -35,8 +63,7 @@ def _path(error: jsonschema.ValidationError) -> str:
 
 def validate_data(data: Any) -> Thresholds:
     """Schema validation, then checks a schema cannot express; raises ConfigError with the first problem."""
-    if data is None:
-        data = {}
+    data = {} if data is None else without_obsolete(data)
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
@@ -49,8 +76,7 @@ def validate_data(data: Any) -> Thresholds:
 
 def validation_errors(data: Any) -> dict[str, str]:
     """Every problem, keyed by dotted field path (for inline errors in the admin page); empty when valid."""
-    if data is None:
-        data = {}
+    data = {} if data is None else without_obsolete(data)
     validator = jsonschema.Draft202012Validator(schema())
     errors: dict[str, str] = {}
     for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
@@ -68,7 +94,7 @@ def validation_errors(data: Any) -> dict[str, str]:
 
 def semantic_problems(data: dict[str, Any]) -> list[str]:
     """Ordered thresholds, known agents with doses, and a real time zone."""
-    t = thresholds_from_dict(data)
+    t = thresholds_from_dict(without_obsolete(data))
     problems = []
     if t.metformin.stop_below_egfr > t.metformin.reduce_below_egfr:
         problems.append("metformin.stop_below_egfr: must not exceed metformin.reduce_below_egfr")
@@ -106,15 +132,19 @@ def load_yaml(text: str) -> Any:
         raise ConfigError(f"config is not valid YAML{where}") from None
 
 
-def load_thresholds(path: str | Path | None) -> Thresholds:
-    """Read and validate a YAML file; None gives the spec's defaults."""
-    if path is None:
-        return Thresholds()
+def read_config_file(path: str | Path) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc.__class__.__name__}") from None
-    return validate_data(load_yaml(text))
+    return load_yaml(text)
+
+
+def load_thresholds(path: str | Path | None) -> Thresholds:
+    """Read and validate a YAML file; None gives the spec's defaults."""
+    if path is None:
+        return Thresholds()
+    return validate_data(read_config_file(path))
 
 
 def config_version(thresholds: Thresholds) -> str:

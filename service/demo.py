@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = ROOT / "examples" / "patients"
 SYNTHEA_DIR = ROOT.parent / "shared" / "data" / "synthea-smart-r4"
 ANCHOR = date(2026, 1, 1)  # the files' "today"; shifted to the real today at load time
-DATE_KEYS = ("effectiveDateTime", "onsetDateTime", "recordedDate", "authoredOn", "issued", "birthDate")
+DATE_KEYS = ("effectiveDateTime", "onsetDateTime", "recordedDate", "authoredOn", "issued", "birthDate",
+             "deceasedDateTime")
 
 Resource = dict[str, Any]
 
@@ -32,13 +33,17 @@ def _d(days_ago: int) -> date:
 
 
 class Demo:
-    def __init__(self, slug: str, synthea: str, situation: str, birth: str | None = None) -> None:
+    def __init__(
+        self, slug: str, synthea: str, situation: str, birth: str | None = None, deceased: int | None = None
+    ) -> None:
         self.slug, self.situation = slug, situation
         self.pid = synthea_patient(synthea)["id"]
         patient = synthea_patient(synthea)
         keep: Resource = {k: patient[k] for k in ("resourceType", "id", "name", "gender", "birthDate") if k in patient}
         if birth:
             keep["birthDate"] = birth
+        if deceased is not None:  # days before the anchor
+            keep["deceasedDateTime"] = _d(deceased).isoformat()
         self.resources: list[Resource] = [keep]
 
     def _id(self) -> str:
@@ -86,7 +91,7 @@ def scenarios() -> list[Demo]:
         .scr(30, 0.92)
         .acr(30, 8),
         Demo("02-single-abnormal", "Laticia_Dibbert", "One eGFR below 60: repeat in 90 days")
-        .scr(300, 0.8)
+        .scr(300, 0.9)
         .scr(20, 1.2)
         .acr(20, 12),
         Demo("03-g3a-a2-not-coded", "Leonor_Trujillo", "CKD G3a A2, not on the problem list")
@@ -163,6 +168,59 @@ def scenarios() -> list[Demo]:
         .acr(300, 900)
         .acr(15, 1200)
         .cond(*htn),
+        # --- clinical spec 2.0 behaviour -----------------------------------------------------------------------
+        Demo("13-acute-fall-over-weeks", "Devin_Bailey", "eGFR 90 to 21 within weeks: possible AKI, not CKD")
+        .scr(400, 0.85)
+        .scr(200, 0.8)
+        .scr(60, 0.85)
+        .scr(38, 1.5)
+        .scr(25, 2.9)
+        .acr(60, 10),
+        Demo("14-recovered-between-lows", "Donnell_Green", "eGFR recovered between low values: not yet chronic")
+        .scr(600, 1.35)
+        .scr(400, 1.02)
+        .scr(300, 1.0)
+        .scr(60, 1.25)
+        .scr(10, 1.28)
+        .acr(10, 12),
+        Demo("15-hyperkalaemia-on-acei", "Elvina_Lemke", "CKD G3b A2 on an ACE inhibitor with potassium 5.8")
+        .scr(400, 1.45)
+        .scr(200, 1.5)
+        .scr(10, 1.5)
+        .acr(200, 150)
+        .acr(10, 180)
+        .cond(*htn)
+        .obs("2823-3", 10, 5.8, "mmol/L", "Potassium")
+        .med("Lisinopril 20 MG Oral Tablet"),
+        Demo("16-acei-plus-arb", "Emery_Purdy", "CKD G3a A3 on an ACE inhibitor and an ARB together")
+        .scr(380, 1.5)
+        .scr(190, 1.55)
+        .scr(15, 1.55)
+        .acr(190, 350)
+        .acr(15, 420)
+        .cond(*htn)
+        .obs("2823-3", 15, 4.6, "mmol/L", "Potassium")
+        .med("Lisinopril 10 MG Oral Tablet")
+        .med("Losartan potassium 50 MG Oral Tablet"),
+        Demo("17-deceased", "Enrique_Treviño", "Diabetic CKD G3b, died last month: no cards", deceased=30)
+        .scr(400, 1.9)
+        .scr(200, 2.0)
+        .scr(60, 2.0)
+        .acr(60, 250)
+        .cond(*dm)
+        .med("Metformin hydrochloride 500 MG Oral Tablet"),
+        Demo("18-more-cards-than-cap", "Erin_Kessler", "Nine findings, five card places: the overflow card")
+        .scr(400, 1.85)
+        .scr(200, 1.9)
+        .scr(20, 1.95)
+        .acr(500, 400)
+        .acr(380, 450)
+        .cond(*dm)
+        .cond(*htn)
+        .obs("2823-3", 20, 5.6, "mmol/L", "Potassium")
+        .med("Lisinopril 20 MG Oral Tablet")
+        .med("Ibuprofen 400 MG Oral Tablet")
+        .med("Metformin hydrochloride 500 MG Oral Tablet"),
     ]
 
 

@@ -170,7 +170,7 @@ def render(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
         f"{new['patients']} Synthea patient bundles of `../shared/data/synthea-smart-r4/` (smart-on-fhir/"
         f"generated-sample-data, Apache-2.0) as of {new['as_of']}. The 1.0 column was measured on the last commit "
         "that implemented clinical spec 1.0 and saved in `bench/results/alert-burden-1.0.json`. A card *says CKD* "
-        "when its text names CKD other than as \"Possible CKD\" or the CKD-EPI equation.\n\n"
+        'when its text names CKD other than as "Possible CKD" or the CKD-EPI equation.\n\n'
         f"{table}\nCards shown, per rule (after the cap):\n\n{per_rule}\n"
         "![Cards per rule, spec 1.0 and 2.0](img/alert-burden.png)\n"
         f"{SECTION_END}\n"

@@ -1,4 +1,7 @@
-"""One assessment: staging (§5), KFRE (§6) and the recommendation rules (§7), and its JSON contract (§9.4)."""
+"""One assessment: staging (§5), KFRE (§6) and the recommendation rules (§7), and its JSON contract (§9.4).
+
+Clinical spec version 2.0.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Any
 from service.clinical.categories import GStage
 from service.clinical.kfre import ExtraLabs, KfreResult, Region, kfre
 from service.clinical.mortality import load_model
+from service.clinical.progression import Trajectory
 from service.clinical.record import LabValue, PatientRecord, UrineKind
 from service.clinical.rules import (
     CARE_GAPS,
@@ -21,7 +25,6 @@ from service.clinical.rules import (
 )
 from service.clinical.staging import ADULT_AGE, EgfrPoint, Staging, acr_mg_g, days, stage
 from service.clinical.thresholds import Thresholds
-from service.clinical.trajectory import Trajectory, egfr_trajectory
 
 KFRE_STAGES = (GStage.G3A, GStage.G3B, GStage.G4, GStage.G5)
 
@@ -34,7 +37,12 @@ class Assessment:
     outcomes: list[RuleOutcome]
     context: RuleContext
     mortality_5y: float | None = None  # competing-risk context next to KFRE; never used by a rule
-    trajectory: Trajectory | None = None  # robust eGFR trend; context (the spec's slope_per_year decides)
+
+    @property
+    def trajectory(self) -> Trajectory | None:
+        """The S18 Theil–Sen trend, when there is one."""
+        p = self.staging.progression
+        return None if p is None else p.trajectory
 
     @property
     def fired(self) -> list[RuleOutcome]:
@@ -115,7 +123,6 @@ def assess(record: PatientRecord, as_of: date, thresholds: Thresholds | None = N
         outcomes=evaluate_rules(context),
         context=context,
         mortality_5y=mortality_context(s, risk, t),
-        trajectory=egfr_trajectory(s.valid, as_of, t.trajectory.lookback_days),
     )
 
 
@@ -158,18 +165,17 @@ def _albuminuria_json(s: Staging) -> dict[str, Any] | None:
 
 
 def _progression_json(a: Assessment) -> dict[str, Any] | None:
-    """S18's three keys (endpoints, binding), plus the robust trend as an additional `trajectory` object."""
+    """S18 [2.0]: certain_drop, rapid and the Theil–Sen slope_per_year, with the trend in `trajectory` (or null)."""
     p = a.staging.progression
     if p is None:
         return None
-    t = a.trajectory
+    t = p.trajectory
     trajectory = None
     if t is not None:
         trajectory = {
             "method": "theil-sen", "slope_per_year": t.slope_per_year, "n": t.n,
-            "ci95": list(t.ci95) if t.ci95 else None,
-            "from": t.first.isoformat(), "to": t.last.isoformat(), "years_to_30": t.years_to_30,
-            "years_to_15": t.years_to_15,
+            "ci95": list(t.ci95) if t.ci95 else None, "from": t.first.isoformat(), "to": t.last.isoformat(),
+            "fitted_last": t.fitted_now, "years_to_30": t.years_to_30, "years_to_15": t.years_to_15,
         }  # fmt: skip
     return {"certain_drop": p.certain_drop, "rapid": p.rapid, "slope_per_year": p.slope_per_year,
             "trajectory": trajectory}  # fmt: skip
@@ -200,6 +206,7 @@ def assessment_to_json(a: Assessment) -> dict[str, Any]:
         "kdigo_risk": None if s.kdigo_risk is None else s.kdigo_risk.value,
         "dialysis": s.dialysis,
         "kidney_transplant": s.kidney_transplant,
+        "deceased": s.deceased,
         "egfr": _egfr_json(s.egfr),
         "albuminuria": _albuminuria_json(s),
         "progression": _progression_json(a),

@@ -108,6 +108,8 @@ class PatientRecord:
 
     sex: Sex | None = None
     birth_date: date | None = None
+    deceased_boolean: bool = False  # Patient.deceasedBoolean (spec S19)
+    deceased_date: date | None = None  # Patient.deceasedDateTime, as a calendar date
     creatinine: list[LabValue] = field(default_factory=list)
     cystatin: list[LabValue] = field(default_factory=list)
     reported_egfr: list[ReportedEgfr] = field(default_factory=list)

@@ -1,8 +1,11 @@
-"""Recommendation rules (clinical spec §7): triggers, suppressions, indicators, each with its guideline source.
+"""Recommendation rules (clinical spec 2.0 §7): triggers, suppressions, indicators, each with its guideline source.
 
-Every rule evaluates independently and reads only the derived facts in `RuleContext`. A rule that compares eGFR is
-false when there is no eGFR (§7.1). Drug-start rules need an adult and are suppressed for dialysis and transplant
-(KDIGO 2024 treatment statements exclude KRT), except the statin rule for transplant recipients.
+Every rule evaluates its trigger independently and reads only the derived facts in `RuleContext`. A rule that
+compares eGFR is false when there is no eGFR (§7.1). Drug-start rules need an adult and are suppressed for dialysis
+and transplant (KDIGO 2024 treatment statements exclude KRT), except the statin rule for transplant recipients.
+[2.0] No rule fires for a deceased patient (S19). A few suppressions depend on another rule firing (`aki_caution`
+pauses drug starts; `krt_planning` carries the one referral; a referral names the progression): `evaluate_rules`
+applies them after every trigger has been evaluated.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 
-from service.clinical.categories import AStage
+from service.clinical.categories import AStage, GStage
 from service.clinical.codes import ConditionConcept
 from service.clinical.kfre import KfreResult
-from service.clinical.medications import DrugClass
+from service.clinical.medications import INGREDIENTS, DrugClass
 from service.clinical.record import LabValue, MedicationFact, UrineKind, UrineUnit, classification_value
 from service.clinical.staging import ADULT_AGE, Staging, days
 from service.clinical.thresholds import Thresholds
@@ -24,7 +27,10 @@ from service.clinical.thresholds import Thresholds
 class RuleId(StrEnum):
     PROBLEM_LIST = "problem_list"
     ACR_TEST = "acr_test"
+    MONITORING_DUE = "monitoring_due"
     AKI_CAUTION = "aki_caution"
+    HYPERKALAEMIA = "hyperkalaemia"
+    DUAL_RAS = "dual_ras"
     METFORMIN_STOP = "metformin_stop"
     METFORMIN_REDUCE = "metformin_reduce"
     NSAID_AVOID = "nsaid_avoid"
@@ -44,13 +50,34 @@ class Indicator(StrEnum):
     CRITICAL = "critical"
 
 
-# Output order of `recommendations` (§7.4); care gaps are listed separately.
-RECOMMENDATION_ORDER = (
-    RuleId.AKI_CAUTION, RuleId.METFORMIN_STOP, RuleId.METFORMIN_REDUCE, RuleId.NSAID_AVOID, RuleId.SGLT2I,
-    RuleId.RASI, RuleId.FINERENONE, RuleId.GLP1RA, RuleId.STATIN, RuleId.NEPHROLOGY_REFERRAL,
-    RuleId.KRT_PLANNING, RuleId.PROGRESSION_REVIEW,
+# §7.4 [2.0] clinical priority: safety, then specialist care, then therapy, then monitoring and documentation. The
+# order of cards, of `recommendations`, and of what survives the card cap. The staging card sits between
+# `acr_test` and `problem_list` (cards.builder).
+PRIORITY_ORDER = (
+    RuleId.AKI_CAUTION, RuleId.HYPERKALAEMIA, RuleId.DUAL_RAS, RuleId.METFORMIN_STOP, RuleId.NSAID_AVOID,
+    RuleId.METFORMIN_REDUCE, RuleId.KRT_PLANNING, RuleId.NEPHROLOGY_REFERRAL, RuleId.PROGRESSION_REVIEW,
+    RuleId.SGLT2I, RuleId.RASI, RuleId.FINERENONE, RuleId.STATIN, RuleId.GLP1RA, RuleId.MONITORING_DUE,
+    RuleId.ACR_TEST, RuleId.PROBLEM_LIST,
 )  # fmt: skip
-CARE_GAPS = {RuleId.PROBLEM_LIST: "ckd_not_on_problem_list", RuleId.ACR_TEST: "no_acr_12_months"}
+CARE_GAPS = {
+    RuleId.PROBLEM_LIST: "ckd_not_on_problem_list",
+    RuleId.ACR_TEST: "no_acr_12_months",
+    RuleId.MONITORING_DUE: "egfr_monitoring_overdue",
+}
+RECOMMENDATION_ORDER = tuple(rule for rule in PRIORITY_ORDER if rule not in CARE_GAPS)
+DRUG_STARTS_PAUSED_BY_AKI = (RuleId.RASI, RuleId.SGLT2I, RuleId.FINERENONE)
+NEEDS_FRESH_EGFR = (RuleId.RASI, RuleId.SGLT2I, RuleId.FINERENONE, RuleId.METFORMIN_REDUCE, RuleId.METFORMIN_STOP)
+# Potassium at or above this is critical (spec §7.2 hyperkalaemia; KDIGO 2024 ch. 3 practice points).
+CRITICAL_POTASSIUM = 6.0
+# KDIGO 2012 Fig. 12 (kept in 2024): eGFR/ACR tests per year by heat-map cell; an unknown A category reads as A1.
+MONITORING_TESTS_PER_YEAR: dict[GStage, dict[AStage, int]] = {
+    GStage.G1: {AStage.A1: 1, AStage.A2: 1, AStage.A3: 2},
+    GStage.G2: {AStage.A1: 1, AStage.A2: 1, AStage.A3: 2},
+    GStage.G3A: {AStage.A1: 1, AStage.A2: 2, AStage.A3: 3},
+    GStage.G3B: {AStage.A1: 2, AStage.A2: 3, AStage.A3: 3},
+    GStage.G4: {AStage.A1: 3, AStage.A2: 3, AStage.A3: 4},
+    GStage.G5: {AStage.A1: 4, AStage.A2: 4, AStage.A3: 4},
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,6 +170,17 @@ class RuleContext:
     def on(self, *classes: DrugClass) -> bool:
         return not self.drug_classes.isdisjoint(classes)
 
+    def ingredients(self, *classes: DrugClass) -> list[str]:
+        """Sorted ingredient names of the active medicines in these classes, each once; a medicine matched only by
+        its ATC class shows the class name."""
+        names: set[str] = set()
+        for med in self.medications:
+            matched = med.classes.intersection(classes)
+            if matched:
+                named = {i for i in med.ingredients if i in INGREDIENTS and INGREDIENTS[i][0] in matched}
+                names |= named or {cls.value for cls in matched}
+        return sorted(names)
+
     @property
     def drug_classes(self) -> frozenset[DrugClass]:
         """Every class the patient's active or on-hold medicines belong to (computed once per assessment)."""
@@ -150,9 +188,34 @@ class RuleContext:
 
     @property
     def recent_aki(self) -> bool:
+        """[2.0] The latest creatinine is AKI-flagged (no newer value shows recovery), or an AKI-excluded creatinine
+        or an N17 onset is dated within `aki_caution.lookback_days` before `as_of` (§7.1)."""
+        s = self.staging
+        if s.aki and s.aki[-1] is not None:
+            return True
         lookback = self.thresholds.aki_caution.lookback_days
-        dates = [e.date for e in self.staging.excluded if e.why == "aki"] + list(self.staging.facts.aki_onsets)
+        dates = [e.date for e in s.excluded if e.why == "aki"] + list(s.facts.aki_onsets)
         return any(0 <= days(d, self.as_of) <= lookback for d in dates)
+
+    @property
+    def egfr_age(self) -> int | None:
+        """[2.0] Days since the latest valid eGFR."""
+        return None if self.staging.egfr is None else days(self.staging.egfr.date, self.as_of)
+
+    @property
+    def fresh(self) -> bool:
+        """[2.0] The latest valid eGFR is recent enough for advice on a drug start or dose (`recency`)."""
+        age = self.egfr_age
+        return age is not None and age <= self.thresholds.recency.max_egfr_age_days
+
+    @property
+    def ras_classes(self) -> int:
+        """[2.0] How many of ACEi, ARB and DRI the patient takes (0–3)."""
+        return sum(self.on(cls) for cls in (DrugClass.ACEI, DrugClass.ARB, DrugClass.DRI))
+
+    @property
+    def potassium_value(self) -> float | None:
+        return None if self.potassium is None else self.potassium.value
 
     @property
     def kfre_referral(self) -> bool:
@@ -169,14 +232,10 @@ def _fire(rule: RuleId, indicator: Indicator = Indicator.INFO, suppressed_by: st
 
 def rule_problem_list(c: RuleContext) -> RuleOutcome | None:
     """CKD meets the KDIGO definition but no CKD diagnosis is coded (KDIGO 2024 ch. 1, ungraded)."""
-    s = c.staging
-    if not (s.ckd and c.thresholds.problem_list.enabled):
+    if not (c.staging.ckd and c.thresholds.problem_list.enabled):
         return None
-    serious = s.kdigo_risk in ("high", "very high") or c.krt
-    indicator = Indicator.WARNING if serious else Indicator.INFO
-    if c.has(ConditionConcept.CKD_DIAGNOSIS):
-        return _fire(RuleId.PROBLEM_LIST, indicator, "ckd_coded")
-    return _fire(RuleId.PROBLEM_LIST, indicator)
+    # [2.0] info: documentation is never the most urgent card (1.0's warning led the list while therapy was cut)
+    return _fire(RuleId.PROBLEM_LIST, suppressed_by="ckd_coded" if c.has(ConditionConcept.CKD_DIAGNOSIS) else None)
 
 
 def rule_acr_test(c: RuleContext) -> RuleOutcome | None:
@@ -191,7 +250,9 @@ def rule_acr_test(c: RuleContext) -> RuleOutcome | None:
 
 
 def rule_rasi(c: RuleContext) -> RuleOutcome | None:
-    """ACEi or ARB for albuminuric CKD (KDIGO 2024 Rec 3.6.1 1B, 3.6.2 2C, 3.6.3 1B; never combine, 3.6.4)."""
+    """ACEi or ARB for albuminuric CKD (KDIGO 2024 Rec 3.6.1 1B, 3.6.2 2C, 3.6.3 1B; never combine, 3.6.4).
+
+    Needs a fresh eGFR and is paused while `aki_caution` fires (`evaluate_rules`)."""
     s, t = c.staging, c.thresholds.rasi
     if not (c.adult and not c.krt and s.ckd and c.egfr_at_least(t.min_egfr) and c.u_quant):
         return None
@@ -200,8 +261,7 @@ def rule_rasi(c: RuleContext) -> RuleOutcome | None:
         return None
     if c.on(DrugClass.ACEI, DrugClass.ARB, DrugClass.DRI):
         return _fire(RuleId.RASI, suppressed_by="on_rasi")
-    if c.potassium is not None and c.potassium.value > t.max_potassium:
-        return _fire(RuleId.RASI, suppressed_by="potassium_high")
+    # [2.0] K+ above rasi.max_potassium no longer suppresses: the card says to lower it first (KDIGO 2024 PP 3.6.x)
     return _fire(RuleId.RASI)
 
 
@@ -287,13 +347,13 @@ def rule_nsaid_avoid(c: RuleContext) -> RuleOutcome | None:
     """Avoid NSAIDs in CKD (KDIGO 2012 CKD ch. 4: avoid < 30, not prolonged < 60, not with lithium or RAS blockade)."""
     if not (c.on(DrugClass.NSAID) and (c.staging.ckd or c.egfr_below(c.thresholds.nsaid.max_egfr))):
         return None
-    severe = c.egfr_below(30) or c.on(DrugClass.ACEI, DrugClass.ARB, DrugClass.DRI, DrugClass.LITHIUM)
+    severe = c.egfr_below(30) or c.on(DrugClass.ACEI, DrugClass.ARB, DrugClass.DRI, DrugClass.LITHIUM) or c.recent_aki
     return _fire(RuleId.NSAID_AVOID, Indicator.WARNING if severe else Indicator.INFO)
 
 
 def progression_flag(c: RuleContext) -> bool:
     p = c.staging.progression
-    return p is not None and (p.certain_drop or p.rapid is True)
+    return p is not None and p.flagged
 
 
 def rule_nephrology_referral(c: RuleContext) -> RuleOutcome | None:
@@ -319,8 +379,9 @@ def rule_krt_planning(c: RuleContext) -> RuleOutcome | None:
 
 
 def rule_progression_review(c: RuleContext) -> RuleOutcome | None:
-    """Certain drop or rapid decline (KDIGO 2012 Rec 2.1.3; KDIGO 2024 PP 2.1.3)."""
-    if not (c.thresholds.progression_review.enabled and progression_flag(c)):
+    """Certain drop or rapid decline in CKD (KDIGO 2012 Rec 2.1.3; KDIGO 2024 PP 2.1.3). [2.0] Only with CKD; a
+    referral card names the progression instead (`evaluate_rules`)."""
+    if not (c.staging.ckd and c.thresholds.progression_review.enabled and progression_flag(c)):
         return None
     return _fire(RuleId.PROGRESSION_REVIEW, Indicator.WARNING, "dialysis" if c.staging.dialysis else None)
 
@@ -330,6 +391,47 @@ def rule_aki_caution(c: RuleContext) -> RuleOutcome | None:
     if not c.recent_aki:
         return None
     return _fire(RuleId.AKI_CAUTION, Indicator.WARNING, "dialysis" if c.staging.dialysis else None)
+
+
+def rule_hyperkalaemia(c: RuleContext) -> RuleOutcome | None:
+    """[2.0] K+ ≥ 5.5 with CKD or eGFR < 60: treat the potassium, review potassium-raising drugs, keep RASi where
+    possible (KDIGO 2024 ch. 3 hyperkalaemia practice points). Critical from 6.0."""
+    t, k = c.thresholds.hyperkalaemia, c.potassium_value
+    if not (t.enabled and (c.staging.ckd or c.egfr_below(60)) and k is not None and k >= t.min_potassium):
+        return None
+    indicator = Indicator.CRITICAL if k >= CRITICAL_POTASSIUM else Indicator.WARNING
+    return _fire(RuleId.HYPERKALAEMIA, indicator, "dialysis" if c.staging.dialysis else None)
+
+
+def rule_dual_ras(c: RuleContext) -> RuleOutcome | None:
+    """[2.0] Two or more of ACEi, ARB and DRI together (KDIGO 2024 Rec 3.6.4, 1B: avoid any combination)."""
+    if not (c.thresholds.dual_ras.enabled and c.adult and c.ras_classes >= 2):
+        return None
+    return _fire(RuleId.DUAL_RAS, Indicator.WARNING)
+
+
+def monitoring_interval_days(g: GStage | None, a: AStage | None) -> float:
+    """365 / tests per year for the heat-map cell (KDIGO 2012 Fig. 12); no G category reads as G1–G2."""
+    return 365 / MONITORING_TESTS_PER_YEAR[g or GStage.G1][a or AStage.A1]
+
+
+def latest_kidney_test(c: RuleContext) -> date | None:
+    """The newer of the latest creatinine (C) and the latest valid eGFR (V)."""
+    s = c.staging
+    dates = [d for d in (s.creatinine[-1].date if s.creatinine else None, s.egfr.date if s.egfr else None) if d]
+    return max(dates, default=None)
+
+
+def rule_monitoring_due(c: RuleContext) -> RuleOutcome | None:
+    """[2.0] CKD whose creatinine/eGFR is older than the KDIGO monitoring interval plus grace (KDIGO 2024 PP 2.1.1).
+    With no creatinine or eGFR on record at all, monitoring is due."""
+    s, t = c.staging, c.thresholds.monitoring_due
+    if not (t.enabled and s.ckd) or s.dialysis:
+        return None
+    latest = latest_kidney_test(c)
+    if latest is not None and days(latest, c.as_of) <= monitoring_interval_days(s.g_stage, s.a_stage) + t.grace_days:
+        return None
+    return _fire(RuleId.MONITORING_DUE)
 
 
 RULES: dict[RuleId, Rule] = {
@@ -347,12 +449,33 @@ RULES: dict[RuleId, Rule] = {
     RuleId.NEPHROLOGY_REFERRAL: rule_nephrology_referral,
     RuleId.KRT_PLANNING: rule_krt_planning,
     RuleId.PROGRESSION_REVIEW: rule_progression_review,
+    RuleId.HYPERKALAEMIA: rule_hyperkalaemia,
+    RuleId.DUAL_RAS: rule_dual_ras,
+    RuleId.MONITORING_DUE: rule_monitoring_due,
 }
 
 
 def evaluate_rules(context: RuleContext) -> list[RuleOutcome]:
-    """Every rule, independently; the list holds fired and suppressed outcomes, in RULES order."""
-    return [outcome for rule in RULES.values() if (outcome := rule(context)) is not None]
+    """Every rule's trigger, then the suppressions that depend on other rules (§7.2 [2.0]); fired and suppressed
+    outcomes, in RULES order. A deceased patient gets none (S19)."""
+    if context.staging.deceased:
+        return []
+    outcomes = [outcome for rule in RULES.values() if (outcome := rule(context)) is not None]
+    fired = {o.rule for o in outcomes if o.fired}
+    return [_precedence(o, fired, context) if o.fired else o for o in outcomes]
+
+
+def _precedence(o: RuleOutcome, fired: set[RuleId], c: RuleContext) -> RuleOutcome:
+    """Drug starts and doses need a fresh eGFR and wait for an acute episode; one referral; one progression card."""
+    if o.rule in NEEDS_FRESH_EGFR and not c.fresh:
+        return _fire(o.rule, o.indicator, "egfr_not_fresh")
+    if o.rule in DRUG_STARTS_PAUSED_BY_AKI and RuleId.AKI_CAUTION in fired:
+        return _fire(o.rule, o.indicator, "aki_caution")
+    if o.rule is RuleId.NEPHROLOGY_REFERRAL and RuleId.KRT_PLANNING in fired:
+        return _fire(o.rule, o.indicator, "krt_planning")
+    if o.rule is RuleId.PROGRESSION_REVIEW and fired & {RuleId.NEPHROLOGY_REFERRAL, RuleId.KRT_PLANNING}:
+        return _fire(o.rule, o.indicator, "referral")
+    return o
 
 
 def sumida_for_rules(staging: Staging) -> float | None:

@@ -1,11 +1,14 @@
-"""KDIGO CKD staging: AKI exclusion, chronicity, G/A categories, decision and progression (clinical spec §5).
+"""KDIGO CKD staging: AKI exclusion, chronicity, G/A categories, decision and progression (clinical spec 2.0 §5).
 
-The rules S1–S18 run in order for one patient and one `as_of` date. The staging constants (60, 90 days, the AKI
-windows, the category cut-offs) are fixed so that an assessment can be reproduced exactly (spec §1).
+The rules S1–S19 run in order for one patient and one `as_of` date. The staging constants (60, 90 days, the AKI
+windows, the category cut-offs, the progression window) are fixed so that an assessment can be reproduced exactly
+(spec §1). S18 (progression) lives in `service.clinical.progression`.
 """
 
 from __future__ import annotations
 
+import bisect
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -14,6 +17,7 @@ from service.clinical.categories import DIPSTICK_CATEGORY, AStage, GStage, Risk,
 from service.clinical.codes import ConditionConcept
 from service.clinical.equations import Sex, egfr_ckd_epi_2021_cr, egfr_ckid_u25_cr
 from service.clinical.kfre import MG_G_PER_MG_MMOL, acr_from_dipstick, acr_from_pcr
+from service.clinical.progression import Progression, progression
 from service.clinical.record import (
     Comparator,
     LabValue,
@@ -34,14 +38,13 @@ AKI_RELATIVE_TOLERANCE = 1e-9
 # The coded-AKI window: from 2 days before to 30 days after an N17 onset (a design choice, spec §5.2).
 AKI_CODED_BEFORE_DAYS = 2
 AKI_CODED_AFTER_DAYS = 30
+# S5 (d) [2.0]: a rise to ≥ 1.5 × the median of the values 8–365 days before ("RV2", NHS England AKI algorithm 2014;
+# KDIGO AKD: creatinine up > 50 % within 3 months).
+AKI_BASELINE_MIN_DAYS = 8
+AKI_BASELINE_MAX_DAYS = 365
 # KDIGO 2012/2024 CKD definition: abnormality for > 3 months, taken as ≥ 90 days; eGFR < 60 (strict).
 CHRONICITY_DAYS = 90
 EGFR_ABNORMAL_BELOW = 60.0
-# KDIGO 2012 Rec 2.1.3: certain drop = worse G category and ≥ 25 % fall; rapid = sustained fall > 5 per year.
-CERTAIN_DROP_RATIO = 0.75
-RAPID_DECLINE_PER_YEAR = 5.0
-PROGRESSION_MIN_SPAN_DAYS = 180
-DAYS_PER_YEAR = 365.25
 ADULT_AGE = 18
 
 
@@ -96,15 +99,22 @@ class Albuminuria:
     estimate_unreliable: bool = False  # Sumida: PCR < 50 mg/g
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Progression:
-    """KDIGO progression from the earliest and latest valid eGFR (S18); endpoints only, no regression."""
+class AkiCriterion(StrEnum):
+    """Which S5 criterion flagged a creatinine (shown on the AKI card)."""
 
-    baseline: EgfrPoint
-    latest: EgfrPoint
-    certain_drop: bool
-    rapid: bool | None
-    slope_per_year: float | None
+    ABSOLUTE_RISE = "a"  # ≥ 0.3 mg/dL within 2 days
+    RELATIVE_RISE = "b"  # ≥ 1.5 × a value within 7 days
+    CODED = "c"  # within −2…+30 days of a coded N17 onset
+    BASELINE_RISE = "d"  # ≥ 1.5 × the median of the values 8–365 days before
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AkiFinding:
+    """Why one creatinine was flagged: the criterion and what it was compared with."""
+
+    criterion: AkiCriterion
+    reference_date: date | None = None  # the earlier value (a, b), or the coded onset (c)
+    reference_value: float | None = None  # the earlier value (a, b) or the baseline median (d), mg/dL
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,9 +154,17 @@ class Staging:
     egfr: EgfrPoint | None
     albuminuria: Albuminuria | None
     progression: Progression | None
+    deceased: bool = False
     excluded: list[Excluded] = field(default_factory=list)
     valid: list[EgfrPoint] = field(default_factory=list)
-    urine: list[UrineTest] = field(default_factory=list)
+    urine: list[UrineTest] = field(default_factory=list)  # the kept tests (S11), by date
+    creatinine: list[LabValue] = field(default_factory=list)  # C (S4)
+    aki: list[AkiFinding | None] = field(default_factory=list)  # S5, one per element of C
+
+    @property
+    def aki_episodes(self) -> list[tuple[LabValue, AkiFinding]]:
+        """The flagged creatinines with the criterion that flagged each (for the AKI card)."""
+        return [(c, f) for c, f in zip(self.creatinine, self.aki, strict=True) if f is not None]
 
 
 def days(a: date, b: date) -> int:
@@ -175,22 +193,85 @@ def condition_facts(record: PatientRecord, as_of: date) -> Facts:
     return Facts(concepts=frozenset(concepts), aki_onsets=tuple(sorted(onsets)))
 
 
-def aki_flags(series: list[LabValue], onsets: tuple[date, ...]) -> list[bool]:
-    """S5: flag each creatinine (sorted by date, value) that meets a KDIGO AKI lab criterion or a coded window."""
-    flags = []
-    for i, current in enumerate(series):
-        flagged = any(-AKI_CODED_BEFORE_DAYS <= days(onset, current.date) <= AKI_CODED_AFTER_DAYS for onset in onsets)
-        for j in range(i - 1, -1, -1):
-            earlier = series[j]
-            gap = days(earlier.date, current.date)
-            if gap > AKI_RELATIVE_WINDOW_DAYS or flagged:
-                break
-            rise = current.value - earlier.value
-            flagged = (gap <= AKI_ABSOLUTE_WINDOW_DAYS and rise >= AKI_ABSOLUTE_RISE_MG_DL) or (
-                current.value >= AKI_RELATIVE_FACTOR * earlier.value - AKI_RELATIVE_TOLERANCE
-            )
-        flags.append(flagged)
-    return flags
+def aki_flags(series: list[LabValue], onsets: tuple[date, ...]) -> list[AkiFinding | None]:
+    """S5: for each creatinine (sorted by date, value), the first of criteria (a)–(d) that flags it, or None.
+
+    Linear in the series: (a) and (b) hold for some earlier value exactly when they hold for the lowest earlier value
+    of their window (a sliding minimum), and (d) reads the median of a sliding window kept sorted. A test keeps
+    10,000 values well under the engine's 50 ms budget.
+    """
+    ordinals = [c.date.toordinal() for c in series]
+    values = [c.value for c in series]
+    onset_ordinals = sorted(o.toordinal() for o in onsets)
+    low2, low7 = _SlidingMin(ordinals, values, AKI_ABSOLUTE_WINDOW_DAYS), _SlidingMin(ordinals, values, 7)
+    baseline = _SlidingMedian(ordinals, values)
+    findings: list[AkiFinding | None] = []
+    for i in range(len(series)):
+        t, v = ordinals[i], values[i]
+        j2, j7 = low2.lowest_before(i), low7.lowest_before(i)
+        median = baseline.median_before(i)
+        if j2 is not None and v - values[j2] >= AKI_ABSOLUTE_RISE_MG_DL:
+            findings.append(AkiFinding(criterion=AkiCriterion.ABSOLUTE_RISE, reference_date=series[j2].date,
+                                       reference_value=values[j2]))  # fmt: skip
+        elif j7 is not None and v >= AKI_RELATIVE_FACTOR * values[j7] - AKI_RELATIVE_TOLERANCE:
+            findings.append(AkiFinding(criterion=AkiCriterion.RELATIVE_RISE, reference_date=series[j7].date,
+                                       reference_value=values[j7]))  # fmt: skip
+        elif (onset := _coded_onset(onset_ordinals, t)) is not None:
+            findings.append(AkiFinding(criterion=AkiCriterion.CODED, reference_date=date.fromordinal(onset)))
+        elif median is not None and v >= AKI_RELATIVE_FACTOR * median - AKI_RELATIVE_TOLERANCE:
+            findings.append(AkiFinding(criterion=AkiCriterion.BASELINE_RISE, reference_value=median))
+        else:
+            findings.append(None)
+    return findings
+
+
+def _coded_onset(onsets: list[int], t: int) -> int | None:
+    """(c): an onset o with −2 ≤ t − o ≤ 30, i.e. o in [t − 30, t + 2] (the earliest such onset)."""
+    k = bisect.bisect_left(onsets, t - AKI_CODED_AFTER_DAYS)
+    return onsets[k] if k < len(onsets) and onsets[k] <= t + AKI_CODED_BEFORE_DAYS else None
+
+
+class _SlidingMin:
+    """The index of the lowest value among the elements before i dated within `window` days of element i."""
+
+    def __init__(self, ordinals: list[int], values: list[float], window: int) -> None:
+        self.ordinals, self.values, self.window = ordinals, values, window
+        self.queue: deque[int] = deque()  # indices with increasing values
+        self.added = 0
+
+    def lowest_before(self, i: int) -> int | None:
+        while self.added < i:  # admit every element before i ("comes before" includes the same date)
+            while self.queue and self.values[self.queue[-1]] >= self.values[self.added]:
+                self.queue.pop()
+            self.queue.append(self.added)
+            self.added += 1
+        while self.queue and self.ordinals[i] - self.ordinals[self.queue[0]] > self.window:
+            self.queue.popleft()
+        return self.queue[0] if self.queue else None
+
+
+class _SlidingMedian:
+    """The median of the values dated 8–365 days before element i (S5 (d)); sorted window, bisect in and out."""
+
+    def __init__(self, ordinals: list[int], values: list[float]) -> None:
+        self.ordinals, self.values = ordinals, values
+        self.window: list[float] = []
+        self.entered = 0  # elements [left, entered) are in the window
+        self.left = 0
+
+    def median_before(self, i: int) -> float | None:
+        t = self.ordinals[i]
+        while self.entered < len(self.ordinals) and t - self.ordinals[self.entered] >= AKI_BASELINE_MIN_DAYS:
+            bisect.insort(self.window, self.values[self.entered])
+            self.entered += 1
+        while self.left < self.entered and t - self.ordinals[self.left] > AKI_BASELINE_MAX_DAYS:
+            del self.window[bisect.bisect_left(self.window, self.values[self.left])]
+            self.left += 1
+        n = len(self.window)
+        if n == 0:
+            return None
+        mid = n // 2
+        return self.window[mid] if n % 2 else (self.window[mid - 1] + self.window[mid]) / 2
 
 
 def nearest_height(heights: list[LabValue], when: date) -> float | None:
@@ -200,12 +281,13 @@ def nearest_height(heights: list[LabValue], when: date) -> float | None:
 
 
 def computed_egfrs(
-    record: PatientRecord, creatinine: list[LabValue], flags: list[bool]
+    record: PatientRecord, creatinine: list[LabValue], flags: list[AkiFinding | None]
 ) -> tuple[list[EgfrPoint], list[Excluded]]:
     """S6: an eGFR for each creatinine (CKD-EPI 2021 from 18, CKiD U25 below) and the §5.8 excluded list."""
     points: list[EgfrPoint] = []
     excluded: list[Excluded] = []
-    for scr, aki in zip(creatinine, flags, strict=True):
+    for scr, finding in zip(creatinine, flags, strict=True):
+        aki = finding is not None
         point, why = _egfr_for(record, scr, aki)
         if point is not None:
             points.append(point)
@@ -248,14 +330,25 @@ def reported_fallbacks(record: PatientRecord, as_of: date, creatinine_dates: set
 
 
 def chronicity(series: list[EgfrPoint]) -> tuple[bool, Reason | None]:
-    """S10: chronic when the latest eGFR is < 60 and another < 60 lies ≥ 90 days before it."""
+    """S10 [2.0]: chronic when the run of values < 60 that ends at the latest value spans ≥ 90 days.
+
+    Walking back from the latest value, a value ≥ 60 ends the run unless it is isolated (both neighbours < 60): one
+    normal value among abnormal ones is more often a specimen problem than a recovery (KDIGO: "for > 3 months").
+    """
     if not series or series[-1].staging_value >= EGFR_ABNORMAL_BELOW:
         return False, None
-    latest = series[-1]
-    earlier_low = [p for p in series[:-1] if p.staging_value < EGFR_ABNORMAL_BELOW]
-    if any(days(p.date, latest.date) >= CHRONICITY_DAYS for p in earlier_low):
+    low = [p.staging_value < EGFR_ABNORMAL_BELOW for p in series]
+    first, members = len(series) - 1, 1
+    k = len(series) - 2
+    while k >= 0:
+        if low[k]:
+            first, members = k, members + 1
+        elif not (k > 0 and low[k - 1] and low[k + 1]):
+            break  # a recovery: two normal values in a row, or one just before the latest stretch
+        k -= 1
+    if days(series[first].date, series[-1].date) >= CHRONICITY_DAYS:
         return True, None
-    return False, Reason.ABNORMAL_LT90D if earlier_low else Reason.SINGLE_ABNORMAL
+    return False, Reason.ABNORMAL_LT90D if members >= 2 else Reason.SINGLE_ABNORMAL
 
 
 def urine_category(test: UrineTest) -> AStage:
@@ -269,14 +362,42 @@ def urine_category(test: UrineTest) -> AStage:
 
 
 def albuminuria_chronic(urine: list[UrineTest], categories: list[AStage]) -> bool:
-    """S12: the latest test is A2/A3 and an earlier A2/A3 test lies ≥ 90 days before it (kinds may differ)."""
+    """S12 [2.0]: the latest kept test is A2/A3 and the run of A2/A3 tests ending at it spans ≥ 90 days.
+
+    An A1 ACR or PCR ends the run unless isolated (the kept tests just before and after it are A2/A3: KDIGO's 2 of 3
+    specimens); a negative dipstick is skipped, as a dipstick is too insensitive to rule out A2.
+    """
     if not urine or categories[-1] is AStage.A1:
         return False
-    latest = urine[-1].date
-    return any(
-        cat is not AStage.A1 and days(test.date, latest) >= CHRONICITY_DAYS
-        for test, cat in zip(urine[:-1], categories[:-1], strict=True)
-    )
+    first = len(urine) - 1
+    k = len(urine) - 2
+    while k >= 0:
+        if categories[k] is not AStage.A1:
+            first = k
+        elif urine[k].kind is not UrineKind.DIPSTICK and not (
+            k > 0 and categories[k - 1] is not AStage.A1 and categories[k + 1] is not AStage.A1
+        ):
+            break
+        k -= 1
+    return days(urine[first].date, urine[-1].date) >= CHRONICITY_DAYS
+
+
+URINE_RANK = {UrineKind.ACR: 2, UrineKind.PCR: 1, UrineKind.DIPSTICK: 0}
+
+
+def one_test_per_date(urine: list[UrineTest]) -> list[UrineTest]:
+    """S11 [2.0]: on a date with several tests keep one: ACR > PCR > dipstick, then the last in Bundle order.
+
+    `urine` is sorted by date with Bundle order kept within a date (a stable sort).
+    """
+    kept: list[UrineTest] = []
+    for test in urine:
+        if kept and kept[-1].date == test.date:
+            if URINE_RANK[test.kind] >= URINE_RANK[kept[-1].kind]:
+                kept[-1] = test
+        else:
+            kept.append(test)
+    return kept
 
 
 def acr_mg_g(test: UrineTest, sex: Sex | None, facts: Facts) -> tuple[float | None, bool]:
@@ -307,17 +428,9 @@ def build_albuminuria(test: UrineTest, category: AStage, sex: Sex | None, facts:
     )
 
 
-def progression(valid: list[EgfrPoint]) -> Progression | None:
-    """S18: certain drop and rapid decline from the earliest and latest valid eGFR (KDIGO 2012 Rec 2.1.3)."""
-    if len(valid) < 2:
-        return None
-    first, last = valid[0], valid[-1]
-    e0, e1 = first.staging_value, last.staging_value
-    span = days(first.date, last.date)
-    certain = g_stage(e1).rank > g_stage(e0).rank and e1 <= CERTAIN_DROP_RATIO * e0
-    slope = (e1 - e0) / (span / DAYS_PER_YEAR) if span >= PROGRESSION_MIN_SPAN_DAYS else None
-    rapid = None if slope is None else -slope > RAPID_DECLINE_PER_YEAR
-    return Progression(baseline=first, latest=last, certain_drop=certain, rapid=rapid, slope_per_year=slope)
+def is_deceased(record: PatientRecord, as_of: date) -> bool:
+    """S19 [2.0]: deceasedBoolean true, or a deceasedDateTime on or before `as_of`."""
+    return record.deceased_boolean or (record.deceased_date is not None and record.deceased_date <= as_of)
 
 
 def kdigo_risk(ckd: bool, dialysis: bool, g: GStage | None, a: AStage | None) -> Risk | None:
@@ -334,7 +447,7 @@ def kdigo_risk(ckd: bool, dialysis: bool, g: GStage | None, a: AStage | None) ->
 
 
 def stage(record: PatientRecord, as_of: date) -> Staging:
-    """Run S1–S18 for one patient at `as_of`."""
+    """Run S1–S19 for one patient at `as_of`."""
     facts = condition_facts(record, as_of)
     creatinine = sorted((c for c in record.creatinine if c.date <= as_of), key=lambda c: (c.date, c.value))
     flags = aki_flags(creatinine, facts.aki_onsets)
@@ -347,7 +460,7 @@ def stage(record: PatientRecord, as_of: date) -> Staging:
     valid = sorted([p for p in computed if not p.aki] + reported, key=order)
     every = sorted(computed + reported, key=order)
 
-    urine = sorted((u for u in record.urine if u.date <= as_of), key=lambda u: u.date)  # stable: bundle order
+    urine = one_test_per_date(sorted((u for u in record.urine if u.date <= as_of), key=lambda u: u.date))
     categories = [urine_category(u) for u in urine]
     a_stage = categories[-1] if categories else None
     a_chronic = albuminuria_chronic(urine, categories)
@@ -379,10 +492,13 @@ def stage(record: PatientRecord, as_of: date) -> Staging:
         kidney_transplant=transplant,
         egfr=valid[-1] if valid else None,
         albuminuria=build_albuminuria(urine[-1], categories[-1], record.sex, facts) if urine else None,
-        progression=progression(valid),
+        progression=progression([(p.date, p.staging_value) for p in valid], as_of),
+        deceased=is_deceased(record, as_of),
         excluded=excluded,
         valid=valid,
         urine=urine,
+        creatinine=creatinine,
+        aki=flags,
     )
 
 

@@ -56,11 +56,11 @@ class Finerenone:
     min_egfr: float = 25
     max_potassium: float = 5.0
     suggested_agents: tuple[str, ...] = ("finerenone",)
+    # FDA Kerendia label (to verify): 10 mg once daily at eGFR 25–< 60; 20 mg at eGFR ≥ 60 (`dose_egfr_60`)
     starting_dose: dict[str, str] = field(
-        default_factory=lambda: {
-            "finerenone": "finerenone 10 mg once daily (20 mg if eGFR ≥ 60); recheck K+ at 4 weeks"
-        }
+        default_factory=lambda: {"finerenone": "finerenone 10 mg once daily; recheck K+ at 4 weeks"}
     )
+    dose_egfr_60: str = "finerenone 20 mg once daily; recheck K+ at 4 weeks"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,8 +123,25 @@ class Potassium:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TrajectorySettings:
-    lookback_days: int = 1825
+class Recency:
+    max_egfr_age_days: int = 365  # [2.0] drug starts and doses rest on an eGFR this recent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hyperkalaemia:
+    enabled: bool = True
+    min_potassium: float = 5.5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DualRas:
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MonitoringDue:
+    enabled: bool = True
+    grace_days: int = 30
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +171,7 @@ class CardRule:
 CARD_IDS = (
     "problem_list", "acr_test", "aki_caution", "metformin_stop", "metformin_reduce", "nsaid_avoid", "sglt2i",
     "rasi", "finerenone", "glp1ra", "statin", "nephrology_referral", "krt_planning", "progression_review", "staging",
+    "hyperkalaemia", "dual_ras", "monitoring_due",
 )  # fmt: skip
 
 
@@ -207,7 +225,10 @@ class Thresholds:
     progression_review: ProgressionReview = field(default_factory=ProgressionReview)
     aki_caution: AkiCaution = field(default_factory=AkiCaution)
     potassium: Potassium = field(default_factory=Potassium)
-    trajectory: TrajectorySettings = field(default_factory=TrajectorySettings)
+    recency: Recency = field(default_factory=Recency)
+    hyperkalaemia: Hyperkalaemia = field(default_factory=Hyperkalaemia)
+    dual_ras: DualRas = field(default_factory=DualRas)
+    monitoring_due: MonitoringDue = field(default_factory=MonitoringDue)
     kfre: KfreSettings = field(default_factory=KfreSettings)
     mortality_context: MortalityContext = field(default_factory=MortalityContext)
     service: ServiceSettings = field(default_factory=ServiceSettings)

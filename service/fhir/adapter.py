@@ -82,8 +82,8 @@ def parse_date(value: Any) -> date | None:
         return None
 
 
-def parse_birth_date(value: Any) -> date | None:
-    """Patient.birthDate; a partial date takes the first day of the missing part (S3)."""
+def parse_partial_date(value: Any) -> date | None:
+    """Patient.birthDate or deceasedDateTime; a partial date takes the first day of the missing part (S3, S19)."""
     if not isinstance(value, str):
         return None
     for pad in ("", "-01", "-01-01"):
@@ -474,7 +474,9 @@ def patient_refs(patient: Resource, full_url: str | None = None) -> set[str]:
 def read_patient(builder: RecordBuilder, patient: Resource) -> None:
     gender = patient.get("gender")
     builder.record.sex = Sex(gender) if gender in ("female", "male") else None
-    builder.record.birth_date = parse_birth_date(patient.get("birthDate"))
+    builder.record.birth_date = parse_partial_date(patient.get("birthDate"))
+    builder.record.deceased_boolean = patient.get("deceasedBoolean") is True
+    builder.record.deceased_date = parse_partial_date(patient.get("deceasedDateTime"))
 
 
 def record_from_resources(

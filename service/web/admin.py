@@ -21,7 +21,7 @@ from werkzeug.security import check_password_hash
 from cards.builder import CardRequest, build_cards
 from service.clinical.assess import assess
 from service.clinical.thresholds import Thresholds, thresholds_to_dict
-from service.config import validate_data, validation_errors
+from service.config import obsolete_notes, validate_data, validation_errors, without_obsolete
 from service.config_store import StaleVersion, yaml_diff
 from service.demo import demo_bundles
 from service.fhir.adapter import AdapterError, record_from_bundle, site_code_map
@@ -155,7 +155,8 @@ def json_ok(body: Any, status: int = 200) -> Response:
 
 def version_json(v: Any, *, with_document: bool = False) -> dict[str, Any]:
     out = {"version": v.version, "label": v.label, "created_at": v.created_at.isoformat(), "author": v.author,
-           "comment": v.comment, "restored_from": v.restored_from}  # fmt: skip
+           "comment": v.comment, "restored_from": v.restored_from,
+           "notes": obsolete_notes(v.document)}  # fmt: skip
     if with_document:
         out["document"] = v.document
     return out
@@ -246,7 +247,7 @@ def restore(version: int) -> Any:
         raise ApiError(404, "unknown version")
     latest = configs.latest_number()
     try:
-        return configs.save(old.document, base_version=latest, author=g.admin_user,
+        return configs.save(without_obsolete(old.document), base_version=latest, author=g.admin_user,
                             comment=f"restore of version {version}", restored_from=version)  # fmt: skip
     except StaleVersion:
         raise ApiError(409, "the configuration changed meanwhile; try again", "conflict") from None
@@ -361,7 +362,9 @@ def history() -> Any:
     if current_role() is None:
         return redirect(url_for("admin.login"))
     role = require("viewer")
-    return render_template("admin/history.html", versions=state().configs.history(), role=role)
+    versions = state().configs.history()
+    notes = {v.version: obsolete_notes(v.document) for v in versions}
+    return render_template("admin/history.html", versions=versions, notes=notes, role=role)
 
 
 @bp.post("/admin/history/<int:version>/restore")

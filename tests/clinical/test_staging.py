@@ -1,4 +1,4 @@
-"""Staging rules S1–S18 (clinical spec §5): every reason code, the AKI criteria, chronicity and progression."""
+"""Staging rules S1–S19 (clinical spec 2.0 §5): every reason code, the AKI criteria, chronicity and albuminuria."""
 
 from __future__ import annotations
 
@@ -11,8 +11,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.clinical.assess import assess, assessment_to_json
-from service.clinical.record import LabValue
-from service.clinical.staging import age_at, aki_flags
+import statistics
+import time
+
+from service.clinical.categories import AStage
+from service.clinical.record import LabValue, UrineKind, UrineTest, UrineUnit
+from service.clinical.staging import (
+    AkiCriterion,
+    EgfrPoint,
+    age_at,
+    aki_flags,
+    albuminuria_chronic,
+    chronicity,
+    one_test_per_date,
+    urine_category,
+)
 from service.fhir import build
 from service.fhir.adapter import record_from_bundle
 from tests.clinical.helpers import AS_OF, Pt, day
@@ -22,31 +35,107 @@ def series(*points: tuple[int, float]) -> list[LabValue]:
     return [LabValue(date=date(2025, 1, 1) + timedelta(days=d), value=v) for d, v in points]
 
 
+def flagged(points: list[LabValue], onsets: tuple[date, ...] = ()) -> list[bool]:
+    return [f is not None for f in aki_flags(points, onsets)]
+
+
 def test_aki_worked_example_from_spec() -> None:
     # Spec §5.2: (day 0, 1.0), (day 2, 1.4), (day 5, 1.3) -> only day 2 flagged.
-    assert aki_flags(series((0, 1.0), (2, 1.4), (5, 1.3)), ()) == [False, True, False]
+    assert flagged(series((0, 1.0), (2, 1.4), (5, 1.3))) == [False, True, False]
+
+
+def test_aki_baseline_rise_worked_example_from_spec() -> None:
+    # Spec S5 (d): (day 0, 0.8), (day 200, 0.8), (day 330, 0.9), (day 365, 3.2): day 365 against the median 0.8 of
+    # days 0, 200 and 330 (3.2 >= 1.2); day 330 against median(0.8, 0.8) = 0.8 (0.9 < 1.2).
+    findings = aki_flags(series((0, 0.8), (200, 0.8), (330, 0.9), (365, 3.2)), ())
+    assert [f is not None for f in findings] == [False, False, False, True]
+    last = findings[-1]
+    assert last is not None
+    assert (last.criterion, last.reference_value) == (AkiCriterion.BASELINE_RISE, 0.8)
 
 
 @pytest.mark.parametrize(
-    ("first", "second", "gap", "flagged"),
+    ("points", "expected"),
+    [
+        # even count: median(1.0, 1.2) = 1.1, and 1.65 >= 1.5 × 1.1 (with the 1e-9 tolerance)
+        (((0, 1.0), (100, 1.2), (200, 1.65)), [False, False, True]),
+        (((0, 1.0), (100, 1.2), (200, 1.64)), [False, False, False]),
+        # only days 8–365 before count: 7 days before is (b)'s window, 366 days before is out
+        (((0, 0.5), (366, 0.9)), [False, False]),
+        (((0, 0.6), (365, 0.9)), [False, True]),
+        (((0, 0.6), (8, 0.9)), [False, True]),
+        # a slow rise: 1.0, 1.3, 1.6, 1.9 a year apart is never 1.5 × the previous year's median
+        (((0, 1.0), (365, 1.3), (730, 1.6), (1095, 1.9)), [False, False, False, False]),
+    ],
+)
+def test_aki_baseline_rise_windows(points: tuple[tuple[int, float], ...], expected: list[bool]) -> None:
+    assert flagged(series(*points)) == expected
+
+
+def brute_force_flags(points: list[LabValue], onsets: tuple[date, ...]) -> list[bool]:
+    """S5 read literally, O(n²): the oracle for the sliding-window implementation."""
+    out = []
+    for i, cur in enumerate(points):
+        before = points[:i]
+        gaps = [((cur.date - p.date).days, p.value) for p in before]
+        a = any(0 <= g <= 2 and cur.value - v >= 0.2995 for g, v in gaps)
+        b = any(0 <= g <= 7 and cur.value >= 1.5 * v - 1e-9 for g, v in gaps)
+        c = any(-2 <= (cur.date - o).days <= 30 for o in onsets)
+        base = [v for g, v in gaps if 8 <= g <= 365]
+        d = bool(base) and cur.value >= 1.5 * statistics.median(base) - 1e-9
+        out.append(a or b or c or d)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 900), st.integers(30, 400)), min_size=1, max_size=40),
+    st.lists(st.integers(0, 900), max_size=3),
+)
+def test_aki_flags_equal_the_literal_rule(raw: list[tuple[int, int]], onset_days: list[int]) -> None:
+    points = sorted(series(*((d, v / 100) for d, v in raw)), key=lambda p: (p.date, p.value))
+    onsets = tuple(date(2025, 1, 1) + timedelta(days=d) for d in onset_days)
+    assert flagged(points, onsets) == brute_force_flags(points, onsets)
+
+
+def test_engine_with_10000_creatinine_values_stays_under_50_ms() -> None:
+    # Issue #12: the S5 windows and S18's 30-day clusters keep the cost bounded whatever the input.
+    rng = random.Random(12)
+    p = Pt()
+    for i in range(10_000):
+        p.scr(i % 3000, round(rng.uniform(0.9, 1.6), 2))
+    record = record_from_bundle(p.bundle())
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        result = assess(record, AS_OF)
+        timings.append(time.perf_counter() - start)
+    assert result.staging.progression is not None
+    assert len(result.staging.progression.points) <= 38
+    assert min(timings) < 0.050
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "gap", "flagged_"),
     [
         (1.0, 1.0 + 26.5 / 88.4, 2, True),  # exactly 26.5 µmol/L meets (a)
         (0.9, 1.2, 1, True),  # 0.29999999999999993 in floating point meets (a)
         (1.0, 1.29, 2, False),  # a rise of 0.29 does not
         (1.0, 1.4, 3, False),  # (a) is 48 h only; (b) needs 1.5×
         (1.0, 1.5, 7, True),  # (b): 1.5 × baseline within 7 days
-        (1.0, 1.5, 8, False),
+        (1.0, 1.49, 8, False),
+        (1.0, 1.5, 8, True),  # [2.0] from day 8 the past year's baseline applies: S5 (d)
         (1.0, 1.4, 0, True),  # same date counts (gap 0)
     ],
 )
-def test_aki_lab_criteria(first: float, second: float, gap: int, flagged: bool) -> None:
-    assert aki_flags(series((0, first), (gap, second)), ())[-1] is flagged
+def test_aki_lab_criteria(first: float, second: float, gap: int, flagged_: bool) -> None:
+    assert flagged(series((0, first), (gap, second)))[-1] is flagged_
 
 
 def test_coded_aki_window_minus_2_to_plus_30() -> None:
     onset = date(2025, 1, 10)
     points = series((6, 1.0), (7, 1.0), (39, 1.0), (40, 1.0))  # Jan 7, 8, Feb 9, Feb 10
-    assert aki_flags(points, (onset,)) == [False, True, True, False]
+    assert flagged(points, (onset,)) == [False, True, True, False]
 
 
 def test_age_in_completed_years() -> None:
@@ -58,7 +147,7 @@ def test_age_in_completed_years() -> None:
     ("patient", "reason"),
     [
         (Pt().scr(100, 1.0).scr(10, 1.0), "normal"),
-        (Pt().scr(100, 1.0).scr(10, 1.5), "single_abnormal"),
+        (Pt().scr(100, 1.2).scr(10, 1.5), "single_abnormal"),  # 1.5 < 1.5 × 1.2: no S5 (d)
         (Pt().scr(60, 1.5).scr(10, 1.5), "abnormal_lt90d"),
         (Pt().scr(200, 1.5).scr(10, 1.5), "egfr_lt60_chronic"),
         (Pt().acr(200, 45).acr(10, 60), "albuminuria_chronic"),
@@ -84,6 +173,43 @@ def test_chronicity_90_days_counts_89_does_not() -> None:
 
 def test_latest_normal_value_is_not_chronic() -> None:
     assert Pt().scr(300, 1.5).scr(200, 1.5).scr(10, 1.0).json()["ckd"] is False
+
+
+def points(*pairs: tuple[int, float]) -> list[EgfrPoint]:
+    start = date(2024, 1, 1)
+    return [EgfrPoint(date=start + timedelta(days=d), value=v, equation="ckd-epi-2021-cr", source="computed")
+            for d, v in pairs]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        # Spec S10 worked examples
+        (((0, 55), (100, 64), (120, 66), (150, 52), (260, 50)), (True, None)),  # two >= 60 break; run 150-260
+        (((0, 55), (100, 64), (120, 66), (150, 52)), (False, "single_abnormal")),
+        (((0, 40), (200, 75), (400, 38)), (True, None)),  # an isolated normal value is skipped
+        (((0, 40), (200, 75), (300, 62), (400, 38)), (False, "single_abnormal")),
+        # one normal value with low neighbours on both sides is isolated, whatever its place
+        (((0, 40), (200, 75), (250, 50), (300, 48)), (True, None)),
+        # the first value of the series has no neighbour before it: never isolated, so it ends the run
+        (((0, 75), (250, 50), (300, 48)), (False, "abnormal_lt90d")),
+        (((0, 75), (100, 50), (200, 50)), (True, None)),
+        # 1.0 called 27.7 -> 84.0 -> 21.1 chronic; with the 84.0 isolated the run is still 0..200 days
+        (((0, 27.7), (100, 84.0), (200, 21.1)), (True, None)),
+    ],
+)
+def test_chronicity_runs(pairs: tuple[tuple[int, float], ...], expected: tuple[bool, str | None]) -> None:
+    chronic, why = chronicity(points(*pairs))
+    assert (chronic, None if why is None else why.value) == expected
+
+
+def test_recovery_between_low_values_is_not_chronic_and_acute_fall_is_excluded() -> None:
+    # Issue #12: 27.7 -> 84.0 -> 21.1, the last fall within weeks. Man born 1960: creatinine 2.6 (eGFR ~27),
+    # 1.0 (~83), 3.3 (~20). 3.3 >= 1.5 × median(2.6, 1.0) = 2.7: S5 (d) flags it, V ends at 84: not CKD.
+    out = Pt().scr(300, 2.6).scr(60, 1.0).scr(20, 3.3).json()
+    assert out["ckd"] is False
+    assert out["reason"] == "aki_excluded"  # chronic only if the flagged value were kept (S15.1)
+    assert "aki_caution" in out["recommendations"]
 
 
 def test_dialysis_sets_g5_and_very_high_risk_whatever_the_labs() -> None:
@@ -174,23 +300,55 @@ def test_kfre_null_without_acr_or_for_g2() -> None:
     assert Pt().scr(200, 1.1).scr(10, 1.1).acr(200, 100).acr(10, 100).json()["kfre"] is None
 
 
-def test_progression_certain_drop_and_rapid() -> None:
-    out = Pt().scr(400, 1.0).scr(200, 1.5).scr(10, 2.0).json()
-    assert out["progression"]["certain_drop"] is True
-    assert out["progression"]["rapid"] is True
-    assert out["progression"]["slope_per_year"] < -5
-
-
-def test_progression_rapid_is_null_under_180_days() -> None:
+def test_progression_from_two_points_has_no_trend_and_no_baseline() -> None:
     out = Pt().scr(100, 1.0).scr(10, 1.1).json()
-    assert out["progression"] == {"certain_drop": False, "rapid": None, "slope_per_year": None, "trajectory": None}
+    assert out["progression"] == {"certain_drop": None, "rapid": None, "slope_per_year": None, "trajectory": None}
+
+
+def urine(day_: int, kind: UrineKind, value: float | None = None, grade: str | None = None) -> UrineTest:
+    unit = None if kind is UrineKind.DIPSTICK else UrineUnit.MG_G
+    return UrineTest(date=date(2025, 1, 1) + timedelta(days=day_), kind=kind, value=value, unit=unit, grade=grade)
+
+
+def test_one_urine_test_per_date_quantitative_first() -> None:
+    # Issue #12: a same-day dipstick 2+ overrode an ACR of 11 mg/g and made the patient A3
+    out = Pt().acr(10, 11).obs("20454-5", 10, value_string="2+").json()
+    assert (out["a_stage"], out["albuminuria"]["kind"]) == ("A1", "acr")
+    out = Pt().obs("20454-5", 10, value_string="2+").obs("2890-2", 10, 100, "mg/g").json()
+    assert out["albuminuria"]["kind"] == "pcr"
+    kept = one_test_per_date([urine(0, UrineKind.ACR, 40), urine(0, UrineKind.ACR, 20), urine(0, UrineKind.PCR, 90)])
+    assert [(t.kind, t.value) for t in kept] == [(UrineKind.ACR, 20)]  # same kind: the last in Bundle order
+
+
+@pytest.mark.parametrize(
+    ("tests", "chronic"),
+    [
+        # A2 run of 100 days
+        ([urine(0, UrineKind.ACR, 40), urine(100, UrineKind.ACR, 50)], True),
+        # an isolated A1 ACR between A2 tests is skipped (2 of 3 specimens)
+        ([urine(0, UrineKind.ACR, 40), urine(50, UrineKind.ACR, 20), urine(100, UrineKind.ACR, 50)], True),
+        # an A1 ACR just before the latest stretch ends the run
+        ([urine(0, UrineKind.ACR, 40), urine(50, UrineKind.ACR, 20), urine(60, UrineKind.ACR, 20),
+          urine(100, UrineKind.ACR, 50)], False),  # fmt: skip
+        # a negative dipstick neither extends nor ends the run
+        ([urine(0, UrineKind.ACR, 40), urine(40, UrineKind.DIPSTICK, grade="negative"),
+          urine(50, UrineKind.DIPSTICK, grade="negative"), urine(100, UrineKind.ACR, 50)], True),  # fmt: skip
+        # kinds may differ in a run: dipstick 1+ then PCR 200 mg/g
+        ([urine(0, UrineKind.DIPSTICK, grade="1+"), urine(95, UrineKind.PCR, 200)], True),
+        ([urine(0, UrineKind.ACR, 40), urine(89, UrineKind.ACR, 50)], False),
+        ([urine(0, UrineKind.ACR, 40), urine(100, UrineKind.ACR, 20)], False),  # latest A1
+    ],
+)
+def test_albuminuria_chronicity_runs(tests: list[UrineTest], chronic: bool) -> None:
+    assert albuminuria_chronic(tests, [urine_category(t) for t in tests]) is chronic
+    assert urine_category(urine(0, UrineKind.ACR, 30)) is AStage.A2
 
 
 def test_json_contract_has_every_key() -> None:
     keys = set(Pt().json())
     assert keys == {
         "as_of", "ckd", "chronic", "reason", "g_stage", "a_stage", "kdigo_risk", "dialysis", "kidney_transplant",
-        "egfr", "albuminuria", "progression", "kfre", "excluded", "care_gaps", "recommendations",
+        "deceased", "egfr", "albuminuria", "progression", "kfre", "excluded", "care_gaps", "recommendations",
     }  # fmt: skip
 
 

@@ -38,7 +38,11 @@ def test_josue_sipes_g3b_a1_coded_ckd_on_metformin() -> None:
     # KFRE 4-variable: X = −0.2225 -> 5-year 1 − 0.924^exp(X) = 6.13 % (≥ 5 %: referral)
     assert out["kfre"]["risk_5y"] == pytest.approx(0.0613, abs=0.0005)
     assert out["care_gaps"] == []  # SNOMED 431855005 is coded; ACR within 12 months
-    assert {"metformin_reduce", "sglt2i", "statin", "nephrology_referral"} <= set(out["recommendations"])
+    # [2.0] S5 (d): the higher same-day value 2.502 >= 1.5 × 1.6626, the median of the 11 creatinines dated 8–365
+    # days before (1.0085 1.0886 1.4670 1.5807 1.6009 [1.6626] 1.6709 1.8906 2.0522 2.2622 2.3462): the latest
+    # element of C is flagged, so aki_caution fires and the SGLT2i start waits (spec 2.0 §7.2).
+    assert out["recommendations"] == ["aki_caution", "metformin_reduce", "nephrology_referral", "statin"]
+    assert out["excluded"][-1] == {"date": "2021-03-13", "value": pytest.approx(2.5025, abs=1e-4), "why": "aki"}
 
 
 def test_dirk_kuhlman_g3a_a1_chronic() -> None:

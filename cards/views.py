@@ -1,0 +1,349 @@
+"""What each card says: numbers formatted for clinicians, the values that triggered each rule, the evidence block.
+
+Wording rules of clinical spec 2.0 §7.4: eGFR as a floored integer, ratios with at most one decimal, potassium and
+percentages with one decimal; human names, never identifiers ("CKD-EPI 2021 (creatinine)", "North American KFRE");
+each card's detail carries only the values that triggered it, and the full evidence block appears once per response.
+Every text value here comes from the engine's typed output and the project's own code lists, never from FHIR text,
+so nothing a FHIR server sends can reach a card's Markdown.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from service.clinical.assess import Assessment
+from service.clinical.categories import AStage, GStage
+from service.clinical.codes import STAGE_CODES
+from service.clinical.medications import DrugClass
+from service.clinical.progression import Progression
+from service.clinical.record import LabValue, UrineKind
+from service.clinical.rules import MONITORING_TESTS_PER_YEAR, latest_kidney_test
+from service.clinical.staging import ADULT_AGE, AkiCriterion, EgfrPoint, Reason
+
+EQUATION_NAMES = {
+    "ckd-epi-2021-cr": "CKD-EPI 2021 (creatinine)",
+    "ckd-epi-2021-cr-cys": "CKD-EPI 2021 (creatinine–cystatin C)",
+    "ckid-u25-cr": "CKiD U25 (creatinine)",
+}
+REGION_NAMES = {"north-american": "North American", "non-north-american": "non-North American"}
+URINE_NAMES = {UrineKind.ACR: "urine ACR", UrineKind.PCR: "urine PCR", UrineKind.DIPSTICK: "urine dipstick protein"}
+RECENT_EGFRS = 5  # the evidence block lists at most this many recent eGFRs
+
+REASON_TEXT = {
+    Reason.EGFR_LT60_CHRONIC: "eGFR below 60 for at least 90 days",
+    Reason.ALBUMINURIA_CHRONIC: "albuminuria for at least 90 days",
+    Reason.EGFR_AND_ALBUMINURIA_CHRONIC: "eGFR below 60 and albuminuria, each for at least 90 days",
+    Reason.DIALYSIS: "on dialysis",
+    Reason.KIDNEY_TRANSPLANT: "kidney transplant recipient",
+    Reason.SINGLE_ABNORMAL: "One eGFR below 60 so far.",
+    Reason.ABNORMAL_LT90D: "eGFR below 60 for less than 90 days so far.",
+    Reason.ALBUMINURIA_NOT_CHRONIC: "Albuminuria not yet shown to persist for 90 days.",
+    Reason.AKI_EXCLUDED: "Low eGFR values coincide with a possible acute kidney injury and were not used.",
+}
+AKI_CRITERIA = {
+    AkiCriterion.ABSOLUTE_RISE: "a rise of ≥ 0.3 mg/dL within 48 hours (KDIGO AKI criterion)",
+    AkiCriterion.RELATIVE_RISE: "≥ 1.5 × a value within 7 days (KDIGO AKI criterion)",
+    AkiCriterion.CODED: "within 30 days of a coded acute kidney injury",
+    AkiCriterion.BASELINE_RISE: "≥ 1.5 × the median of the previous 8–365 days (NHS England AKI algorithm baseline)",
+}
+POTASSIUM_RAISING = {
+    DrugClass.ACEI: "ACE inhibitor", DrugClass.ARB: "ARB", DrugClass.DRI: "direct renin inhibitor",
+    DrugClass.NS_MRA: "finerenone", DrugClass.STEROIDAL_MRA: "spironolactone/eplerenone", DrugClass.NSAID: "NSAID",
+}  # fmt: skip
+
+
+# --- numbers -------------------------------------------------------------------------------------------------------
+
+
+def egfr_text(value: float) -> str:
+    """eGFR floored to an integer: the number shown never crosses a category cut-off (59.996 is G3a, "59")."""
+    return str(math.floor(value))
+
+
+def ratio_text(value: float) -> str:
+    """ACR or PCR with at most one decimal: 22.7174 -> "22.7", 45.0 -> "45"."""
+    text = f"{value:.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+def one_decimal(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def percent(fraction: float) -> str:
+    return f"{fraction * 100:.1f}%"
+
+
+def shown_egfr(p: EgfrPoint) -> str:
+    return f"{p.comparator.value if p.comparator else ''}{egfr_text(p.value)}"
+
+
+def egfr_line(p: EgfrPoint) -> str:
+    """'eGFR 51 mL/min/1.73 m² on 2025-06-20 (CKD-EPI 2021 (creatinine), from creatinine 1.50 mg/dL)'."""
+    how = EQUATION_NAMES.get(p.equation, p.equation)
+    if p.source == "reported":
+        how += ", reported by the laboratory"
+    elif p.creatinine is not None:
+        how += f", from creatinine {p.creatinine:.2f} mg/dL"
+    return f"eGFR {shown_egfr(p)} mL/min/1.73 m² on {p.date.isoformat()} ({how})"
+
+
+def urine_line(a: Assessment) -> str | None:
+    alb = a.staging.albuminuria
+    if alb is None:
+        return None
+    test = alb.test
+    if test.value is None or test.unit is None:  # a dipstick: a grade, no number
+        value = f"{test.grade}"
+    else:
+        value = f"{test.comparator.value if test.comparator else ''}{ratio_text(test.value)} {test.unit.value}"
+    line = f"{URINE_NAMES[test.kind]} {value} on {test.date.isoformat()} ({alb.category.value})"
+    if alb.acr_estimated and alb.acr_mg_g is not None:
+        line += f"; ACR estimated at {ratio_text(alb.acr_mg_g)} mg/g (Sumida 2020)"
+        if alb.estimate_unreliable:
+            line += ", estimate unreliable (PCR < 50 mg/g)"
+    return line
+
+
+def potassium_line(k: LabValue) -> str:
+    return f"potassium {one_decimal(k.value)} mmol/L on {k.date.isoformat()}"
+
+
+def stage_label(a: Assessment) -> str:
+    s = a.staging
+    g = "G5D" if s.dialysis else (s.g_stage.value if s.g_stage else "G?")
+    return f"{g}/{s.a_stage.value}" if s.a_stage else g
+
+
+def trend_text(p: Progression | None) -> str | None:
+    """The S18 trend over its window; the interval and projections only when defined (spec 2.0 §7.4)."""
+    t = None if p is None else p.trajectory
+    if t is None:
+        return None
+    interval = f"95 % CI {t.ci95[0]:+.1f} to {t.ci95[1]:+.1f}; " if t.ci95 else ""
+    text = (f"{t.slope_per_year:+.1f} mL/min/1.73 m² per year ({interval}Theil–Sen over {t.n} points, "
+            f"{t.first.isoformat()} to {t.last.isoformat()})")  # fmt: skip
+    projections = [f"eGFR {level} in about {years:.1f} years" for level, years in
+                   ((30, t.years_to_30), (15, t.years_to_15)) if years is not None]  # fmt: skip
+    if projections:
+        text += "; at this rate " + " and ".join(projections)
+    return text
+
+
+def drop_text(p: Progression | None) -> str | None:
+    """The certain drop: baseline median against the last two points (S18.5)."""
+    if p is None or not p.certain_drop or p.baseline is None:
+        return None
+    last = ", ".join(f"{egfr_text(q.value)} ({q.date.isoformat()})" for q in p.points[-2:])
+    return (f"certain drop: eGFR {last} against {egfr_text(p.baseline)} in the first year of the window "
+            f"(from {p.points[0].date.isoformat()}), a fall of ≥ 25 % and of G category")  # fmt: skip
+
+
+def progression_lines(p: Progression | None) -> list[str]:
+    lines = []
+    if p is not None and p.rapid and (trend := trend_text(p)):
+        lines.append(f"rapid decline: {trend}")
+    if (drop := drop_text(p)) is not None:
+        lines.append(drop)
+    return lines
+
+
+# --- the evidence block, once per response ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evidence:
+    as_of: str
+    egfrs: list[str]
+    urine: str | None
+    stage: str | None
+    trend: str | None
+    kfre: str | None
+    death: str | None
+    aki_excluded: int
+    reported: bool
+    incomplete: str | None
+
+
+INCOMPLETE_TEXT = {
+    "kidneyLabs": "older creatinine/eGFR results", "urineLabs": "older urine albumin/protein results",
+    "conditions": "some conditions", "medications": "some medicines",
+    "supportLabs": "height, potassium, HbA1c or KFRE-8 labs",
+}  # fmt: skip
+
+
+def evidence(a: Assessment, incomplete: tuple[str, ...] = ()) -> Evidence:
+    """All recent eGFRs (latest first, within the S18 window), urine, category, trend, KFRE, data quality."""
+    s = a.staging
+    window = [p for p in s.valid if (s.as_of - p.date).days <= 1095] or s.valid[-1:]
+    kfre = death = None
+    if a.kfre is not None:
+        region = REGION_NAMES[a.kfre.region.value]
+        kfre = (
+            f"{region} KFRE ({a.kfre.variables}-variable): kidney failure risk {percent(a.kfre.risk_2y)} at 2 "
+            f"years, {percent(a.kfre.risk_5y)} at 5 years{' (ACR estimated)' if a.kfre_acr_estimated else ''}"
+        )
+        if a.mortality_5y is not None:
+            death = (
+                f"competing risk: 5-year risk of kidney failure {percent(a.kfre.risk_5y)} vs death "
+                f"{percent(a.mortality_5y)} (flchain model, adults 50+, age, sex and eGFR; context, not a trigger)"
+            )
+    return Evidence(
+        as_of=s.as_of.isoformat(),
+        egfrs=[egfr_line(p) for p in reversed(window[-RECENT_EGFRS:])],
+        urine=urine_line(a),
+        stage=f"KDIGO category {stage_label(a)}" + (f", {s.kdigo_risk.value} risk" if s.kdigo_risk else "")
+        if s.ckd else None,
+        trend=trend_text(s.progression),
+        kfre=kfre,
+        death=death,
+        aki_excluded=sum(1 for e in s.excluded if e.why == "aki"),
+        reported=any(p.source == "reported" for p in window),
+        incomplete=", ".join(INCOMPLETE_TEXT.get(k, k) for k in incomplete) or None,
+    )  # fmt: skip
+
+
+# --- per-rule variables ---------------------------------------------------------------------------------------------
+
+
+def _latest_egfr(a: Assessment) -> str | None:
+    return None if a.staging.egfr is None else egfr_line(a.staging.egfr)
+
+
+def referral_reasons(a: Assessment) -> list[str]:
+    """Why the nephrology referral or KRT planning card fired, each value once."""
+    c, s, t = a.context, a.staging, a.context.thresholds
+    why = []
+    if c.egfr_below(t.nephrology_referral.max_egfr) and s.egfr is not None:
+        why.append(f"eGFR {shown_egfr(s.egfr)}")
+    if c.u_quant and s.a_stage is AStage.A3:
+        why.append("albuminuria A3")
+    if a.kfre is not None and c.kfre_referral:
+        why.append(f"5-year KFRE {percent(a.kfre.risk_5y)}")
+    if a.kfre is not None and a.kfre.risk_2y > t.krt_planning.kfre_2y:
+        why.append(f"2-year KFRE {percent(a.kfre.risk_2y)}")
+    if t.nephrology_referral.on_progression and s.progression is not None and s.progression.flagged:
+        why.append("rapid decline" if s.progression.rapid else "certain drop in eGFR")
+    return why
+
+
+def krt_reason(a: Assessment) -> str:
+    """The krt_planning trigger: 2-year KFRE above krt_planning.kfre_2y, else eGFR below krt_planning.max_egfr."""
+    t = a.context.thresholds.krt_planning
+    if a.kfre is not None and a.kfre.risk_2y > t.kfre_2y:
+        return f"2-year KFRE {percent(a.kfre.risk_2y)}"
+    return f"eGFR {shown_egfr(a.staging.egfr)}" if a.staging.egfr else "eGFR below 15"
+
+
+def statin_reason(a: Assessment) -> str:
+    """The clause that triggered the statin rule: age first, then transplant, then diabetes (KDIGO 2013 Lipid)."""
+    s, t = a.staging, a.context.thresholds.statin
+    if s.age_now is not None and s.age_now >= t.min_age:
+        return f"age {s.age_now}"
+    return "kidney transplant" if s.kidney_transplant else "diabetes"
+
+
+def sglt2i_reason(a: Assessment) -> str | None:
+    c, t = a.context, a.context.thresholds.sglt2i
+    if c.t2d:
+        return "T2D"
+    if c.has_hf:
+        return "heart failure"
+    if c.acr_ge(t.acr_mg_g):
+        return f"ACR ≥ {ratio_text(t.acr_mg_g)} mg/g"
+    return None
+
+
+def aki_lines(a: Assessment) -> list[str]:
+    """The flagging criterion with its values and dates: the latest flagged creatinine, or the coded onset."""
+    s = a.staging
+    episodes = s.aki_episodes
+    if episodes:
+        scr, finding = episodes[-1]
+        line = f"creatinine {scr.value:.2f} mg/dL on {scr.date.isoformat()}: {AKI_CRITERIA[finding.criterion]}"
+        ref_date, ref_value = finding.reference_date, finding.reference_value
+        if ref_value is not None and ref_date is not None:  # (a), (b): the earlier value
+            line += f", against {ref_value:.2f} mg/dL on {ref_date.isoformat()}"
+        elif ref_value is not None:  # (d): the past year's median
+            line += f", against a median of {ref_value:.2f} mg/dL"
+        elif ref_date is not None:  # (c): the coded onset
+            line += f" (onset {ref_date.isoformat()})"
+        return [line]
+    onsets = [o for o in s.facts.aki_onsets if o <= s.as_of]
+    return [f"acute kidney injury coded with onset {onsets[-1].isoformat()}"] if onsets else []
+
+
+def monitoring_text(a: Assessment) -> dict[str, Any]:
+    s = a.staging
+    latest: date | None = latest_kidney_test(a.context)
+    per_year = MONITORING_TESTS_PER_YEAR[s.g_stage or GStage.G1][s.a_stage or AStage.A1]
+    return {"latest": latest.isoformat() if latest else None, "per_year": per_year,
+            "cell": stage_label(a)}  # fmt: skip
+
+
+def variables_for(rule: str, a: Assessment) -> dict[str, Any]:
+    """Template variables per rule (spec 2.0 §7.4 wording rules)."""
+    s, c, t = a.staging, a.context, a.context.thresholds
+    k = c.potassium
+    common: dict[str, Any] = {
+        "stage_label": stage_label(a),
+        "egfr": shown_egfr(s.egfr) if s.egfr else None,
+        "egfr_line": _latest_egfr(a),
+        "urine_line": urine_line(a),
+        "potassium": one_decimal(k.value) if k else None,
+        "potassium_line": potassium_line(k) if k else None,
+        "child": s.age_now is not None and s.age_now < ADULT_AGE,
+    }
+    extra: dict[str, Any] = {}
+    if rule == "staging":
+        extra = {"ckd": s.ckd, "risk": s.kdigo_risk.value if s.kdigo_risk else None,
+                 "reason_text": REASON_TEXT.get(s.reason, s.reason.value)}  # fmt: skip
+    elif rule == "problem_list":
+        key = "dialysis" if s.dialysis else (s.g_stage.value if s.g_stage else "unstaged")
+        icd, snomed, display = STAGE_CODES[key]
+        extra = {"icd10": icd, "snomed": snomed, "code_display": display, "reason_text": REASON_TEXT[s.reason],
+                 "risk": s.kdigo_risk.value if s.kdigo_risk else None}  # fmt: skip
+    elif rule == "acr_test":
+        last_acr = next((u for u in reversed(s.urine) if u.kind is UrineKind.ACR), None)
+        extra = {"months": round(t.acr_test.max_age_days / 30.4), "ckd": s.ckd, "diabetes": c.diabetes,
+                 "last_acr": last_acr.date.isoformat() if last_acr else None}  # fmt: skip
+    elif rule == "rasi":
+        extra = {"diabetes": c.diabetes, "k_high": k is not None and k.value > t.rasi.max_potassium,
+                 "max_potassium": one_decimal(t.rasi.max_potassium)}  # fmt: skip
+    elif rule == "finerenone":
+        extra = {"max_potassium": one_decimal(t.finerenone.max_potassium), "k_monitor": k is not None and k.value > 4.8}
+    elif rule == "sglt2i":
+        extra = {"why": sglt2i_reason(a)}
+    elif rule == "glp1ra":
+        h = c.hba1c
+        extra = {"mode": t.glp1ra.mode, "hba1c": one_decimal(h.value) if h else None,
+                 "hba1c_date": h.date.isoformat() if h else None}  # fmt: skip
+    elif rule == "statin":
+        extra = {"why": statin_reason(a)}
+    elif rule in ("metformin_reduce", "metformin_stop"):
+        extra = {"stop": f"{t.metformin.stop_below_egfr:g}", "reduce": f"{t.metformin.reduce_below_egfr:g}",
+                 "dialysis": s.dialysis}  # fmt: skip
+    elif rule == "nsaid_avoid":
+        extra = {"drugs": ", ".join(c.ingredients(DrugClass.NSAID)), "with_rasi": c.on(DrugClass.ACEI, DrugClass.ARB,
+                 DrugClass.DRI), "with_lithium": c.on(DrugClass.LITHIUM), "recent_aki": c.recent_aki}  # fmt: skip
+    elif rule in ("nephrology_referral", "krt_planning"):
+        extra = {"why": ", ".join(referral_reasons(a)) or "KDIGO criteria", "kfre": evidence(a).kfre,
+                 "progression": progression_lines(s.progression), "krt_why": krt_reason(a)}  # fmt: skip
+    elif rule == "progression_review":
+        extra = {"why": "rapid eGFR decline" if s.progression and s.progression.rapid else "certain drop in eGFR",
+                 "progression": progression_lines(s.progression)}  # fmt: skip
+    elif rule == "aki_caution":
+        extra = {"lines": aki_lines(a)}
+    elif rule == "hyperkalaemia":
+        raising = [name for cls, name in POTASSIUM_RAISING.items() if c.on(cls)]
+        extra = {"raising": ", ".join(raising), "critical": k is not None and k.value >= 6.0}
+    elif rule == "dual_ras":
+        extra = {"drugs": ", ".join(c.ingredients(DrugClass.ACEI, DrugClass.ARB, DrugClass.DRI))}
+    elif rule == "monitoring_due":
+        extra = monitoring_text(a)
+    else:
+        raise KeyError(rule)
+    return {**common, **extra}
