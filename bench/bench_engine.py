@@ -75,8 +75,9 @@ def main() -> int:
     def floor() -> None:
         sum(e["resource"]["valueQuantity"]["value"] for e in bundle["entry"] if "valueQuantity" in e["resource"])
 
-    from service.clinical.staging import stage
     from service.clinical.trajectory import egfr_trajectory
+
+    from service.clinical.staging import stage
 
     staged = stage(record, AS_OF)
     results = {

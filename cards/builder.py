@@ -150,8 +150,24 @@ def card_uuid(req: CardRequest, rule: str) -> str:
     return str(uuid.uuid5(PROJECT_NAMESPACE, f"{req.hook_instance}/{req.service_id}/{rule}"))
 
 
-def evidence_block(a: Assessment, incomplete: tuple[str, ...]) -> str:
-    return render("evidence", {"e": evidence(a, incomplete)})[1]
+def evidence_block(a: Assessment) -> str:
+    return render("evidence", {"e": evidence(a)})[1]
+
+
+INCOMPLETE_TEXT = {
+    "kidneyLabs": "older creatinine/eGFR results", "urineLabs": "older urine albumin/protein results",
+    "conditions": "some conditions", "medications": "some medicines",
+    "supportLabs": "height, potassium, HbA1c or KFRE-8 labs",
+}  # fmt: skip
+
+
+def incomplete_notice(keys: tuple[str, ...]) -> str:
+    """One line naming what could not be retrieved (prefetch keys whose data is partial), or nothing."""
+    if not keys:
+        return ""
+    what = ", ".join(INCOMPLETE_TEXT.get(k, "some data") for k in keys)
+    return (f"**Incomplete data:** {what} could not be retrieved from the EHR; older values may be missing, so "
+            "chronicity and trends may be understated.\n\n")  # fmt: skip
 
 
 # --- Suggestions (spec §7.4 table; D-05: create actions only, status draft, no invented ids) -----------------
@@ -361,9 +377,10 @@ def build_cards(a: Assessment, req: CardRequest) -> BuiltCards:
         cards.append(overflow_card(omitted, req))
     if cards:
         first = cards[0]
-        first["detail"] = f"{first['detail']}\n\n{evidence_block(a, req.incomplete)}"
-    for card in cards:
-        card["detail"] = f"{card['detail']}\n\n{DISCLAIMER}"
+        first["detail"] = f"{first['detail']}\n\n{evidence_block(a)}"
+    notice = incomplete_notice(req.incomplete)
+    for card in cards:  # partial data is never presented as complete: the notice goes on every card
+        card["detail"] = f"{card['detail']}\n\n{notice}{DISCLAIMER}"
     index = [
         {"card": c["uuid"], "rule": c["extension"][EXTENSION_KEY]["id"], "indicator": c["indicator"],
          "suggestions": [s["uuid"] for s in c.get("suggestions", [])]}

@@ -165,17 +165,9 @@ class Evidence:
     death: str | None
     aki_excluded: int
     reported: bool
-    incomplete: str | None
 
 
-INCOMPLETE_TEXT = {
-    "kidneyLabs": "older creatinine/eGFR results", "urineLabs": "older urine albumin/protein results",
-    "conditions": "some conditions", "medications": "some medicines",
-    "supportLabs": "height, potassium, HbA1c or KFRE-8 labs",
-}  # fmt: skip
-
-
-def evidence(a: Assessment, incomplete: tuple[str, ...] = ()) -> Evidence:
+def evidence(a: Assessment) -> Evidence:
     """All recent eGFRs (latest first, within the S18 window), urine, category, trend, KFRE, data quality."""
     s = a.staging
     window = [p for p in s.valid if (s.as_of - p.date).days <= 1095] or s.valid[-1:]
@@ -202,7 +194,6 @@ def evidence(a: Assessment, incomplete: tuple[str, ...] = ()) -> Evidence:
         death=death,
         aki_excluded=sum(1 for e in s.excluded if e.why == "aki"),
         reported=any(p.source == "reported" for p in window),
-        incomplete=", ".join(INCOMPLETE_TEXT.get(k, k) for k in incomplete) or None,
     )  # fmt: skip
 
 

@@ -22,8 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = ROOT / "examples" / "patients"
 SYNTHEA_DIR = ROOT.parent / "shared" / "data" / "synthea-smart-r4"
 ANCHOR = date(2026, 1, 1)  # the files' "today"; shifted to the real today at load time
-DATE_KEYS = ("effectiveDateTime", "onsetDateTime", "recordedDate", "authoredOn", "issued", "birthDate",
-             "deceasedDateTime")
+DATE_KEYS = (
+    "effectiveDateTime",
+    "onsetDateTime",
+    "recordedDate",
+    "authoredOn",
+    "issued",
+    "birthDate",
+    "deceasedDateTime",
+)
 
 Resource = dict[str, Any]
 

@@ -173,3 +173,23 @@ def test_config_show_live_reads_the_store(
     assert out is not None
     assert out["config"] == {"statin": {"min_age": 45}}
     assert str(out["version"]).startswith("v1-")
+
+
+def test_config_validate_names_an_obsolete_key_instead_of_failing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text("trajectory:\n  lookback_days: 1825\nsglt2i:\n  min_egfr: 25\n", encoding="utf-8")
+    code, out, err = run(["config", "validate", str(path)], capsys)
+    assert code == 0
+    assert out is not None
+    assert out["valid"] is True
+    assert out["obsolete"] == [
+        "trajectory.lookback_days is obsolete and ignored: clinical spec 2.0 (S18) fixes the trend window at 3 years"
+    ]
+    assert err.startswith("ckd-cds: note: trajectory.lookback_days is obsolete")
+    # an unknown key in the same section is still an error
+    path.write_text("trajectory:\n  window_days: 10\n", encoding="utf-8")
+    code, out, err = run(["config", "validate", str(path)], capsys)
+    assert (code, out) == (2, None)
+    assert "'trajectory' was unexpected" in err  # the section itself no longer exists

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import statistics
+import time
 from datetime import date, timedelta
 from typing import Any
 
@@ -11,9 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.clinical.assess import assess, assessment_to_json
-import statistics
-import time
-
 from service.clinical.categories import AStage
 from service.clinical.record import LabValue, UrineKind, UrineTest, UrineUnit
 from service.clinical.staging import (
@@ -100,7 +99,7 @@ def test_aki_flags_equal_the_literal_rule(raw: list[tuple[int, int]], onset_days
 
 def test_engine_with_10000_creatinine_values_stays_under_50_ms() -> None:
     # Issue #12: the S5 windows and S18's 30-day clusters keep the cost bounded whatever the input.
-    rng = random.Random(12)
+    rng = random.Random(12)  # noqa: S311 - test data, not security
     p = Pt()
     for i in range(10_000):
         p.scr(i % 3000, round(rng.uniform(0.9, 1.6), 2))
@@ -328,11 +327,25 @@ def test_one_urine_test_per_date_quantitative_first() -> None:
         # an isolated A1 ACR between A2 tests is skipped (2 of 3 specimens)
         ([urine(0, UrineKind.ACR, 40), urine(50, UrineKind.ACR, 20), urine(100, UrineKind.ACR, 50)], True),
         # an A1 ACR just before the latest stretch ends the run
-        ([urine(0, UrineKind.ACR, 40), urine(50, UrineKind.ACR, 20), urine(60, UrineKind.ACR, 20),
-          urine(100, UrineKind.ACR, 50)], False),  # fmt: skip
+        (
+            [
+                urine(0, UrineKind.ACR, 40),
+                urine(50, UrineKind.ACR, 20),
+                urine(60, UrineKind.ACR, 20),
+                urine(100, UrineKind.ACR, 50),
+            ],
+            False,
+        ),
         # a negative dipstick neither extends nor ends the run
-        ([urine(0, UrineKind.ACR, 40), urine(40, UrineKind.DIPSTICK, grade="negative"),
-          urine(50, UrineKind.DIPSTICK, grade="negative"), urine(100, UrineKind.ACR, 50)], True),  # fmt: skip
+        (
+            [
+                urine(0, UrineKind.ACR, 40),
+                urine(40, UrineKind.DIPSTICK, grade="negative"),
+                urine(50, UrineKind.DIPSTICK, grade="negative"),
+                urine(100, UrineKind.ACR, 50),
+            ],
+            True,
+        ),
         # kinds may differ in a run: dipstick 1+ then PCR 200 mg/g
         ([urine(0, UrineKind.DIPSTICK, grade="1+"), urine(95, UrineKind.PCR, 200)], True),
         ([urine(0, UrineKind.ACR, 40), urine(89, UrineKind.ACR, 50)], False),

@@ -181,3 +181,29 @@ def test_save_request_shape_is_checked(client: FlaskClient, body: dict[str, Any]
     response = client.put("/admin/api/config", json=body, headers=BEARER)
     assert response.status_code == 400
     assert response.json["resourceType"] == "OperationOutcome"
+
+
+def test_a_stored_version_with_an_obsolete_key_still_loads_and_says_so(app: Flask, client: FlaskClient) -> None:
+    # Clinical spec 2.0 S18 fixed the trend window: versions saved under 1.0 carry trajectory.lookback_days.
+    configs = app.extensions["ckd_cds"].configs
+    old = {"sglt2i": {"min_egfr": 25}, "trajectory": {"lookback_days": 1825}}
+    saved = configs.save(old, base_version=configs.latest_number(), author="1.0", comment="saved under spec 1.0")
+    app.extensions["ckd_cds"].config.reload()
+    thresholds, label = app.extensions["ckd_cds"].config.current()
+    assert thresholds.sglt2i.min_egfr == 25  # the rest of the version applies
+    assert label
+    history = client.get("/admin/api/config/history", headers=BEARER).json["versions"]
+    entry = next(v for v in history if v["version"] == saved.version)
+    assert entry["notes"] == [
+        "trajectory.lookback_days is obsolete and ignored: clinical spec 2.0 (S18) fixes the trend window at 3 years"
+    ]
+    login(client, "vic", "vic-pass")
+    page = client.get("/admin/history").get_data(as_text=True)
+    assert "trajectory.lookback_days is obsolete and ignored" in page
+    # a hook call under that version works, and saving it again (restore) drops the key
+    bundle = demo_bundles(date.today())["03-g3a-a2-not-coded"]
+    assert client.post("/cds-services/ckd-patient-view", json=call(resources(bundle)[0]["id"],
+                       prefetch=prefetch_for(bundle))).status_code == 200  # fmt: skip
+    restored = client.post(f"/admin/api/config/restore/{saved.version}", headers=BEARER)
+    assert restored.status_code == 200
+    assert "trajectory" not in configs.latest().document

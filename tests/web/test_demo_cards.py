@@ -25,23 +25,27 @@ DRUG_STARTS = {"rasi", "sglt2i", "finerenone", "glp1ra", "statin"}
 
 EXPECTED: dict[str, list[str]] = {
     "01-normal": [],
-    "02-single-abnormal": ["progression_review", "staging"],  # 40 % fall: review, and repeat before calling it CKD
-    "03-g3a-a2-not-coded": ["problem_list", "rasi", "statin"],
+    "02-single-abnormal": ["staging"],  # one eGFR below 60: repeat at >= 90 days (no progression card without CKD)
+    "03-g3a-a2-not-coded": ["rasi", "statin", "problem_list"],
     "04-diabetic-ckd-no-sglt2i": [
-        "problem_list", "metformin_reduce", "nephrology_referral", "progression_review", "sglt2i", "finerenone",
-        "statin",
-    ],
-    "05-g4-on-metformin": [
-        "problem_list", "metformin_stop", "nephrology_referral", "progression_review", "sglt2i", "rasi", "statin",
-    ],
-    "06-nsaid-egfr-below-60": ["nsaid_avoid", "problem_list", "statin"],
+        "metformin_reduce", "nephrology_referral", "sglt2i", "finerenone", "statin", "problem_list",
+    ],  # the referral names the progression: no separate progression card
+    "05-g4-on-metformin": ["metformin_stop", "nephrology_referral", "sglt2i", "rasi", "statin", "problem_list"],
+    "06-nsaid-egfr-below-60": ["nsaid_avoid", "statin", "problem_list"],
     "07-aki-spike": ["aki_caution"],
-    "08-dialysis": ["staging", "metformin_stop"],
-    "09-transplant": ["problem_list", "statin"],
-    "10-child-with-height": ["problem_list", "nephrology_referral"],
-    "11-si-units": ["problem_list", "progression_review", "sglt2i", "rasi", "statin", "nephrology_referral"],
-    "12-progression-high-kfre": [
-        "problem_list", "nephrology_referral", "krt_planning", "progression_review", "statin",
+    "08-dialysis": ["metformin_stop", "staging"],
+    "09-transplant": ["statin", "problem_list"],
+    "10-child-with-height": ["nephrology_referral", "problem_list"],
+    "11-si-units": ["nephrology_referral", "sglt2i", "rasi", "statin", "problem_list"],
+    "12-progression-high-kfre": ["krt_planning", "statin", "problem_list"],  # one referral, on the KRT card
+    "13-acute-fall-over-weeks": ["aki_caution"],  # S5 (d): not "possible CKD"
+    "14-recovered-between-lows": ["staging"],  # S10: the recovery ends the run, so not yet chronic
+    "15-hyperkalaemia-on-acei": ["hyperkalaemia", "nephrology_referral", "sglt2i", "statin", "problem_list"],
+    "16-acei-plus-arb": ["dual_ras", "nephrology_referral", "sglt2i", "statin", "problem_list"],
+    "17-deceased": [],  # S19
+    "18-more-cards-than-cap": [
+        "hyperkalaemia", "nsaid_avoid", "metformin_reduce", "nephrology_referral", "sglt2i", "statin", "acr_test",
+        "problem_list",
     ],
 }  # fmt: skip
 
@@ -114,12 +118,15 @@ def test_demo_patient_cards_from_the_fhir_server_match_prefetch(
 def test_competing_risk_context_on_an_eligible_demo_patient(
     all_cards: FlaskClient, bundles: dict[str, dict[str, Any]]
 ) -> None:
-    # Demo 04: man of 78, CKD G3b/A3, KFRE shown: the referral card weighs kidney failure against death.
+    # Demo 04: man of 78, CKD G3b/A3, KFRE shown: the evidence block (once, on the first card) weighs kidney
+    # failure against death; the referral card shows the KFRE that triggered it.
     bundle = bundles["04-diabetic-ckd-no-sglt2i"]
     cards = all_cards.post(URL, json=call(resources(bundle)[0]["id"], prefetch=prefetch_for(bundle))).json["cards"]
+    assert "5-year risk of kidney failure" in cards[0]["detail"]
+    assert "vs death" in cards[0]["detail"]
+    assert sum("vs death" in c["detail"] for c in cards) == 1
     referral = next(c for c in cards if c["extension"]["org.ckd-cds.rule"]["id"] == "nephrology_referral")
-    assert "5-year risk of kidney failure" in referral["detail"]
-    assert "vs death" in referral["detail"]
+    assert "KFRE" in referral["detail"]
     child = bundles["10-child-with-height"]
     child_cards = all_cards.post(URL, json=call(resources(child)[0]["id"], prefetch=prefetch_for(child))).json["cards"]
     assert not any("vs death" in c["detail"] for c in child_cards)  # no KFRE, no model, under 50

@@ -105,11 +105,16 @@ def test_full_prefetch_gives_the_expected_cards(client: FlaskClient) -> None:
     assert len(cards) == 5  # max_cards
     assert all(len(c["summary"]) < 140 for c in cards)
     assert all("Decision support only" in c["detail"] for c in cards)
-    # Most urgent first: the problem-list card carries the stage (no separate staging card), then the warnings,
-    # then the SGLT2 inhibitor (diabetic CKD, eGFR 38, not on one); finerenone is the overflow.
+    # [2.0] §7.4 priority order (safety, specialist care, therapy, documentation), not by indicator; the fifth
+    # place lists what did not fit (statin, problem list). The referral card names the progression.
     assert [c["extension"]["org.ckd-cds.rule"]["id"] for c in cards] == [
-        "problem_list", "metformin_reduce", "nephrology_referral", "progression_review", "sglt2i",
+        "metformin_reduce", "nephrology_referral", "sglt2i", "finerenone", "overflow",
     ]  # fmt: skip
+    overflow = cards[-1]
+    assert overflow["summary"] == "2 more kidney recommendations"
+    assert "Consider a statin (CKD, age 78)" in overflow["detail"]
+    assert "is not on the problem list" in overflow["detail"]
+    assert "suggestions" not in overflow
 
 
 def test_null_prefetch_means_no_data_and_no_fetch(client: FlaskClient) -> None:
