@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench bench-workers profile bench-engine fuzz durability load audit train validate fhir-up fhir-down clean
+.PHONY: setup demo test lint bench bench-workers profile bench-engine fuzz durability load audit train validate review fhir-up fhir-down clean
 
 $(BIN)/ckd-cds: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,9 @@ audit: setup  # needs the PyPI vulnerability API or OSV, which the build machine
 
 validate: setup
 	$(BIN)/python models/validation/uci_ckd.py
+
+review: setup  # alert burden of the real card builder over the Synthea patients (needs ../shared/data)
+	$(BIN)/python models/validation/alert_burden.py
 
 train: setup
 	$(BIN)/python models/mortality_flchain/1/train.py

@@ -15,35 +15,44 @@ from service.fhir.testserver import STATE_FILE, wait_ready
 SERVICE = "http://127.0.0.1:8080"
 
 
+def hook_call(patient_id: str, fhir: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"patientId": patient_id, "userId": "Practitioner/demo"},
+        "fhirServer": fhir["base_url"],
+        "fhirAuthorization": {"access_token": fhir["token"], "token_type": "Bearer", "expires_in": 300,
+                              "scope": "patient/*.read", "subject": "demo"},
+    }  # fmt: skip
+
+
+def show(slug: str, situation: str, body: dict[str, Any]) -> None:
+    response = requests.post(f"{SERVICE}/cds-services/ckd-patient-view", json=body, timeout=10)
+    cards = response.json().get("cards", []) if response.ok else []
+    print(f"\n# {slug}: {situation} -> HTTP {response.status_code}, {len(cards)} card(s)")
+    for card in cards:
+        print(f"  [{card['indicator']:8}] {card['summary']}")
+        for suggestion in card.get("suggestions", []):
+            print(f"              suggestion: {suggestion['label']}")
+
+
 def main() -> int:
     try:
         wait_ready(f"{SERVICE}/healthz", timeout=30)
     except RuntimeError:
         raise SystemExit("ckd-cds did not start on 127.0.0.1:8080") from None
     fhir = json.loads(STATE_FILE.read_text())
-    for slug in ("04-diabetic-ckd-no-sglt2i", "07-aki-spike"):
-        patient_id = demo_bundles()[slug]["entry"][0]["resource"]["id"]
-        body: dict[str, Any] = {
-            "hook": "patient-view",
-            "hookInstance": str(uuid.uuid4()),
-            "context": {"patientId": patient_id, "userId": "Practitioner/demo"},
-            "fhirServer": fhir["base_url"],
-            "fhirAuthorization": {"access_token": "(set below)", "token_type": "Bearer", "expires_in": 300,
-                                  "scope": "patient/*.read", "subject": "demo"},
-        }  # fmt: skip
-        body["fhirAuthorization"] = {**body["fhirAuthorization"], "access_token": fhir["token"]}
-        example = STATE_FILE.parent / f"example-{slug}.json"
-        example.write_text(json.dumps(body, indent=1))
-        example.chmod(0o600)  # holds the local test FHIR server's token
-        print(f"\n# Demo patient {slug}: what the EHR sends (no prefetch: the service reads the FHIR server)")
-        print(f"curl -s -X POST {SERVICE}/cds-services/ckd-patient-view -H 'Content-Type: application/json' \\")
-        print(f"     -d @{example.relative_to(STATE_FILE.parent.parent)}")
-        response = requests.post(f"{SERVICE}/cds-services/ckd-patient-view", json=body, timeout=10)
-        print(f"# -> HTTP {response.status_code}, cards:")
-        for card in response.json().get("cards", []):
-            print(f"  [{card['indicator']:7}] {card['summary']}")
-            for suggestion in card.get("suggestions", []):
-                print(f"             suggestion: {suggestion['label']}")
+    bundles = demo_bundles()
+    example_slug = "04-diabetic-ckd-no-sglt2i"
+    example = STATE_FILE.parent / f"example-{example_slug}.json"
+    example.write_text(json.dumps(hook_call(bundles[example_slug]["entry"][0]["resource"]["id"], fhir), indent=1))
+    example.chmod(0o600)  # holds the local test FHIR server's token
+    print("# What the EHR sends (no prefetch: the service reads the FHIR server with the token it is given):")
+    print(f"curl -s -X POST {SERVICE}/cds-services/ckd-patient-view -H 'Content-Type: application/json' \\")
+    print(f"     -d @{example.relative_to(STATE_FILE.parent.parent)}")
+    for slug, bundle in bundles.items():
+        situation = bundle["meta"]["tag"][0]["display"]
+        show(slug, situation, hook_call(bundle["entry"][0]["resource"]["id"], fhir))
     return 0
 
 

@@ -228,12 +228,22 @@ These figures say the rules agree with clinicians on clearly abnormal results; t
 """
 
 
+def alert_burden_section(text: str) -> str:
+    """The section `alert_burden.py` writes into the same page (kept when this script rewrites its own part)."""
+    from models.validation.alert_burden import SECTION_END, SECTION_START
+
+    start, end = text.find(SECTION_START), text.find(SECTION_END)
+    return text[start : end + len(SECTION_END)] + "\n" if start >= 0 and end > start else ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
     results = validate(args.data)
-    (ROOT / "docs" / "validation.md").write_text(render(results), encoding="utf-8")
+    doc = ROOT / "docs" / "validation.md"
+    kept = alert_burden_section(doc.read_text(encoding="utf-8")) if doc.exists() else ""
+    doc.write_text(render(results) + (f"\n{kept}" if kept else ""), encoding="utf-8")
     out = ROOT / "bench" / "results" / "validation-uci.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -30,7 +30,7 @@ FALLBACK = Histogram(
 PRECONDITION = Counter("ckd_cds_412_total", "412 answers by reason", ["reason"])
 AUTH_FAILURES = Counter("ckd_cds_auth_failures_total", "Rejected JWTs by reason", ["reason"])
 CARDS = Counter("ckd_cds_cards_total", "Cards returned by rule and indicator", ["rule", "indicator"])
-CARDS_OVERFLOW = Counter("ckd_cds_cards_overflow_total", "Cards not returned because of max_cards")
+CARDS_OVERFLOW = Counter("ckd_cds_cards_overflow_total", "Cards listed on the overflow card (max_cards)")
 FEEDBACK = Counter("ckd_cds_feedback_total", "Feedback items by rule and outcome", ["rule", "outcome"])
 AUDIT_FAILURES = Counter("ckd_cds_audit_write_failures_total", "Audit records that could not be written")
 

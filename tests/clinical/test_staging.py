@@ -8,6 +8,7 @@ import time
 from datetime import date, timedelta
 from typing import Any
 
+import coverage
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ from service.clinical.staging import (
     aki_flags,
     albuminuria_chronic,
     chronicity,
+    egfr_point,
     one_test_per_date,
     urine_category,
 )
@@ -105,10 +107,17 @@ def test_engine_with_10000_creatinine_values_stays_under_50_ms() -> None:
         p.scr(i % 3000, round(rng.uniform(0.9, 1.6), 2))
     record = record_from_bundle(p.bundle())
     timings = []
-    for _ in range(3):
-        start = time.perf_counter()
-        result = assess(record, AS_OF)
-        timings.append(time.perf_counter() - start)
+    tracer = coverage.Coverage.current()  # the budget is the engine's, not the coverage tracer's (about 3×)
+    if tracer is not None:
+        tracer.stop()
+    try:
+        for _ in range(3):
+            start = time.perf_counter()
+            result = assess(record, AS_OF)
+            timings.append(time.perf_counter() - start)
+    finally:
+        if tracer is not None:
+            tracer.start()
     assert result.staging.progression is not None
     assert len(result.staging.progression.points) <= 38
     assert min(timings) < 0.050
@@ -176,7 +185,7 @@ def test_latest_normal_value_is_not_chronic() -> None:
 
 def points(*pairs: tuple[int, float]) -> list[EgfrPoint]:
     start = date(2024, 1, 1)
-    return [EgfrPoint(date=start + timedelta(days=d), value=v, equation="ckd-epi-2021-cr", source="computed")
+    return [egfr_point(date=start + timedelta(days=d), value=v, equation="ckd-epi-2021-cr", source="computed")
             for d, v in pairs]  # fmt: skip
 
 

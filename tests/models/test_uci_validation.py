@@ -43,4 +43,5 @@ def test_wilson_interval_known_value() -> None:
 
 
 def test_validation_doc_is_current(results: dict[str, Any]) -> None:
-    assert (ROOT / "docs" / "validation.md").read_text(encoding="utf-8") == render(results)
+    # the page starts with this script's part; the alert-burden section (make review) follows it
+    assert (ROOT / "docs" / "validation.md").read_text(encoding="utf-8").startswith(render(results))
