@@ -39,7 +39,7 @@ STEPS = [
     ("service.web.hooks", "validate_call", "JSON shape check (jsonschema) and request rules"),
     ("service.web.hooks", "acquire", "prefetch classification (or FHIR fallback)"),
     ("service.web.hooks", "record_from_resources", "FHIR resources to typed values (adapter)"),
-    ("service.web.hooks", "assess", "staging, trajectory, KFRE and rules (engine)"),
+    ("service.web.hooks", "assess", "staging, progression, KFRE and rules (engine)"),
     ("service.web.hooks", "build_cards", "cards (Jinja2 templates, suggestions, uuids)"),
     ("service.web.hooks", "json_response", "response encoding (orjson)"),
     ("service.store", "Store.add_audit", "audit record and card index, one SQLite transaction"),
