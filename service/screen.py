@@ -80,7 +80,8 @@ def _missing(value: Any) -> bool:
 def registry_row(patient: str, out: dict[str, Any]) -> dict[str, Any]:
     egfr, alb, kfre = out["egfr"], out["albuminuria"], out["kfre"]
     return {
-        "patient": patient, "ckd": out["ckd"], "reason": out["reason"], "g_stage": out["g_stage"],
+        "patient": patient, "deceased": out["deceased"], "ckd": out["ckd"], "reason": out["reason"],
+        "g_stage": out["g_stage"],
         "a_stage": out["a_stage"], "kdigo_risk": out["kdigo_risk"],
         "egfr": egfr["value"] if egfr else None, "egfr_date": egfr["date"] if egfr else None,
         "acr_mg_g": alb["acr_mg_g"] if alb else None, "kfre_5y": kfre["risk_5y"] if kfre else None,
@@ -120,7 +121,7 @@ def summary(registry: pd.DataFrame) -> dict[str, Any]:
     gaps = registry["care_gaps"].str.split(";").explode().replace("", pd.NA).dropna().value_counts()
     recs = registry["recommendations"].str.split(";").explode().replace("", pd.NA).dropna().value_counts()
     return {
-        "patients": len(registry), "ckd": len(ckd),
+        "patients": len(registry), "deceased": int(registry["deceased"].sum()), "ckd": len(ckd),
         "reasons": registry["reason"].value_counts().to_dict(),
         "ckd_by_g_stage": {k: int(v) for k, v in stages.items() if v},
         "care_gaps": {k: int(v) for k, v in gaps.items()},
