@@ -34,6 +34,7 @@ EXTENSION_KEY = "org.ckd-cds.rule"
 CODESYSTEM = "https://ckd-cds.example.org/CodeSystem/card-topic"
 MAX_SUMMARY = 139  # code points; CDS Hooks requires < 140 (N-28)
 STAGING = "staging"
+UNATTRIBUTED = "unattributed"  # service.web.acquire marks left-out resources so (cards do not import the web layer)
 OVERFLOW = "overflow"
 DISCLAIMER = "_Decision support only; verify before acting._"
 
@@ -162,12 +163,18 @@ INCOMPLETE_TEXT = {
 
 
 def incomplete_notice(keys: tuple[str, ...]) -> str:
-    """One line naming what could not be retrieved (prefetch keys whose data is partial), or nothing."""
-    if not keys:
-        return ""
-    what = ", ".join(INCOMPLETE_TEXT.get(k, "some data") for k in keys)
-    return (f"**Incomplete data:** {what} could not be retrieved from the EHR; older values may be missing, so "
-            "chronicity and trends may be understated.\n\n")  # fmt: skip
+    """What could not be retrieved (prefetch keys whose data is partial) and whether results were left out because
+    they did not name this patient; nothing when the data are complete."""
+    lines = []
+    missing = [k for k in keys if k != UNATTRIBUTED]
+    if missing:
+        what = ", ".join(INCOMPLETE_TEXT.get(k, "some data") for k in missing)
+        lines.append(f"**Incomplete data:** {what} could not be retrieved from the EHR; older values may be missing, "
+                     "so chronicity and trends may be understated.")  # fmt: skip
+    if UNATTRIBUTED in keys:
+        lines.append("**Incomplete data:** some results were left out because they did not name this patient; "
+                     "check the record before acting.")  # fmt: skip
+    return "".join(f"{line}\n\n" for line in lines)
 
 
 # --- Suggestions (spec §7.4 table; D-05: create actions only, status draft, no invented ids) -----------------

@@ -8,6 +8,7 @@ windows, the category cut-offs, the progression window) are fixed so that an ass
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import date
@@ -47,6 +48,9 @@ AKI_BASELINE_MAX_DAYS = 365
 CHRONICITY_DAYS = 90
 EGFR_ABNORMAL_BELOW = 60.0
 ADULT_AGE = 18
+# Ages outside 0–120 years at the as-of date are impossible (oldest verified human: 122 years): such a birthDate is
+# treated as unknown (S3), so no eGFR and no age-based rule is made from it (issue #13: 0001-01-01 gave "eGFR 0.0").
+MAX_AGE_YEARS = 120
 
 
 class Reason(StrEnum):
@@ -452,6 +456,8 @@ def kdigo_risk(ckd: bool, dialysis: bool, g: GStage | None, a: AStage | None) ->
 
 def stage(record: PatientRecord, as_of: date) -> Staging:
     """Run S1–S19 for one patient at `as_of`."""
+    if record.birth_date is not None and not 0 <= age_at(record.birth_date, as_of) <= MAX_AGE_YEARS:
+        record = dataclasses.replace(record, birth_date=None)
     facts = condition_facts(record, as_of)
     creatinine = sorted((c for c in record.creatinine if c.date <= as_of), key=lambda c: (c.date, c.value))
     flags = aki_flags(creatinine, facts.aki_onsets)

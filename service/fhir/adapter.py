@@ -17,6 +17,7 @@ from typing import Any
 
 from service.clinical import codes
 from service.clinical.equations import CREATININE_UMOL_PER_MG_DL, Sex
+from service.clinical.kfre import MG_G_PER_MG_MMOL
 from service.clinical.medications import (
     ATC_TO_INGREDIENT,
     RXCUI_TO_INGREDIENT,
@@ -43,8 +44,34 @@ Resource = dict[str, Any]
 
 COUNTED_OBSERVATION_STATUS = frozenset({"final", "amended", "corrected", "preliminary"})
 COUNTED_MEDICATION_STATUS = frozenset({"active", "on-hold"})
-# Implausible serum creatinine (issue #3): above 30 mg/dL is a unit or transcription error, not physiology.
-CREATININE_MAX_MG_DL = 30.0
+# Physiologically impossible values are refused with the reason "implausible" and nothing is made from them
+# (issue #13: creatinine 1e-300 mg/dL gave eGFR 3×10^92). The bounds, in canonical units, are set wide on purpose so
+# that no real result is lost; beyond them a value is a unit or transcription error (µmol/L sent as mg/dL, a
+# ratio in mg/mg sent as mg/g). Creatinine 0.1–40 mg/dL: issue #13's bounds; below 0.1 no measurable muscle
+# metabolism, above 40 beyond any reported survivable uraemia. The others follow the same rule: at least an order
+# of magnitude past the critical values of clinical laboratories (potassium 1–10 mmol/L, HbA1c 3–20 %, height
+# 30–250 cm, reported eGFR up to 250, urine ratios up to 100 g/g). A team decision (issue #13), not a guideline.
+PLAUSIBLE = {
+    "creatinine": (0.1, 40.0),  # mg/dL
+    "cystatin": (0.1, 15.0),  # mg/L
+    "egfr": (0.1, 250.0),  # mL/min/1.73 m²
+    "height": (30.0, 250.0),  # cm
+    "potassium": (1.0, 10.0),  # mmol/L
+    "hba1c": (3.0, 20.0),  # % (NGSP)
+    "albumin": (0.5, 7.0),  # g/dL
+    "phosphate": (0.3, 25.0),  # mg/dL
+    "calcium": (2.0, 25.0),  # mg/dL
+    "bicarbonate": (2.0, 60.0),  # mmol/L
+    "ratio": (0.0, 100_000.0),  # urine ACR/PCR in mg/g (mg/mmol × 8.84 compared)
+}
+BIRTH_YEAR_MIN = 1880  # nobody alive was born earlier (oldest verified human lifespan: 122 years)
+
+
+def plausible(quantity: str, value: float) -> bool:
+    low, high = PLAUSIBLE[quantity]
+    return low <= value <= high
+
+
 CYSTATIN_NMOL_PER_MG = 74.9  # spec §3.1: nmol/L ÷ 74.9 = mg/L
 HBA1C_IFCC_SLOPE, HBA1C_IFCC_INTERCEPT = 10.929, 2.15  # NGSP % = mmol/mol / 10.929 + 2.15 (to verify)
 PHOSPHATE_MG_DL_PER_MMOL_L = 3.097  # to verify (spec §3.1)
@@ -342,11 +369,15 @@ def _converted(obs: Resource, code: str, units: dict[str, float]) -> Quantity | 
     return Quantity(q.value * units[unit], unit, q.comparator)
 
 
-def _lab(target: Callable[[PatientRecord], list[LabValue]], units: dict[str, float]) -> ObservationReader:
+def _lab(
+    target: Callable[[PatientRecord], list[LabValue]], units: dict[str, float], quantity: str
+) -> ObservationReader:
     def read(builder: RecordBuilder, obs: Resource, code: str, when: date) -> str | None:
         q = _converted(obs, code, units)
         if isinstance(q, str):
             return q
+        if not plausible(quantity, q.value):
+            return "implausible"
         target(builder.record).append(LabValue(date=when, value=q.value, comparator=q.comparator))
         return None
 
@@ -360,7 +391,7 @@ def read_creatinine(builder: RecordBuilder, obs: Resource, code: str, when: date
     q = _converted(obs, code, units)
     if isinstance(q, str):
         return q
-    if q.value > CREATININE_MAX_MG_DL:
+    if not plausible("creatinine", q.value):
         return "implausible"
     builder.record.creatinine.append(LabValue(date=when, value=q.value, comparator=q.comparator))
     return None
@@ -375,6 +406,8 @@ def read_reported_egfr(builder: RecordBuilder, obs: Resource, code: str, when: d
     q = read_quantity(obs)  # any unit string: the LOINC code fixes the meaning (spec §3.1)
     if isinstance(q, str):
         return q
+    if not plausible("egfr", q.value):
+        return "implausible"
     builder.record.reported_egfr.append(
         ReportedEgfr(date=when, value=q.value, equation=codes.EGFR_REPORTED[code], comparator=q.comparator)
     )
@@ -393,6 +426,8 @@ def read_hba1c(builder: RecordBuilder, obs: Resource, code: str, when: date) -> 
         value = q.value
     else:
         return "unknown_unit"
+    if not plausible("hba1c", value):
+        return "implausible"
     builder.record.hba1c.append(LabValue(date=when, value=value, comparator=q.comparator))
     return None
 
@@ -405,6 +440,8 @@ def _ratio(kind: UrineKind) -> ObservationReader:
         if q.unit not in RATIO_UNITS:
             return "unknown_unit"  # urine ratios have no default unit (spec §3.2.4)
         unit, factor = RATIO_UNITS[q.unit]
+        if not plausible("ratio", q.value * factor * (MG_G_PER_MG_MMOL if unit is UrineUnit.MG_MMOL else 1.0)):
+            return "implausible"
         test = UrineTest(date=when, kind=kind, value=q.value * factor, unit=unit, comparator=q.comparator)
         builder.record.urine.append(test)
         return None
@@ -445,18 +482,18 @@ def read_dipstick(builder: RecordBuilder, obs: Resource, code: str, when: date) 
 
 OBSERVATION_READERS: dict[str, ObservationReader] = {
     **{c: read_creatinine for c in codes.CREATININE},
-    **{c: _lab(lambda r: r.cystatin, CYSTATIN_UNITS) for c in codes.CYSTATIN_C},
+    **{c: _lab(lambda r: r.cystatin, CYSTATIN_UNITS, "cystatin") for c in codes.CYSTATIN_C},
     **{c: read_reported_egfr for c in codes.EGFR_REPORTED},
     **{c: _ratio(UrineKind.ACR) for c in codes.ACR},
     **{c: _ratio(UrineKind.PCR) for c in codes.PCR},
     **{c: read_dipstick for c in codes.DIPSTICK},
-    **{c: _lab(lambda r: r.height_cm, HEIGHT_UNITS) for c in codes.HEIGHT},
-    **{c: _lab(lambda r: r.potassium, POTASSIUM_UNITS) for c in codes.POTASSIUM},
+    **{c: _lab(lambda r: r.height_cm, HEIGHT_UNITS, "height") for c in codes.HEIGHT},
+    **{c: _lab(lambda r: r.potassium, POTASSIUM_UNITS, "potassium") for c in codes.POTASSIUM},
     **{c: read_hba1c for c in codes.HBA1C_PERCENT | codes.HBA1C_IFCC},
-    **{c: _lab(lambda r: r.albumin, ALBUMIN_UNITS) for c in codes.ALBUMIN},
-    **{c: _lab(lambda r: r.phosphate, PHOSPHATE_UNITS) for c in codes.PHOSPHATE},
-    **{c: _lab(lambda r: r.bicarbonate, BICARBONATE_UNITS) for c in codes.BICARBONATE},
-    **{c: _lab(lambda r: r.calcium, CALCIUM_UNITS) for c in codes.CALCIUM},
+    **{c: _lab(lambda r: r.albumin, ALBUMIN_UNITS, "albumin") for c in codes.ALBUMIN},
+    **{c: _lab(lambda r: r.phosphate, PHOSPHATE_UNITS, "phosphate") for c in codes.PHOSPHATE},
+    **{c: _lab(lambda r: r.bicarbonate, BICARBONATE_UNITS, "bicarbonate") for c in codes.BICARBONATE},
+    **{c: _lab(lambda r: r.calcium, CALCIUM_UNITS, "calcium") for c in codes.CALCIUM},
 }
 
 
@@ -474,7 +511,11 @@ def patient_refs(patient: Resource, full_url: str | None = None) -> set[str]:
 def read_patient(builder: RecordBuilder, patient: Resource) -> None:
     gender = patient.get("gender")
     builder.record.sex = Sex(gender) if gender in ("female", "male") else None
-    builder.record.birth_date = parse_partial_date(patient.get("birthDate"))
+    birth = parse_partial_date(patient.get("birthDate"))
+    if birth is not None and birth.year < BIRTH_YEAR_MIN:
+        builder.reject(patient, "implausible_birth_date")  # e.g. 0001-01-01: treated as unknown (S3)
+        birth = None
+    builder.record.birth_date = birth
     builder.record.deceased_boolean = patient.get("deceasedBoolean") is True
     builder.record.deceased_date = parse_partial_date(patient.get("deceasedDateTime"))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from fhirclient.server import (
 from requests.adapters import HTTPAdapter
 
 from service.web.registry import PrefetchKey
+from service.web.urls import FhirUrl, UnsafeUrl, parse_fhir_url
 
 Resource = dict[str, Any]
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -85,17 +85,23 @@ class KeyState:
     circuit_open: bool = False
 
 
+UNATTRIBUTED = "unattributed"  # the "incomplete" marker for resources left out because they were not this patient's
+
+
 @dataclass(slots=True)
 class PatientData:
     patient: Resource | None
     resources: list[Resource]
     keys: dict[str, KeyState] = field(default_factory=dict)
-    dropped_other_patient: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> resources left out (wrong or unknown patient)
+    patient_mismatch: bool = False  # a Patient was supplied, but not the one in context
 
     @property
     def incomplete(self) -> tuple[str, ...]:
-        """Keys whose data is known to be partial (pages not read, or an optional key unavailable)."""
-        return tuple(name for name, k in self.keys.items() if k.truncated or k.unavailable)
+        """Keys whose data is known to be partial (pages not read, or an optional key unavailable), and
+        `unattributed` when resources were left out because they did not name this patient."""
+        partial = tuple(name for name, k in self.keys.items() if k.truncated or k.unavailable)
+        return (*partial, UNATTRIBUTED) if self.rejected else partial
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,13 +179,12 @@ def next_link(bundle: Resource) -> str | None:
 
 
 def under_base(url: str, base: str) -> bool:
-    """A `next` URL is followed only under fhirServer: same scheme, host, port and path prefix (D-04)."""
+    """A `next` URL is followed only under fhirServer: same scheme, host and port, path under the base path on a
+    segment boundary, no dot segments or userinfo; compared on parsed, normalised parts (D-04; issue #13)."""
     try:
-        u, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(base)
-    except ValueError:
+        return parse_fhir_url(base).contains(parse_fhir_url(url, allow_query=True))
+    except UnsafeUrl:
         return False
-    prefix = b.path.rstrip("/") + "/"
-    return (u.scheme, u.netloc) == (b.scheme, b.netloc) and (u.path + "/").startswith(prefix)
 
 
 class FhirFetch:
@@ -292,6 +297,8 @@ class Acquirer:
         missing: list[PrefetchKey] = []
         for key in keys_wanted:
             state = classify_prefetch(prefetch.get(key.name), key.expect) if key.name in prefetch else "absent"
+            if state == "present" and key.kind == "read" and not is_this_patient(prefetch[key.name], patient_id):
+                state = "wrong-patient"  # never used; read from the FHIR server instead when that is possible
             keys[key.name] = KeyState(state=state)
             if state == "null":
                 found[key.name] = None
@@ -301,13 +308,16 @@ class Acquirer:
                 keys[key.name].entries = len(found[key.name] or [])
             else:
                 missing.append(key)
+        base = _base(fhir_server)
         if missing:
+            if any(keys[k.name].state == "wrong-patient" for k in missing):
+                no_access_reason = "patient-mismatch"  # what the 412 says if the right Patient cannot be read
             reason = self._fetch_missing(missing, keys, found, patient_id, fhir_server, token, can_fetch, started,
                                          no_access_reason, fetch)  # fmt: skip
             if reason is not None:
                 failed = [k.name for k in missing if k.required and keys[k.name].unavailable]
-                raise DataUnavailable(failed, reason, assemble(patient_id, found, keys))
-        return assemble(patient_id, found, keys)
+                raise DataUnavailable(failed, reason, assemble(patient_id, found, keys, base))
+        return assemble(patient_id, found, keys, base)
 
     def _fetch_missing(
         self,
@@ -352,21 +362,59 @@ class Acquirer:
         return str(keys[failed[0].name].unavailable) if failed else None
 
 
-def assemble(patient_id: str, found: dict[str, list[Resource] | None], keys: dict[str, KeyState]) -> PatientData:
-    """Patient plus the other resources; entries about another patient are dropped and counted (D-04)."""
-    patients = [r for r in found.get("patient") or [] if r.get("resourceType") == "Patient"]
-    patient = patients[0] if patients else None
+def _base(fhir_server: str | None) -> FhirUrl | None:
+    try:
+        return parse_fhir_url(fhir_server) if isinstance(fhir_server, str) else None
+    except UnsafeUrl:
+        return None
+
+
+def is_this_patient(resource: Any, patient_id: str) -> bool:
+    """A Patient resource whose id is the patient in context (CDS Hooks context.patientId)."""
+    return isinstance(resource, dict) and resource.get("resourceType") == "Patient" and resource.get("id") == patient_id
+
+
+def subject_problem(resource: Resource, patient_id: str, base: FhirUrl | None) -> str | None:
+    """None when the resource's subject (or patient) reference resolves to this patient: `Patient/<id>` (a version
+    `/_history/<v>` allowed), or that path as an absolute URL under fhirServer. Otherwise the reason it is left out:
+    `no_subject` (absent, or an identifier or display only), `other_patient`, or `unresolved_subject` (another
+    server, a contained or urn:uuid reference, another resource type)."""
+    subject = resource.get("subject") if "subject" in resource else resource.get("patient")
+    ref = subject.get("reference") if isinstance(subject, dict) else None
+    if not isinstance(ref, str) or not ref:
+        return "no_subject"
+    path = ref
+    if "://" in ref:
+        try:
+            url = parse_fhir_url(ref)
+        except UnsafeUrl:
+            return "unresolved_subject"
+        if base is None or not base.contains(url) or url.path == base.path:
+            return "unresolved_subject"
+        path = url.path[len(base.path) + 1 :]
+    parts = path.split("/")
+    if len(parts) not in (2, 4) or parts[0] != "Patient" or (len(parts) == 4 and parts[2] != "_history"):
+        return "unresolved_subject"
+    return None if parts[1] == patient_id else "other_patient"
+
+
+def assemble(
+    patient_id: str, found: dict[str, list[Resource] | None], keys: dict[str, KeyState], base: FhirUrl | None = None
+) -> PatientData:
+    """The Patient in context plus the resources that name it; every other resource is left out and counted by
+    reason (issue #13: never a card built on data that is not this patient's)."""
+    supplied = [r for r in found.get("patient") or [] if isinstance(r, dict)]
+    patient = next((r for r in supplied if is_this_patient(r, patient_id)), None)
     resources: list[Resource] = []
-    dropped = 0
-    own = {f"Patient/{patient_id}"}
+    rejected: dict[str, int] = {}
     for name, items in found.items():
         if name == "patient" or not items:
             continue
         for r in items:
-            subject = r.get("subject") or r.get("patient")
-            ref = subject.get("reference") if isinstance(subject, dict) else None
-            if isinstance(ref, str) and ref not in own and not ref.endswith(f"/Patient/{patient_id}"):
-                dropped += 1
-                continue
-            resources.append(r)
-    return PatientData(patient=patient, resources=resources, keys=keys, dropped_other_patient=dropped)
+            why = subject_problem(r, patient_id, base)
+            if why is None:
+                resources.append(r)
+            else:
+                rejected[why] = rejected.get(why, 0) + 1
+    return PatientData(patient=patient, resources=resources, keys=keys, rejected=rejected,
+                       patient_mismatch=bool(supplied) and patient is None)  # fmt: skip

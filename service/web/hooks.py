@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import logging
 import time
-import urllib.parse
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,6 +27,7 @@ from service.web.auth import AuthFailure, Caller
 from service.web.errors import ApiError
 from service.web.registry import SERVICES, CdsService
 from service.web.state import AppState, validator
+from service.web.urls import FhirUrl, UnsafeUrl, parse_fhir_url, safe_base
 
 log = logging.getLogger(__name__)
 bp = Blueprint("hooks", __name__)
@@ -131,32 +131,41 @@ def validate_call(body: Any, service: CdsService) -> None:
     server = body.get("fhirServer")
     if isinstance(server, str):
         try:
-            parts = urllib.parse.urlsplit(server)
-            host = parts.hostname
-        except ValueError:  # e.g. a malformed IPv6 literal
-            raise ApiError(400, "fhirServer must be an absolute http(s) URL") from None
-        if parts.scheme not in ("http", "https") or not host:
-            raise ApiError(400, "fhirServer must be an absolute http(s) URL")
-        if state().settings.production and parts.scheme != "https":
+            parsed = parse_fhir_url(server)
+        except UnsafeUrl as exc:  # userinfo, dot segments, non-canonical IPs, ...: never fetched, never stored
+            raise ApiError(400, f"fhirServer is not a usable FHIR base URL: {exc}") from None
+        if state().settings.production and parsed.scheme != "https":
             raise ApiError(400, "fhirServer must use https in production")
     check_prefetch_size(body.get("prefetch"))
 
 
-def fetch_allowed(body: dict[str, Any], caller: Caller | None) -> tuple[str | None, bool, str]:
-    """(token, may fetch, reason if not): allowlisted servers in production, open servers only in development."""
+def server_allowed(server: FhirUrl, caller: Caller | None) -> bool:
+    """Where the fallback may send a request (SSRF guard, on parsed URLs): the CKD_CDS_FHIR_SERVERS bases when
+    set; in production also only the calling issuer's fhir_servers; in development, without an allowlist, only
+    loopback and the configured bases (open servers, issuers' servers)."""
     st = state()
-    auth, server = body.get("fhirAuthorization"), body.get("fhirServer")
-    allowlist = st.settings.fhir_server_allowlist
-    if isinstance(server, str) and allowlist and not any(server.startswith(prefix) for prefix in allowlist):
+    if st.allowed_servers and not any(base.contains(server) for base in st.allowed_servers):
+        return False
+    if st.settings.production:
+        issuer = () if caller is None else tuple(parse_fhir_url(s) for s in caller.issuer.fhir_servers)
+        return any(base == server for base in issuer)
+    if st.allowed_servers:
+        return True
+    return server.loopback or any(base == server for base in (*st.open_servers, *st.issuer_servers))
+
+
+def fetch_allowed(body: dict[str, Any], caller: Caller | None) -> tuple[str | None, bool, str]:
+    """(token, may fetch, reason if not): allowed servers only; open servers only in development."""
+    st = state()
+    auth, raw = body.get("fhirAuthorization"), body.get("fhirServer")
+    server = parse_fhir_url(raw) if isinstance(raw, str) else None  # validated by validate_call
+    if server is not None and not server_allowed(server, caller):
         return None, False, "fhir-server-not-allowed"
     if isinstance(auth, dict):
         if auth.get("patient") not in (None, body["context"]["patientId"]):
             return None, False, "no-fhir-access"  # the token is for another patient: not used (D-04)
-        if st.settings.production and (caller is None or str(server).rstrip("/") not in
-                                       {s.rstrip("/") for s in caller.issuer.fhir_servers}):  # fmt: skip
-            return None, False, "fhir-server-not-allowed"
-        return str(auth["access_token"]), True, ""
-    open_ok = not st.settings.production and isinstance(server, str) and server.rstrip("/") in st.open_servers
+        return str(auth["access_token"]), server is not None, ""
+    open_ok = not st.settings.production and server is not None and server in st.open_servers
     return None, open_ok, "no-fhir-access"
 
 
@@ -194,8 +203,9 @@ def call_service(service_id: str) -> Response:
     caller = authenticate(required=True)
     body = require_json_body()
     validate_call(body, service)
+    server = body.get("fhirServer")
     g.audit.update(hook=body["hook"], hook_instance=body["hookInstance"],
-                   fhir_server=str(body.get("fhirServer") or "").split("?")[0] or None)  # fmt: skip
+                   fhir_server=safe_base(server) if isinstance(server, str) else None)  # fmt: skip
     patient_id = body["context"]["patientId"]
     g.audit["patient_key"] = patient_key(patient_id)
     thresholds, thresholds_version = state().config.current()  # one configuration for the whole request
@@ -239,12 +249,18 @@ def acquire(
         g.audit.update(missing_keys=exc.keys, precondition=exc.reason, keys=audit_keys(exc.data))
         raise ApiError(412, f"required data unavailable ({exc.reason}): {', '.join(exc.keys)}") from None
     fetched = any(k.fetched for k in data.keys.values())
+    wrong_patient = sum(k.state == "wrong-patient" for k in data.keys.values()) + data.patient_mismatch
+    rejected = {**data.rejected, **({"patient_mismatch": wrong_patient} if wrong_patient else {})}
+    for reason, count in rejected.items():
+        metrics.RESOURCES_REJECTED.labels(reason).inc(count)
     g.audit.update(keys=audit_keys(data), fetch_ms=(time.monotonic() - started_fetch) * 1000,
-                   dropped_other_patient=data.dropped_other_patient, path="fallback" if fetched else "prefetch",
+                   rejected_resources=rejected, path="fallback" if fetched else "prefetch",
                    deadline_hit=any(k.unavailable == "fhir-timeout" for k in data.keys.values()))  # fmt: skip
     if data.patient is None:
-        metrics.PRECONDITION.labels("fhir-error").inc()
-        raise ApiError(412, "required data unavailable (fhir-error): patient")
+        reason = "patient-mismatch" if data.patient_mismatch else "fhir-error"
+        metrics.PRECONDITION.labels(reason).inc()
+        g.audit.update(precondition=reason)
+        raise ApiError(412, f"required data unavailable ({reason}): patient")
     return data
 
 

@@ -32,6 +32,9 @@ AUTH_FAILURES = Counter("ckd_cds_auth_failures_total", "Rejected JWTs by reason"
 CARDS = Counter("ckd_cds_cards_total", "Cards returned by rule and indicator", ["rule", "indicator"])
 CARDS_OVERFLOW = Counter("ckd_cds_cards_overflow_total", "Cards listed on the overflow card (max_cards)")
 FEEDBACK = Counter("ckd_cds_feedback_total", "Feedback items by rule and outcome", ["rule", "outcome"])
+RESOURCES_REJECTED = Counter(
+    "ckd_cds_resources_rejected_total", "Resources left out: not the patient in context", ["reason"]
+)
 AUDIT_FAILURES = Counter("ckd_cds_audit_write_failures_total", "Audit records that could not be written")
 
 

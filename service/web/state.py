@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -15,12 +16,13 @@ import jsonschema
 from requests.adapters import HTTPAdapter
 
 from service.clinical.thresholds import Thresholds, thresholds_to_dict
-from service.config import load_thresholds, validate_data
+from service.config import ConfigError, load_thresholds, validate_data
 from service.config_store import ConfigStore
 from service.store import Store
 from service.web.acquire import Acquirer
 from service.web.auth import JwtVerifier
 from service.web.settings import Settings
+from service.web.urls import FhirUrl, UnsafeUrl, parse_fhir_url
 
 SCHEMAS = Path(__file__).parent / "schemas"
 
@@ -78,7 +80,9 @@ class AppState:
     store: Store
     verifier: JwtVerifier
     acquirer: Acquirer
-    open_servers: frozenset[str]
+    open_servers: tuple[FhirUrl, ...]  # development: read without a token
+    allowed_servers: tuple[FhirUrl, ...]  # CKD_CDS_FHIR_SERVERS: the fallback may call only these (empty: see hooks)
+    issuer_servers: tuple[FhirUrl, ...]  # every trusted issuer's fhir_servers
 
 
 def seed_document(settings: Settings) -> tuple[dict[str, Any], str]:
@@ -102,5 +106,18 @@ def build_state(settings: Settings) -> AppState:
         store=store,
         verifier=JwtVerifier(settings.auth, store),
         acquirer=Acquirer(pool=pool, adapter=adapter),
-        open_servers=frozenset(s.rstrip("/") for s in settings.open_fhir_servers),
+        open_servers=parse_bases(settings.open_fhir_servers, "CKD_CDS_OPEN_FHIR_SERVERS"),
+        allowed_servers=parse_bases(settings.fhir_server_allowlist, "CKD_CDS_FHIR_SERVERS"),
+        issuer_servers=parse_bases([s for i in settings.auth.issuers for s in i.fhir_servers], "issuer fhir_servers"),
     )
+
+
+def parse_bases(urls: Iterable[str], where: str) -> tuple[FhirUrl, ...]:
+    """Configured FHIR bases, normalised; an unsafe one is a configuration error (refuse to start)."""
+    out = []
+    for url in urls:
+        try:
+            out.append(parse_fhir_url(url))
+        except UnsafeUrl as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return tuple(out)

