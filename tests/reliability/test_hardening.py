@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import ipaddress
 import socket
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ LEFT_OUT = "some results were left out because they did not name this patient"
 
 
 @pytest.fixture
-def no_outbound(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def no_outbound(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Refuse, and record, any connection or DNS lookup that would leave this machine."""
     attempts: list[str] = []
     real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
@@ -57,7 +56,7 @@ def no_outbound(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield attempts
+    return attempts
 
 
 @pytest.fixture
