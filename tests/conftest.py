@@ -29,10 +29,8 @@ def make_app(tmp_path: Path, config: dict[str, Any] | None = None, **settings: A
     if config is not None:
         config_path = tmp_path / "config.yaml"
         config_path.write_text(yaml.safe_dump(config))
-    database = f"sqlite:///{tmp_path / 'store.db'}"
-    return create_app(
-        Settings(database_url=database, config_path=str(config_path) if config_path else None, **settings)
-    )
+    settings.setdefault("database_url", f"sqlite:///{tmp_path / 'store.db'}")
+    return create_app(Settings(config_path=str(config_path) if config_path else None, **settings))
 
 
 @pytest.fixture

@@ -119,5 +119,8 @@ def write_audit(state: AppState, response: Response) -> None:
     try:
         state.store.add_audit(record, g.get("card_rows"))
     except Exception as exc:  # never block the response; log the type only, the message may hold data
+        state.audit_health.record(ok=False)
         metrics.AUDIT_FAILURES.inc()
-        log.error("audit write failed: %s", type(exc).__name__)
+        log.error("audit write failed: %s (request %s)", type(exc).__name__, g.get("request_id", "-"))
+    else:
+        state.audit_health.record(ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,6 +112,54 @@ class FetchSettings:
     budget_s: float = 3.0
     max_pages: int = 5
     max_entries: int = 1000
+    # One FHIR response at most (a searchset page of 100 Observations is about 0.2 MB): a 150 MB page grew a worker
+    # to 1.7 GB (issue #13). Streamed and cut at this size: 412 fhir-response-too-large.
+    max_response_bytes: int = 10 * 1024 * 1024
+
+
+class ResponseTooLarge(requests.RequestException):
+    """A FHIR response above FetchSettings.max_response_bytes; never read further."""
+
+
+class FetchPools:
+    """One bounded thread pool per FHIR base, per worker: a slow or trickling server can only fill its own pool,
+    never the one a healthy server's requests run in (issue #13). Bases are few (allowlisted, or loopback and
+    configured ones in development); the least recently used pool is retired past `max_bases`."""
+
+    def __init__(self, size: int, max_bases: int = 16) -> None:
+        self.size, self.max_bases = size, max_bases
+        self._lock = threading.Lock()
+        self._pools: OrderedDict[str, ThreadPoolExecutor] = OrderedDict()
+
+    def for_base(self, base: str) -> ThreadPoolExecutor:
+        with self._lock:
+            pool = self._pools.pop(base, None)
+            if pool is None:
+                pool = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="fhir-fetch")
+            self._pools[base] = pool  # most recently used last
+            while len(self._pools) > self.max_bases:
+                _, retired = self._pools.popitem(last=False)
+                retired.shutdown(wait=False, cancel_futures=True)
+            return pool
+
+
+def read_capped(response: requests.Response, limit: int, deadline: float) -> None:
+    """Read a streamed body into the response, refusing more than `limit` bytes or reading past the deadline."""
+    declared = response.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        response.close()
+        raise ResponseTooLarge("FHIR response larger than the limit")
+    chunks, size = [], 0
+    for chunk in response.iter_content(chunk_size=65536):
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            raise ResponseTooLarge("FHIR response larger than the limit")
+        if time.monotonic() > deadline:
+            response.close()
+            raise requests.Timeout("request budget exhausted while reading")
+        chunks.append(chunk)
+    response._content = b"".join(chunks)
 
 
 class BudgetedSession(requests.Session):
@@ -129,7 +178,10 @@ class BudgetedSession(requests.Session):
             raise requests.Timeout("request budget exhausted")
         kwargs["timeout"] = (min(self.fetch.connect_timeout, left), min(self.fetch.read_timeout, left))
         kwargs["allow_redirects"] = False  # a redirect could carry the token to another host
-        return super().request(method, url, *args, **kwargs)
+        kwargs["stream"] = True  # read under a byte cap and the deadline, never whole into memory first
+        response = super().request(method, url, *args, **kwargs)
+        read_capped(response, self.fetch.max_response_bytes, self.deadline)
+        return response
 
 
 def classify_prefetch(value: Any, expect: str) -> str:
@@ -257,6 +309,8 @@ def fetch_key(fhir: FhirFetch, key: PrefetchKey, path: str, state: KeyState) -> 
         state.http_status, state.unavailable, result = exc.response.status_code, "fhir-unauthorized", None
     except requests.Timeout:
         state.unavailable, result = "fhir-timeout", None
+    except ResponseTooLarge:
+        state.unavailable, result = "fhir-response-too-large", None
     except requests.HTTPError as exc:
         state.http_status = exc.response.status_code if exc.response is not None else None
         state.unavailable, result = "fhir-error", None
@@ -275,7 +329,7 @@ class Acquirer:
     Keys and timeouts come with each call, from the configuration in force for that request.
     """
 
-    pool: ThreadPoolExecutor
+    pools: FetchPools
     adapter: HTTPAdapter
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
 
@@ -345,9 +399,8 @@ class Acquirer:
             return "fhir-error" if any(k.required for k in missing) else None
         deadline = started + fetch.budget_s
         fhir = FhirFetch(fhir_server, token, self.adapter, deadline, fetch)
-        jobs = {
-            key.name: self.pool.submit(fetch_key, fhir, key, key.path(patient_id), keys[key.name]) for key in missing
-        }
+        pool = self.pools.for_base(base)
+        jobs = {key.name: pool.submit(fetch_key, fhir, key, key.path(patient_id), keys[key.name]) for key in missing}
         wait(jobs.values(), timeout=max(0.0, deadline - time.monotonic()))
         for key in missing:
             job, state = jobs[key.name], keys[key.name]
@@ -356,7 +409,8 @@ class Acquirer:
                 job.cancel()
                 continue  # late results are discarded
             found[key.name] = job.result()
-        server_trouble = [k for k in missing if keys[k.name].unavailable in ("fhir-timeout", "fhir-error")]
+        server_trouble = [k for k in missing if keys[k.name].unavailable in
+                          ("fhir-timeout", "fhir-error", "fhir-response-too-large")]  # fmt: skip
         self.breaker.record(base, ok=not server_trouble)
         failed = [k for k in missing if keys[k.name].unavailable and k.required]
         return str(keys[failed[0].name].unavailable) if failed else None

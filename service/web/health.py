@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cache
 from pathlib import Path
@@ -21,7 +22,11 @@ def healthz() -> Response:
 def readyz() -> Response:
     state = current_app.extensions["ckd_cds"]
     _, version = state.config.current()
-    return jsonify({"status": "ready", "configVersion": version, "worker": os.getpid()})
+    body = {"status": "ready", "configVersion": version, "worker": os.getpid()}
+    if state.audit_health.failing:  # answers still go out, but without an audit trail: take this worker out
+        body |= {"status": "degraded", "reason": "audit-write-failing", "auditFailures": state.audit_health.failures}
+        return Response(json.dumps(body), status=503, mimetype="application/json")
+    return jsonify(body)
 
 
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"

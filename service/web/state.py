@@ -6,8 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from service.clinical.thresholds import Thresholds, thresholds_to_dict
 from service.config import ConfigError, load_thresholds, validate_data
 from service.config_store import ConfigStore
 from service.store import Store
-from service.web.acquire import Acquirer
+from service.web.acquire import Acquirer, FetchPools
 from service.web.auth import JwtVerifier
 from service.web.settings import Settings
 from service.web.urls import FhirUrl, UnsafeUrl, parse_fhir_url
@@ -72,6 +71,21 @@ class ConfigHolder:
         return self._number
 
 
+class AuditHealth:
+    """Whether this worker's last audit write failed: /readyz reports degraded until a write succeeds again, so a
+    lost audit trail is seen by the orchestrator and the operator, not only in a log line (issue #13)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.failing = False
+        self.failures = 0
+
+    def record(self, ok: bool) -> None:
+        with self._lock:
+            self.failing = not ok
+            self.failures += not ok
+
+
 @dataclass(slots=True)
 class AppState:
     settings: Settings
@@ -83,6 +97,7 @@ class AppState:
     open_servers: tuple[FhirUrl, ...]  # development: read without a token
     allowed_servers: tuple[FhirUrl, ...]  # CKD_CDS_FHIR_SERVERS: the fallback may call only these (empty: see hooks)
     issuer_servers: tuple[FhirUrl, ...]  # every trusted issuer's fhir_servers
+    audit_health: AuditHealth = field(default_factory=AuditHealth)
 
 
 def seed_document(settings: Settings) -> tuple[dict[str, Any], str]:
@@ -95,7 +110,6 @@ def seed_document(settings: Settings) -> tuple[dict[str, Any], str]:
 def build_state(settings: Settings) -> AppState:
     document, comment = seed_document(settings)
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.fhir_pool_size, max_retries=0)
-    pool = ThreadPoolExecutor(max_workers=settings.fhir_pool_size, thread_name_prefix="fhir-fetch")
     store = Store(settings.database_url)
     configs = ConfigStore(store)
     configs.seed(document, comment)
@@ -105,7 +119,7 @@ def build_state(settings: Settings) -> AppState:
         configs=configs,
         store=store,
         verifier=JwtVerifier(settings.auth, store),
-        acquirer=Acquirer(pool=pool, adapter=adapter),
+        acquirer=Acquirer(pools=FetchPools(settings.fhir_pool_size), adapter=adapter),
         open_servers=parse_bases(settings.open_fhir_servers, "CKD_CDS_OPEN_FHIR_SERVERS"),
         allowed_servers=parse_bases(settings.fhir_server_allowlist, "CKD_CDS_FHIR_SERVERS"),
         issuer_servers=parse_bases([s for i in settings.auth.issuers for s in i.fhir_servers], "issuer fhir_servers"),

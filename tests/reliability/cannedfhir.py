@@ -1,12 +1,14 @@
 """A loopback FHIR server that answers with canned resources, as a buggy or hostile EHR would (issue #13).
 
 `CannedFhir(patient, observations, ...)` answers `Patient/<id>` with `patient` (whatever its id) and every search
-with a searchset Bundle of the resources of that type; `requests` records each path asked for.
+with a searchset Bundle of the resources of that type; `requests` records each path asked for. `padding` adds that
+many bytes to every answer (an oversized page); `trickle_s` sends the body one byte at a time with that pause.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -14,8 +16,10 @@ import orjson
 
 
 class CannedFhir:
-    def __init__(self, patient: dict[str, Any], resources: list[dict[str, Any]]) -> None:
-        self.patient, self.resources = patient, resources
+    def __init__(
+        self, patient: dict[str, Any], resources: list[dict[str, Any]], padding: int = 0, trickle_s: float = 0.0
+    ) -> None:
+        self.patient, self.resources, self.padding, self.trickle_s = patient, resources, padding, trickle_s
         self.requests: list[str] = []
         canned = self
 
@@ -24,9 +28,20 @@ class CannedFhir:
 
             def do_GET(self) -> None:
                 canned.requests.append(self.path)
-                body = orjson.dumps(canned.answer(self.path))
+                body = orjson.dumps(canned.answer(self.path)) + b" " * canned.padding
                 self.send_response(200)
                 self.send_header("Content-Type", "application/fhir+json")
+                if canned.trickle_s:
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    try:
+                        for i in range(len(body)):
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(canned.trickle_s)
+                    except OSError:
+                        pass  # the client gave up
+                    return
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

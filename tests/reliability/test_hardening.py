@@ -10,6 +10,9 @@ from __future__ import annotations
 import copy
 import ipaddress
 import socket
+import threading
+import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -357,3 +360,135 @@ def test_impossible_creatinine_and_birth_date_stage_nobody(
     assert "eGFR 0" not in text
     assert "CKD-EPI" not in text  # no eGFR at all without a plausible age; persistent A2 still counts (S12)
     assert "CKD G?/A2" in text
+
+
+# --- 3. one slow FHIR server, and unbounded replies -------------------------------------------------------------
+
+AUTH = {"access_token": "t", "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read", "subject": "x"}
+
+
+def test_oversized_fhir_response_is_refused(
+    app: Flask, client: FlaskClient, bundles: dict[str, dict[str, Any]]
+) -> None:
+    bundle = bundles["03-g3a-a2-not-coded"]
+    server = CannedFhir(patient=resources(bundle)[0], resources=resources(bundle)[1:], padding=11 * 1024 * 1024)
+    try:
+        response = client.post(URL, json=call(pid(bundle), fhirServer=server.base, fhirAuthorization=AUTH))
+    finally:
+        server.stop()
+    assert response.status_code == 412
+    assert "fhir-response-too-large" in response.get_data(as_text=True)
+    assert last_audit(app)["precondition"] == "fhir-response-too-large"
+
+
+def test_a_trickling_fhir_server_does_not_starve_a_healthy_one(
+    tmp_path: Path, bundles: dict[str, dict[str, Any]]
+) -> None:
+    # Pool of 2 per worker: before, the slow server's six queries held both threads and the healthy server's call
+    # answered 412 fhir-timeout. Now each base has its own pool.
+    app = make_app(tmp_path, {"fhir": {"budget_s": 2.5, "read_timeout_s": 2.0}}, fhir_pool_size=2)
+    slow_patient, good = bundles["01-normal"], bundles["03-g3a-a2-not-coded"]
+    slow = CannedFhir(patient=resources(slow_patient)[0], resources=[], trickle_s=0.2)
+    healthy = CannedFhir(patient=resources(good)[0], resources=resources(good)[1:])
+    results: dict[str, tuple[int, float]] = {}
+
+    def post(name: str, patient_id: str, base: str) -> None:
+        started = time.monotonic()
+        response = app.test_client().post(URL, json=call(patient_id, fhirServer=base, fhirAuthorization=AUTH))
+        results[name] = (response.status_code, time.monotonic() - started)
+
+    try:
+        slow_call = threading.Thread(target=post, args=("slow", pid(slow_patient), slow.base))
+        slow_call.start()
+        time.sleep(0.3)  # the slow server now holds its pool
+        post("healthy", pid(good), healthy.base)
+        slow_call.join()
+    finally:
+        slow.stop()
+        healthy.stop()
+    assert results["healthy"][0] == 200
+    assert results["healthy"][1] < 1.5
+    assert results["slow"][0] == 412  # its own budget ran out
+
+
+# --- 7. stored values fit the store; a failed audit write is seen ----------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_db_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
+    if request.param == "sqlite":
+        yield make_app(tmp_path)
+        return
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"ckd_cds_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    app = make_app(tmp_path, database_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+    yield app
+    app.extensions["ckd_cds"].store.dispose()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def feedback_item(**changes: Any) -> dict[str, Any]:
+    item = {"card": "6f1d0a52-2b1e-5c43-9a57-0c6b7dd2a1e4", "outcome": "overridden",
+            "outcomeTimestamp": "2026-01-01T10:00:00Z",
+            "overrideReason": {"reason": {"code": "patient-declined", "system": "https://x.example"}}}  # fmt: skip
+    return item | changes
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        (feedback_item(card="c" * 201), "feedback.0.card"),
+        (feedback_item(card="abc\u0000def"), "feedback.0.card"),
+        (feedback_item(overrideReason={"reason": {"code": "x" * 201}}), "feedback.0.overrideReason.reason.code"),
+        (
+            feedback_item(overrideReason={"reason": {"code": "x", "system": "s" * 301}}),
+            "feedback.0.overrideReason.reason.system",
+        ),  # fmt: skip
+        (feedback_item(overrideReason={"reason": {"code": "a\u0000"}}), "feedback.0.overrideReason.reason.code"),
+    ],
+)
+def test_feedback_that_would_not_fit_the_store_is_a_400_naming_the_field(
+    any_db_app: Flask, item: dict[str, Any], field: str
+) -> None:
+    client = any_db_app.test_client()
+    response = client.post(f"{URL}/feedback", json={"feedback": [item]})
+    assert response.status_code == 400  # was 500 on PostgreSQL
+    assert field in response.json["issue"][0]["diagnostics"]
+    assert client.post(f"{URL}/feedback", json={"feedback": [feedback_item()]}).status_code == 200
+
+
+@pytest.mark.parametrize("hook_instance", ["h" * 201, "abc\u0000def", "line\nbreak"])
+def test_hook_instance_that_would_lose_the_audit_is_a_400(any_db_app: Flask, hook_instance: str) -> None:
+    body = call("p1") | {"hookInstance": hook_instance}
+    response = any_db_app.test_client().post(URL, json=body)
+    assert response.status_code == 400  # was 200 with the audit record and card index silently lost
+    assert "hookInstance" in response.json["issue"][0]["diagnostics"]
+
+
+def test_a_failed_audit_write_is_logged_counted_and_degrades_readiness(
+    app: Flask, client: FlaskClient, bundles: dict[str, dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlalchemy as sa
+
+    assert client.get("/readyz").status_code == 200
+    store = app.extensions["ckd_cds"].store
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE audit"))  # the store can no longer write audit records
+    bundle = bundles["03-g3a-a2-not-coded"]
+    response = client.post(URL, json=call(pid(bundle), prefetch=prefetch_for(bundle)))
+    assert response.status_code == 200  # the clinician still gets the cards
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json["status"] == "degraded"
+    assert ready.json["reason"] == "audit-write-failing"
+    assert any("audit write failed" in r.getMessage() for r in caplog.records)
+    assert not any(pid(bundle) in r.getMessage() for r in caplog.records)  # no patient identifier in the log
+    assert "ckd_cds_audit_write_failures_total 1.0" in client.get("/metrics").get_data(as_text=True)
