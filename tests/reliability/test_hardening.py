@@ -451,7 +451,7 @@ def feedback_item(**changes: Any) -> dict[str, Any]:
         (
             feedback_item(overrideReason={"reason": {"code": "x", "system": "s" * 301}}),
             "feedback.0.overrideReason.reason.system",
-        ),  # fmt: skip
+        ),
         (feedback_item(overrideReason={"reason": {"code": "a\u0000"}}), "feedback.0.overrideReason.reason.code"),
     ],
 )
