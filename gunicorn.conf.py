@@ -3,6 +3,10 @@
 import gc
 import os
 
+from service.gunicorn_hooks import install
+
+install()  # gunicorn's own 400/414/431 answers as OperationOutcome JSON (service/gunicorn_hooks.py)
+
 bind = f"{os.environ.get('CKD_CDS_HOST', '127.0.0.1')}:{os.environ.get('CKD_CDS_PORT', '8080')}"
 # Chosen by measurement (`make bench-workers`, docs/performance.md): processes, not threads, for CPU-bound hook
 # calls (threads contend for the GIL and stretch the tail); gthread rather than sync for keep-alive connections.
@@ -19,6 +23,7 @@ access_log_format = (
     '{"time":"%(t)s","method":"%(m)s","path":"%(U)s","status":%(s)s,"bytes":%(B)s,'
     '"duration_us":%(D)s,"request_id":"%({x-request-id}o)s"}'
 )
+logger_class = "service.gunicorn_hooks.JsonAccessLogger"  # every value JSON-escaped: one valid line per request
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,12 @@ CURVES = {"ES256": "secp256r1", "ES384": "secp384r1"}
 MIN_RSA_BITS = 2048
 JWKS_CACHE_S = 3600
 JWKS_FETCH_TIMEOUT_S = 2
+# Forged tokens could name a new allowlisted `jku` each (any URL under an allowlisted prefix): one outbound fetch and
+# one cached client per value (issue #13). So the clients are an LRU of at most JWKS_CLIENTS_MAX, and key sets not
+# seen before are fetched at most NEW_JWKS_PER_INTERVAL times per JWKS_NEW_INTERVAL_S, per worker.
+JWKS_CLIENTS_MAX = 32
+NEW_JWKS_PER_INTERVAL = 5
+JWKS_NEW_INTERVAL_S = 60.0
 
 
 class AuthFailure(Exception):
@@ -55,16 +62,27 @@ class JwtVerifier:
     def __init__(self, settings: AuthSettings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self._clients: dict[str, PyJWKClient] = {}
+        self._clients: OrderedDict[str, PyJWKClient] = OrderedDict()
+        self._new_fetches: deque[float] = deque()  # when a key set not seen before was first asked for
         self._lock = threading.Lock()
 
-    def _client(self, url: str) -> PyJWKClient:
+    def _client(self, url: str, *, from_token: bool = False) -> PyJWKClient:
+        """The cached client for a JWKS URL; a new one only within the rate for URLs that came from a token."""
         with self._lock:
-            if url not in self._clients:
-                self._clients[url] = PyJWKClient(
-                    url, cache_keys=True, lifespan=JWKS_CACHE_S, timeout=JWKS_FETCH_TIMEOUT_S
-                )
-            return self._clients[url]
+            client = self._clients.pop(url, None)
+            if client is None:
+                if from_token:
+                    now = time.monotonic()
+                    while self._new_fetches and now - self._new_fetches[0] > JWKS_NEW_INTERVAL_S:
+                        self._new_fetches.popleft()
+                    if len(self._new_fetches) >= NEW_JWKS_PER_INTERVAL:
+                        raise AuthFailure("jku-rate")
+                    self._new_fetches.append(now)
+                client = PyJWKClient(url, cache_keys=True, lifespan=JWKS_CACHE_S, timeout=JWKS_FETCH_TIMEOUT_S)
+            self._clients[url] = client  # most recently used last
+            while len(self._clients) > JWKS_CLIENTS_MAX:
+                self._clients.popitem(last=False)
+            return client
 
     def verify(self, authorization: str | None, audiences: list[str]) -> Caller:
         if not authorization or not authorization.startswith("Bearer "):
@@ -98,7 +116,7 @@ class JwtVerifier:
                 jku = header.get("jku")
                 if not isinstance(jku, str) or not jku_allowed(jku, issuer.jku_allowlist):
                     raise AuthFailure("jku")
-                key = self._client(jku).get_signing_key(kid)
+                key = self._client(jku, from_token=True).get_signing_key(kid)
         except jwt.PyJWKClientConnectionError:
             raise AuthFailure("jwks-unavailable") from None
         except (KeyError, jwt.PyJWTError):  # no key with that kid, or no usable key set
@@ -132,6 +150,8 @@ class JwtVerifier:
             raise AuthFailure("signature") from None
         except jwt.PyJWTError:
             raise AuthFailure("malformed") from None
+        if not all(isinstance(claims[c], int | float) and not isinstance(claims[c], bool) for c in ("exp", "iat")):
+            raise AuthFailure("claim")  # NumericDate (RFC 7519 §2); PyJWT accepts "1700000000" for iat
         now = time.time()
         if claims["iat"] > now + leeway:
             raise AuthFailure("iat")

@@ -67,7 +67,7 @@ def authenticate(*, required: bool) -> Caller | None:
         caller = st.verifier.verify(header, audiences())
     except AuthFailure as failure:
         metrics.AUTH_FAILURES.labels(failure.reason).inc()
-        log.warning("jwt rejected", extra={"reason": failure.reason})
+        log.warning("jwt rejected: %s", failure.reason, extra={"reason": failure.reason})
         raise ApiError(401, "authentication required", "login", {"WWW-Authenticate": "Bearer"}) from None
     g.caller = caller
     g.audit.update(iss=caller.iss, tenant=caller.tenant, kid=caller.kid, jti_hash=caller.jti_hash)
@@ -90,8 +90,15 @@ def require_json_body() -> Any:
     mimetype = request.mimetype or ""
     if not (mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
         raise ApiError(415, "Content-Type must be application/json")
+    limit = state().settings.max_body_bytes
+    if request.content_length is None:  # chunked: werkzeug would cut the body at the cap silently (then a 400)
+        body = request.environ["wsgi.input"].read(limit + 1)
+        if len(body) > limit:
+            raise ApiError(413, "request body too large", "too-long")
+    else:
+        body = request.get_data(cache=False)  # over the cap with a Content-Length: 413 before reading
     try:
-        return orjson.loads(request.get_data(cache=False))
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise ApiError(400, "body is not valid JSON (or nested more than 1,024 levels)") from None
 

@@ -492,3 +492,52 @@ def test_a_failed_audit_write_is_logged_counted_and_degrades_readiness(
     assert any("audit write failed" in r.getMessage() for r in caplog.records)
     assert not any(pid(bundle) in r.getMessage() for r in caplog.records)  # no patient identifier in the log
     assert "ckd_cds_audit_write_failures_total 1.0" in client.get("/metrics").get_data(as_text=True)
+
+
+# --- 9. smaller ones -----------------------------------------------------------------------------------------------
+
+
+def test_numeric_string_exp_or_iat_is_a_401(tmp_path: Path) -> None:
+    from service.web.settings import Issuer
+    from tests.web.test_auth import ISS, JWKS, post, token
+    from tests.web.test_auth import make_app as auth_app
+
+    client = auth_app(tmp_path, Issuer(iss=ISS, jwks=JWKS)).test_client()
+    now = int(time.time())
+    assert post(client, token(iat=str(now))).status_code == 401  # was 500 (str compared with float)
+    assert post(client, token(exp=str(now + 300))).status_code == 401
+    assert post(client, token()).status_code == 412  # a well-formed token still authenticates
+
+
+def test_forged_jku_values_fetch_a_bounded_number_of_key_sets(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from http.server import ThreadingHTTPServer
+
+    from service.web.auth import NEW_JWKS_PER_INTERVAL
+    from service.web.settings import Issuer
+    from tests.web.test_auth import ISS, JwksHandler, post, token
+    from tests.web.test_auth import make_app as auth_app
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), JwksHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    JwksHandler.fetched.clear()
+    try:
+        urls = tuple(f"http://127.0.0.1:{server.server_address[1]}/k{i}.json" for i in range(12))
+        client = auth_app(tmp_path, Issuer(iss=ISS, jku_allowlist=urls)).test_client()
+        statuses = [post(client, token(headers={"jku": url}, kid="unknown-kid")).status_code for url in urls]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert statuses == [401] * len(urls)
+    assert len(JwksHandler.fetched) == NEW_JWKS_PER_INTERVAL  # before: one outbound fetch per forged value
+    assert any(r.getMessage() == "jwt rejected: jku-rate" for r in caplog.records)  # the reason is in the line
+
+
+def test_deeply_nested_bundle_in_the_admin_preview_is_refused_clearly(tmp_path: Path) -> None:
+    from tests.web.test_admin import admin_app, csrf_of, login
+
+    client = admin_app(tmp_path).test_client()
+    login(client, "ann", "ann-pass")
+    form = {"csrf_token": csrf_of(client), "action": "preview", "bundle": "[" * 200_000}
+    response = client.post("/admin", data=form)
+    assert response.status_code == 200  # was a RecursionError (500)
+    assert "The pasted text is not valid JSON" in response.get_data(as_text=True)

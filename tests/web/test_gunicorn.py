@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -63,3 +65,49 @@ def test_serve_refuses_a_bad_config(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "sglt2i.min_egfr" in result.stderr
+
+
+@pytest.fixture
+def served_small_cap(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    env = {"CKD_CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}", "CKD_CDS_MAX_BODY_BYTES": "2000"}
+    with live.served(PORT + 2, env, workers=1) as base:
+        yield base, ROOT / "test-artifacts" / f"server-{PORT + 2}.log"
+
+
+def raw_request(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_gunicorn_edges_answer_json_and_keep_the_access_log_valid(served_small_cap: tuple[str, Path]) -> None:
+    base, log_path = served_small_cap
+    port = PORT + 2
+
+    def chunked() -> Iterator[bytes]:
+        for _ in range(40):
+            yield b'{"padding": "' + b"x" * 100 + b'"}'
+
+    # issue #13: a chunked body over the cap was cut silently by werkzeug and answered 400 "not valid JSON"
+    response = requests.post(f"{base}/cds-services/ckd-patient-view", data=chunked(),
+                             headers={"Content-Type": "application/json"}, timeout=5)  # fmt: skip
+    assert response.status_code == 413
+    assert response.json()["resourceType"] == "OperationOutcome"
+    # gunicorn's own answers (before the application sees the request) are OperationOutcome JSON, not HTML
+    too_long = raw_request(port, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = too_long.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 414")
+    assert b"application/fhir+json" in head
+    assert json.loads(body)["issue"][0]["code"] == "too-long"
+    malformed = raw_request(port, b"NOT A REQUEST\r\n\r\n")
+    assert malformed.startswith(b"HTTP/1.1 400")
+    assert json.loads(malformed.partition(b"\r\n\r\n")[2])["resourceType"] == "OperationOutcome"
+    # %0a and %00 in a path: one access-log line, valid JSON, the characters escaped
+    raw_request(port, b"GET /cds-services/%0a%00%22x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    time.sleep(0.5)
+    lines = [line for line in log_path.read_bytes().decode("utf-8", "replace").splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in lines]  # every access-log line parses
+    assert any(r["path"] == '/cds-services/\n\x00"x' for r in records)
