@@ -66,7 +66,16 @@ def test_api_needs_authentication(client: FlaskClient) -> None:
             "exceed",
         ),
         ({"fhir": {"budget_s": 1.0, "read_timeout_s": 2.0}}, "fhir.budget_s", "exceed"),
-        ({"site_codes": [{"system": "urn:x", "code": "A1", "loinc": "1234-5"}]}, "site_codes.0.loinc", "engine"),
+        (
+            {"site_codes": [{"system": "urn:oid:1.2.3", "code": "A1", "loinc": "1234-5"}]},
+            "site_codes.0.loinc",
+            "engine",
+        ),
+        (
+            {"site_codes": [{"system": "http://lab.example/c?x=1&y", "code": "A1", "loinc": "2160-0"}]},
+            "site_codes.0.system",
+            "match",
+        ),  # issue #13: would end up in a search query
         ({"rasi": {"suggested_agents": ["aspirin"]}}, "rasi.suggested_agents", "unknown ingredient"),
         ({"service": {"timezone": "Mars/Base"}}, "service.timezone", "time zone"),
     ],
