@@ -91,9 +91,22 @@ login_failures = sa.Table(
     "login_failures",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("key", sa.String(64), nullable=False, index=True),  # sha256 of client address (no raw IPs kept)
+    sa.Column("key", sa.String(64), nullable=False, index=True),  # sha256 of client address or account name
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
+
+admin_sessions = sa.Table(  # server-side console sessions: logout ends them for every copy of the cookie
+    "admin_sessions",
+    metadata,
+    sa.Column("sid_hash", sa.String(64), primary_key=True),  # sha256 of the session id held in the signed cookie
+    sa.Column("user", sa.String(100), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite returns naive datetimes for timezone-aware columns: read them as UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def now() -> datetime:
@@ -261,13 +274,40 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def add_login_failure(self, key: str) -> None:
+    def add_login_attempt(self, keys: list[str]) -> list[int]:
+        """Record an attempt before checking it (committed at once), so parallel attempts all count."""
+        ids = []
         with self.engine.begin() as conn:
-            conn.execute(login_failures.insert().values(key=key, at=now()))
+            for key in keys:
+                row = conn.execute(login_failures.insert().values(key=key, at=now()).returning(login_failures.c.id))
+                ids.append(int(row.scalar_one()))
+        return ids
 
-    def clear_login_failures(self, key: str) -> None:
+    def forget_login_attempt(self, ids: list[int]) -> None:
+        """A successful attempt is not a failure; other failures, of this or other accounts, stay counted."""
         with self.engine.begin() as conn:
-            conn.execute(login_failures.delete().where(login_failures.c.key == key))
+            conn.execute(login_failures.delete().where(login_failures.c.id.in_(ids)))
+
+    # --- console sessions -----------------------------------------------------------------------------------
+
+    def open_admin_session(self, sid_hash: str, user: str, expires_at: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(admin_sessions.delete().where(admin_sessions.c.expires_at < now()))
+            conn.execute(admin_sessions.insert().values(sid_hash=sid_hash, user=user, expires_at=expires_at))
+
+    def admin_session_user(self, sid_hash: str) -> str | None:
+        query = sa.select(admin_sessions.c.user, admin_sessions.c.expires_at).where(
+            admin_sessions.c.sid_hash == sid_hash
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None or _aware(row.expires_at) <= now():
+            return None
+        return str(row.user)
+
+    def close_admin_session(self, sid_hash: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(admin_sessions.delete().where(admin_sessions.c.sid_hash == sid_hash))
 
     def dispose(self) -> None:
         self.engine.dispose()

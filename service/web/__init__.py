@@ -7,6 +7,7 @@ import time
 import uuid
 
 from flask import Flask, Response, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service.web import metrics
 from service.web.errors import register_error_handlers
@@ -27,6 +28,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     quiet_http_loggers()
     app = Flask(__name__)
+    if settings.trusted_proxies:  # the client address is the one these proxies report (never trusted otherwise)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["DEBUG"] = False  # never in any profile: errors are OperationOutcomes without stack traces
     state = build_state(settings)

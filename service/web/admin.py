@@ -13,11 +13,12 @@ import hmac
 import json
 import secrets
 from datetime import date, timedelta
+from functools import cache
 from typing import Any
 
 import orjson
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, session, url_for
-from werkzeug.security import check_password_hash
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from cards.builder import CardRequest, build_cards
 from service.clinical.assess import assess
@@ -35,6 +36,7 @@ from service.web.state import AppState
 bp = Blueprint("admin", __name__, template_folder="templates", static_folder="static",
                static_url_path="/admin/static")  # fmt: skip
 PREVIEW_HOOK = "admin-preview"
+ADMIN_SESSION_S = 8 * 3600  # a console session lasts a working day at most
 
 
 def state() -> AppState:
@@ -58,12 +60,17 @@ def current_role() -> str | None:
     if token_matches(state().settings.admin_token_sha256):
         g.admin_user, g.via_token = "api-token", True
         return "editor"
-    user = session.get("admin_user")
-    account = state().settings.admin_users.get(user) if isinstance(user, str) else None
-    if account is None:
+    sid = session.get("sid")
+    user = state().store.admin_session_user(sid_hash(sid)) if isinstance(sid, str) else None
+    account = state().settings.admin_users.get(user) if user is not None else None
+    if user is None or account is None:  # no server-side session (signed out, expired) or the account was removed
         return None
     g.admin_user, g.via_token = user, False
     return account.role
+
+
+def sid_hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 def require(role: str, *, page: bool = False) -> str:
@@ -81,7 +88,19 @@ def require(role: str, *, page: bool = False) -> str:
 
 
 def client_key() -> str:
-    return hashlib.sha256((request.remote_addr or "-").encode()).hexdigest()
+    """The client address, hashed (no raw address is stored). Behind a proxy, the address that the configured
+    number of trusted proxies reported (CKD_CDS_TRUSTED_PROXIES, werkzeug ProxyFix); otherwise the peer's."""
+    return hashlib.sha256(f"client:{request.remote_addr or '-'}".encode()).hexdigest()
+
+
+def account_key(user: str) -> str:
+    return hashlib.sha256(f"account:{user}".encode()).hexdigest()
+
+
+@cache
+def dummy_hash() -> str:
+    """A hash of the configured kind for a random password: an unknown user costs the same as a wrong password."""
+    return generate_password_hash(secrets.token_urlsafe(16))
 
 
 @bp.after_app_request
@@ -103,17 +122,22 @@ def login() -> Any:
     settings = state().settings
     error = None
     if request.method == "POST":
+        store = state().store
+        user, password = request.form.get("username", "")[:100], request.form.get("password", "")
+        keys = [client_key(), account_key(user)]
+        attempt = store.add_login_attempt(keys)  # counted first, so parallel attempts cannot slip past the limit
         since = now() - timedelta(seconds=settings.login_window_s)
-        if state().store.login_failures_since(client_key(), since) >= settings.login_attempts:
+        if any(store.login_failures_since(key, since) > settings.login_attempts for key in keys):
             return render_template("admin/login.html", error="Too many failed sign-ins; try again later."), 429
-        user, password = request.form.get("username", ""), request.form.get("password", "")
         account = settings.admin_users.get(user)
-        if account is not None and check_password_hash(account.password_hash, password):
-            state().store.clear_login_failures(client_key())
+        matches = check_password_hash(account.password_hash if account else dummy_hash(), password)
+        if account is not None and matches:
+            store.forget_login_attempt(attempt)
+            sid = secrets.token_urlsafe(32)
+            store.open_admin_session(sid_hash(sid), user, now() + timedelta(seconds=ADMIN_SESSION_S))
             session.clear()
-            session["admin_user"], session["csrf"] = user, secrets.token_urlsafe(32)
+            session["sid"], session["csrf"] = sid, secrets.token_urlsafe(32)
             return redirect(url_for("admin.console"))
-        state().store.add_login_failure(client_key())
         error = "Unknown user or wrong password."
     configured = bool(settings.admin_users)
     return render_template("admin/login.html", error=error, configured=configured), 401 if error else 200
@@ -122,6 +146,9 @@ def login() -> Any:
 @bp.post("/admin/logout")
 def logout() -> Any:
     require("viewer")
+    sid = session.get("sid")
+    if isinstance(sid, str):
+        state().store.close_admin_session(sid_hash(sid))  # a copy of the cookie no longer signs in
     session.clear()
     return redirect(url_for("admin.login"))
 
@@ -203,6 +230,9 @@ def api_save() -> Response:
     errors = validation_errors(document)
     if errors:
         return json_ok({"valid": False, "errors": errors}, 400)
+    latest = state().configs.latest()
+    if latest is not None and latest.version == base and normalised(document) == normalised(latest.document):
+        return json_ok({**version_json(latest), "changed": False})  # nothing to save: no new version
     try:
         saved = state().configs.save(normalised(document), base_version=base, author=g.admin_user, comment=comment)
     except StaleVersion as stale:
@@ -344,6 +374,13 @@ def save_from_console(draft: dict[str, Any], errors: dict[str, str], values: dic
     if errors:
         context["errors"] = errors
         return render_template("admin/console.html", values=values, **context), 400
+    latest = state().configs.latest()
+    if (
+        latest is not None
+        and str(latest.version) == request.form.get("base_version")
+        and (normalised(draft) == normalised(latest.document))
+    ):
+        return redirect(url_for("admin.console", saved=f"No change: version {latest.version} stays live."))
     try:
         base = int(request.form.get("base_version", "0"))
         saved = state().configs.save(draft, base_version=base, author=g.admin_user, comment=comment)

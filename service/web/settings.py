@@ -101,8 +101,9 @@ class Settings:
     metrics_token_sha256: str | None = field(default=None, repr=False)
     admin_users: dict[str, AdminUser] = field(default_factory=dict, repr=False)
     secret_key: str | None = field(default=None, repr=False)  # session signing; generated in the store if unset
-    login_attempts: int = 5  # failed admin logins per client address in `login_window_s` before 429
+    login_attempts: int = 5  # failed admin logins per client address, and per account, in `login_window_s`
     login_window_s: int = 300
+    trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For is believed (nginx: 1)
 
     @property
     def production(self) -> bool:
@@ -132,6 +133,7 @@ class Settings:
             metrics_token_sha256=os.environ.get("CKD_CDS_METRICS_TOKEN_SHA256") or None,
             admin_users=parse_admin_users(os.environ.get("CKD_CDS_ADMIN_USERS")),
             secret_key=os.environ.get("CKD_CDS_SECRET_KEY") or None,
+            trusted_proxies=int(_env("CKD_CDS_TRUSTED_PROXIES", "0")),
             **security_fields(security, production),
         )
         check_safe(settings)

@@ -541,3 +541,98 @@ def test_deeply_nested_bundle_in_the_admin_preview_is_refused_clearly(tmp_path: 
     response = client.post("/admin", data=form)
     assert response.status_code == 200  # was a RecursionError (500)
     assert "The pasted text is not valid JSON" in response.get_data(as_text=True)
+
+
+# --- 8. admin sessions -------------------------------------------------------------------------------------------
+
+
+def admin(tmp_path: Path, **settings: Any) -> Flask:
+    from tests.web.test_admin import admin_app
+
+    return admin_app(tmp_path, **settings)
+
+
+def sign_in(client: FlaskClient, user: str, password: str, forwarded_for: str | None = None) -> int:
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    response = client.post("/admin/login", data={"username": user, "password": password}, headers=headers)
+    return response.status_code
+
+
+def test_logout_ends_the_session_on_the_server(tmp_path: Path) -> None:
+    from tests.web.test_admin import csrf_of
+
+    client = admin(tmp_path).test_client()
+    assert sign_in(client, "ann", "ann-pass") == 302
+    captured = client.get_cookie("ckd_cds_admin", path="/admin")
+    assert captured is not None
+    token = csrf_of(client)
+    client.post("/admin/logout", data={"csrf_token": token})
+    thief = admin(tmp_path).test_client()  # another instance on the same database
+    thief.set_cookie("ckd_cds_admin", captured.value, path="/admin")
+    response = thief.put("/admin/api/config", json={"document": {}, "base_version": 1, "comment": "x"},
+                         headers={"X-CSRF-Token": token})  # fmt: skip
+    assert response.status_code == 401  # before: the captured cookie saved a version after logout
+    assert thief.get("/admin").status_code == 302  # to the sign-in page
+
+
+def test_a_success_does_not_clear_failures_and_the_limit_holds(tmp_path: Path) -> None:
+    client = admin(tmp_path, login_attempts=3).test_client()
+    assert [sign_in(client, "vic", "wrong") for _ in range(2)] == [401, 401]
+    assert sign_in(client, "ann", "ann-pass") == 302  # before: this cleared vic's failures from this address
+    assert sign_in(client, "vic", "wrong") == 401
+    assert sign_in(client, "vic", "wrong") == 429
+
+
+def test_parallel_attempts_cannot_slip_past_the_limit(tmp_path: Path) -> None:
+    app = admin(tmp_path, login_attempts=3)
+    barrier = threading.Barrier(10)
+    statuses: list[int] = []
+
+    def attempt() -> None:
+        client = app.test_client()
+        barrier.wait()
+        statuses.append(sign_in(client, "vic", "wrong"))
+
+    threads = [threading.Thread(target=attempt) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses.count(401) <= 3
+    assert statuses.count(429) >= 7
+
+
+def test_the_limit_holds_behind_a_trusted_proxy_and_ignores_forged_headers(tmp_path: Path) -> None:
+    behind = admin(tmp_path / "a", login_attempts=2, trusted_proxies=1).test_client()
+    assert [sign_in(behind, "vic", "wrong", "203.0.113.7") for _ in range(3)] == [401, 401, 429]
+    assert sign_in(behind, "ann", "wrong", "198.51.100.9") == 401  # another client is not locked out
+    direct = admin(tmp_path / "b", login_attempts=2).test_client()  # no proxy: X-Forwarded-For is not believed
+    statuses = [sign_in(direct, "vic", "wrong", f"203.0.113.{i}") for i in range(3)]
+    assert statuses == [401, 401, 429]
+
+
+def test_an_unknown_user_costs_as_much_as_a_wrong_password(tmp_path: Path) -> None:
+    client = admin(tmp_path, login_attempts=100).test_client()
+
+    def cost(user: str) -> float:
+        samples = []
+        for _ in range(5):
+            started = time.perf_counter()
+            sign_in(client, user, "wrong")
+            samples.append(time.perf_counter() - started)
+        return sorted(samples)[2]
+
+    known, unknown = cost("vic"), cost("nobody-by-this-name")
+    assert unknown > 0.5 * known  # before: no hash was computed for an unknown user (about 50× faster)
+
+
+def test_a_save_without_change_makes_no_version(tmp_path: Path) -> None:
+    from tests.web.test_admin import BEARER
+
+    client = admin(tmp_path).test_client()
+    live = client.get("/admin/api/config", headers=BEARER).json
+    body = {"document": live["document"], "base_version": live["version"], "comment": "same again"}
+    response = client.put("/admin/api/config", json=body, headers=BEARER)
+    assert response.status_code == 200
+    assert response.json["changed"] is False
+    assert len(client.get("/admin/api/config/history", headers=BEARER).json["versions"]) == 1
