@@ -73,7 +73,7 @@ FOOTER = """
 | `CKD_CDS_HOST`, `CKD_CDS_PORT` | `127.0.0.1`, `8080` | where `ckd-cds serve` listens |
 | `CKD_CDS_MAX_BODY_BYTES` | `10485760` | request body cap (413 above) |
 | `CKD_CDS_FHIR_POOL` | `8` | parallel FHIR queries per worker and FHIR base |
-| `CKD_CDS_FHIR_SERVERS` | empty | FHIR bases the fallback may call (comma-separated; matched on parsed scheme, host, port and path); empty: loopback and configured bases in development |
+| `CKD_CDS_FHIR_SERVERS` | empty | FHIR bases the fallback may call (comma-separated, matched on parsed URL parts) |
 | `CKD_CDS_OPEN_FHIR_SERVERS` | empty | development only: FHIR bases read without `fhirAuthorization` |
 | `CKD_CDS_TRUSTED_PROXIES` | `0` | reverse proxies whose `X-Forwarded-For` is believed (the Compose nginx: `1`) |
 | `GUNICORN_WORKERS`, `_THREADS`, `_WORKER_CLASS` | `4`, `1`, `gthread` | worker model (docs/performance.md) |
