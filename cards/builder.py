@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -138,13 +138,15 @@ class CardRequest:
     service_id: str
     config_version: str
     incomplete: tuple[str, ...] = ()  # prefetch keys whose data is partial (pages not read, optional key missing)
+    snoozed: frozenset[str] = frozenset()  # cards a clinician overrode whose content has not got worse (issue #14)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BuiltCards:
     cards: list[dict[str, Any]]
-    index: list[dict[str, Any]]  # card uuid -> rule, suggestion uuids, indicator (no PHI)
+    index: list[dict[str, Any]]  # card uuid -> rule, suggestion uuids, indicator, fingerprint (no PHI)
     overflow: int  # cards that did not fit and are listed on the overflow card
+    snoozed: list[str] = field(default_factory=list)  # cards left out because an override is remembered
 
 
 def card_uuid(req: CardRequest, rule: str) -> str:
@@ -358,6 +360,79 @@ def site_indicator(rule: str, own: Indicator, policy: CardSettings) -> Indicator
     return own if chosen == "default" else Indicator(chosen)
 
 
+# --- override memory (issue #14) -----------------------------------------------------------------------------------
+
+# Safety cards are never quiet for longer than this after an override, whatever the configuration.
+SAFETY_CARDS = frozenset({"aki_caution", "hyperkalaemia", "metformin_stop", "dual_ras"})
+SAFETY_SNOOZE_MAX_DAYS = 7
+# The values each card shows and rests on: a newer one of them is new clinical content and ends a snooze.
+CARD_VALUES: dict[str, tuple[str, ...]] = {
+    "problem_list": ("egfr", "urine"), STAGING: ("egfr", "urine"), "rasi": ("egfr", "urine", "potassium"),
+    "sglt2i": ("egfr", "urine"), "finerenone": ("egfr", "urine", "potassium"), "glp1ra": ("hba1c",),
+    "metformin_reduce": ("egfr",), "metformin_stop": ("egfr",), "nsaid_avoid": ("egfr",),
+    "nephrology_referral": ("egfr", "urine"), "krt_planning": ("egfr",), "progression_review": ("egfr",),
+    "aki_caution": ("aki",), "hyperkalaemia": ("potassium",),
+}  # fmt: skip
+G_ORDER = ("G1", "G2", "G3a", "G3b", "G4", "G5")
+A_ORDER = ("A1", "A2", "A3")
+URGENCY = {"info": 0, "warning": 1, "critical": 2}
+
+
+def snooze_days(rule: str, settings_days: int, rule_days: int | None) -> int:
+    """Days a rule stays quiet after an override: the rule's own setting or the default; safety cards ≤ 7."""
+    days = settings_days if rule_days is None else rule_days
+    return min(days, SAFETY_SNOOZE_MAX_DAYS) if rule in SAFETY_CARDS else days
+
+
+def _value_dates(a: Assessment) -> dict[str, str | None]:
+    s, c = a.staging, a.context
+    episodes = s.aki_episodes
+    return {
+        "egfr": s.egfr.date.isoformat() if s.egfr else None,
+        "urine": s.albuminuria.test.date.isoformat() if s.albuminuria else None,
+        "potassium": c.potassium.date.isoformat() if c.potassium else None,
+        "hba1c": c.hba1c.date.isoformat() if c.hba1c else None,
+        "aki": episodes[-1][0].date.isoformat() if episodes else None,
+    }
+
+
+def fingerprint(rule: str, indicator: Indicator, a: Assessment, dates: dict[str, str | None]) -> dict[str, Any]:
+    """The clinical content of a card: G and A category, urgency, and the dates of the values it rests on."""
+    s = a.staging
+    values = {kind: dates[kind] for kind in CARD_VALUES.get(rule, ()) if dates.get(kind)}
+    return {"g": "G5" if s.dialysis else (s.g_stage.value if s.g_stage else None),
+            "a": s.a_stage.value if s.a_stage else None, "indicator": indicator.value, "values": values}  # fmt: skip
+
+
+def clinically_worse(now: dict[str, Any], then: dict[str, Any]) -> bool:
+    """A worse G or A category, a more urgent indicator, or a newer triggering value than when it was overridden."""
+
+    def rank(order: tuple[str, ...], value: Any) -> int:
+        return order.index(value) if value in order else -1
+
+    if rank(G_ORDER, now.get("g")) > rank(G_ORDER, then.get("g")):
+        return True
+    if rank(A_ORDER, now.get("a")) > rank(A_ORDER, then.get("a")):
+        return True
+    if URGENCY.get(str(now.get("indicator")), 0) > URGENCY.get(str(then.get("indicator")), 0):
+        return True
+    before = then.get("values") or {}
+    return any(kind not in before or day > before[kind] for kind, day in (now.get("values") or {}).items())
+
+
+def card_fingerprints(a: Assessment) -> dict[str, dict[str, Any]]:
+    """The fingerprint of every card this assessment would show (before the cap)."""
+    dates = _value_dates(a)
+    return {rule: fingerprint(rule, ind, a, dates) for rule, ind in wanted_cards(a)}
+
+
+def snoozed_note(rules: list[str]) -> str:
+    names = ", ".join(SOURCES[r][1] for r in rules)
+    plural = "recommendations" if len(rules) > 1 else "recommendation"
+    return (f"{len(rules)} {plural} snoozed after an override ({names}); each returns if the findings get worse "
+            "or new results arrive.")  # fmt: skip
+
+
 def wanted_cards(a: Assessment) -> list[tuple[str, Indicator]]:
     """Every card to show, in §7.4 priority order, after the site's card policy."""
     if a.staging.deceased:
@@ -376,6 +451,8 @@ def wanted_cards(a: Assessment) -> list[tuple[str, Indicator]]:
 def build_cards(a: Assessment, req: CardRequest) -> BuiltCards:
     """Cards in priority order, at most `max_cards`: when more fire, the last place lists the rest (§7.4 [2.0])."""
     wanted = wanted_cards(a)
+    snoozed = [rule for rule, _ in wanted if rule in req.snoozed]
+    wanted = [(rule, ind) for rule, ind in wanted if rule not in req.snoozed]
     limit = a.context.thresholds.cards.max_cards
     cards = [build_card(rule, ind, a, req) for rule, ind in wanted]
     omitted: list[dict[str, Any]] = []
@@ -385,15 +462,20 @@ def build_cards(a: Assessment, req: CardRequest) -> BuiltCards:
     if cards:
         first = cards[0]
         first["detail"] = f"{first['detail']}\n\n{evidence_block(a)}"
+        if snoozed:  # on the overflow card when there is one, else with the evidence
+            last = cards[-1] if omitted else first
+            last["detail"] = f"{last['detail']}\n\n{snoozed_note(snoozed)}"
     notice = incomplete_notice(req.incomplete)
     for card in cards:  # partial data is never presented as complete: the notice goes on every card
         card["detail"] = f"{card['detail']}\n\n{notice}{DISCLAIMER}"
+    dates = _value_dates(a)
     index = [
         {"card": c["uuid"], "rule": c["extension"][EXTENSION_KEY]["id"], "indicator": c["indicator"],
-         "suggestions": [s["uuid"] for s in c.get("suggestions", [])]}
+         "suggestions": [s["uuid"] for s in c.get("suggestions", [])],
+         "fingerprint": fingerprint(c["extension"][EXTENSION_KEY]["id"], Indicator(c["indicator"]), a, dates)}
         for c in cards
     ]  # fmt: skip
-    return BuiltCards(cards=cards, index=index, overflow=len(omitted))
+    return BuiltCards(cards=cards, index=index, overflow=len(omitted), snoozed=snoozed)
 
 
 def suppressed(outcomes: list[RuleOutcome]) -> list[str]:

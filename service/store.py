@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,30 @@ card_index = sa.Table(
     sa.Column("iss", sa.String(300)),
     sa.Column("tenant", sa.String(200)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # issue #14: HMAC-SHA256 of issuer + patient id (never the id itself) and the card's clinical content (JSON)
+    sa.Column("patient_link", sa.String(64), index=True),
+    sa.Column("fingerprint", sa.Text),
+)
+ADDED_COLUMNS = {"card_index": ("patient_link", "fingerprint")}  # added in place to databases made before them
+
+snoozes = sa.Table(  # an override remembered: this rule stays quiet for this patient until `until`
+    "snoozes",
+    metadata,
+    sa.Column("patient_link", sa.String(64), primary_key=True),
+    sa.Column("rule_id", sa.String(50), primary_key=True),
+    sa.Column("fingerprint", sa.Text, nullable=False),  # the overridden card's clinical content
+    sa.Column("until", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("card_uuid", sa.String(36), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+snoozed_cards = sa.Table(  # each card left out because of a snooze (no PHI): the feedback dashboard counts them
+    "snoozed_cards",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rule_id", sa.String(50), nullable=False, index=True),
+    sa.Column("config_version", sa.String(40)),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
 feedback = sa.Table(
@@ -136,9 +160,22 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         metadata.create_all(self.engine)
+        self._add_missing_columns()
         # Built once: statements given their values as parameters compile once and hit SQLAlchemy's cache.
         self._insert_card_rows = self._insert_ignore(card_index)
         self._insert_audit = audit.insert()
+
+    def _add_missing_columns(self) -> None:
+        """create_all makes missing tables, not missing columns: add the nullable ones of later releases."""
+        inspector = sa.inspect(self.engine)
+        for table_name, columns in ADDED_COLUMNS.items():
+            present = {c["name"] for c in inspector.get_columns(table_name)}
+            table = metadata.tables[table_name]
+            for name in columns:
+                if name not in present:
+                    kind = table.c[name].type.compile(dialect=self.engine.dialect)
+                    with self.engine.begin() as conn:
+                        conn.execute(sa.text(f'ALTER TABLE {table_name} ADD COLUMN "{name}" {kind}'))
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         if self.engine.dialect.name == "postgresql":
@@ -167,11 +204,19 @@ class Store:
         return {row.card_uuid: row for row in rows}
 
     # --- feedback -----------------------------------------------------------------------------------------
-    def add_feedback(self, service_id: str, items: list[dict[str, Any]], iss: str | None) -> list[str | None]:
-        """Store a whole batch in one transaction, joined to the card index (unknown cards kept as unmatched)."""
+    def add_feedback(
+        self, service_id: str, items: list[dict[str, Any]], iss: str | None,
+        snooze_days: Callable[[str], int] | None = None,
+    ) -> list[str | None]:  # fmt: skip
+        """Store a whole batch in one transaction, joined to the card index (unknown cards kept as unmatched).
+
+        An `overridden` card that names its patient (patient link) starts a snooze of its rule for that patient for
+        `snooze_days(rule)` days (0: none); a later override of the same rule replaces it.
+        """
         known = self.cards_by_uuid([item["card"] for item in items])
         received = now()
         values = []
+        snoozed: dict[tuple[str, str], dict[str, Any]] = {}
         for item in items:
             card = known.get(item["card"])
             reason = (item.get("overrideReason") or {}).get("reason") or {}
@@ -191,46 +236,125 @@ class Store:
                     "received_at": received,
                 }
             )
+            days = snooze_days(card.rule_id) if snooze_days and card is not None else 0
+            if item["outcome"] == "overridden" and card is not None and card.patient_link and days > 0:
+                snoozed[(card.patient_link, card.rule_id)] = {
+                    "patient_link": card.patient_link, "rule_id": card.rule_id, "card_uuid": card.card_uuid,
+                    "fingerprint": card.fingerprint or "{}", "until": received + timedelta(days=days),
+                    "created_at": received,
+                }  # fmt: skip
         with self.engine.begin() as conn:
             conn.execute(feedback.insert(), values)
+            for (link, rule), row in snoozed.items():
+                conn.execute(snoozes.delete().where(snoozes.c.patient_link == link, snoozes.c.rule_id == rule))
+                conn.execute(snoozes.insert().values(**row))
         return [v["rule_id"] for v in values]
 
-    def feedback_report(self) -> list[dict[str, Any]]:
-        """Acceptance and override rates per rule (repeats of the same card and outcome counted once)."""
-        distinct = (
-            sa.select(feedback.c.rule_id, feedback.c.card_uuid, feedback.c.outcome)
-            .where(feedback.c.matched.is_(True))
-            .distinct()
-            .subquery()
-        )
-        query = sa.select(distinct.c.rule_id, distinct.c.outcome, sa.func.count()).group_by(
-            distinct.c.rule_id, distinct.c.outcome
+    def active_snoozes(self, patient_link: str) -> dict[str, dict[str, Any]]:
+        """rule -> the overridden card's fingerprint, for the snoozes of this patient still running."""
+        query = sa.select(snoozes.c.rule_id, snoozes.c.fingerprint, snoozes.c.until).where(
+            snoozes.c.patient_link == patient_link
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-            shown: dict[str, int] = dict(
+        current = now()
+        return {row.rule_id: orjson.loads(row.fingerprint) for row in rows if _aware(row.until) > current}
+
+    def final_outcomes(self) -> dict[str, dict[str, Any]]:
+        """Each answered card's final outcome (the latest event by outcome time, then arrival), keyed by card uuid.
+
+        A card can be both accepted and, later, dismissed (the Sandbox keeps it on screen after a suggestion is
+        taken): it counts once, as its final outcome. The raw events stay in `feedback`.
+        """
+        query = (
+            sa.select(feedback.c.card_uuid, feedback.c.rule_id, feedback.c.outcome, feedback.c.override_code,
+                      feedback.c.outcome_timestamp)
+            .where(feedback.c.matched.is_(True))
+            .order_by(feedback.c.card_uuid, feedback.c.outcome_timestamp, feedback.c.id)
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {r.card_uuid: {"rule": r.rule_id, "outcome": r.outcome, "reason": r.override_code,
+                              "at": _aware(r.outcome_timestamp)} for r in rows}  # fmt: skip
+
+    def feedback_report(self) -> list[dict[str, Any]]:
+        """Per rule: cards shown, final outcomes (accepted, overridden), cards snoozed, rates, override reasons."""
+        shown: dict[str, int]
+        snoozed: dict[str, int]
+        events: dict[str, int]
+        with self.engine.connect() as conn:
+            shown = dict(
                 conn.execute(sa.select(card_index.c.rule_id, sa.func.count()).group_by(card_index.c.rule_id)).all()
             )
+            snoozed = dict(
+                conn.execute(
+                    sa.select(snoozed_cards.c.rule_id, sa.func.count()).group_by(snoozed_cards.c.rule_id)
+                ).all()
+            )
+            events = dict(conn.execute(
+                sa.select(feedback.c.rule_id, sa.func.count()).where(feedback.c.matched.is_(True))
+                .group_by(feedback.c.rule_id)).all())  # fmt: skip
         report: dict[str, dict[str, Any]] = {}
-        for rule_id, outcome, count in rows:
-            entry = report.setdefault(rule_id, {"rule": rule_id, "accepted": 0, "overridden": 0})
-            entry[outcome] = count
-        for entry in report.values():
-            answered = entry["accepted"] + entry["overridden"]
-            entry["cards_shown"] = shown.get(entry["rule"], 0)
-            entry["acceptance_rate"] = entry["accepted"] / answered if answered else None
-            entry["override_rate"] = entry["overridden"] / answered if answered else None
+
+        def entry(rule: str) -> dict[str, Any]:
+            return report.setdefault(rule, {"rule": rule, "accepted": 0, "overridden": 0, "reasons": {}})
+
+        for final in self.final_outcomes().values():
+            e = entry(final["rule"])
+            e[final["outcome"]] += 1
+            if final["outcome"] == "overridden":
+                code = final["reason"] or "(no reason)"
+                e["reasons"][code] = e["reasons"].get(code, 0) + 1
+        for rule in (*shown, *snoozed):
+            entry(rule)
+        for rule, e in report.items():
+            answered = e["accepted"] + e["overridden"]
+            e["cards_shown"] = int(shown.get(rule, 0))
+            e["snoozed"] = int(snoozed.get(rule, 0))
+            e["feedback_events"] = int(events.get(rule, 0))
+            e["acceptance_rate"] = e["accepted"] / answered if answered else None
+            e["override_rate"] = e["overridden"] / answered if answered else None
         return sorted(report.values(), key=lambda e: e["rule"])
+
+    def feedback_weekly(self, rule: str | None = None) -> list[dict[str, Any]]:
+        """ISO weeks (Monday dates) with cards shown, final outcomes and cards snoozed, for one rule or all."""
+        weeks: dict[str, dict[str, Any]] = {}
+
+        def week(at: datetime) -> dict[str, Any]:
+            monday = (_aware(at) - timedelta(days=_aware(at).weekday())).date().isoformat()
+            return weeks.setdefault(monday, {"week": monday, "shown": 0, "accepted": 0, "overridden": 0,
+                                             "snoozed": 0})  # fmt: skip
+
+        shown_q = sa.select(card_index.c.created_at)
+        snoozed_q = sa.select(snoozed_cards.c.at)
+        if rule is not None:
+            shown_q = shown_q.where(card_index.c.rule_id == rule)
+            snoozed_q = snoozed_q.where(snoozed_cards.c.rule_id == rule)
+        with self.engine.connect() as conn:
+            for (at,) in conn.execute(shown_q):
+                week(at)["shown"] += 1
+            for (at,) in conn.execute(snoozed_q):
+                week(at)["snoozed"] += 1
+        for final in self.final_outcomes().values():
+            if rule is None or final["rule"] == rule:
+                week(final["at"])[final["outcome"]] += 1
+        return [weeks[k] for k in sorted(weeks)]
 
     def feedback_count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(feedback)).scalar_one())
 
     # --- audit --------------------------------------------------------------------------------------------
-    def add_audit(self, record: dict[str, Any], card_rows: list[dict[str, Any]] | None = None) -> None:
-        """The audit record, and the card index rows of the same call, in one transaction (one fsync)."""
+    def add_audit(
+        self, record: dict[str, Any], card_rows: list[dict[str, Any]] | None = None, snoozed: list[str] | None = None
+    ) -> None:
+        """The audit record, the card index rows and the snoozed cards of the same call, in one transaction."""
         with self.engine.begin() as conn:
             self._insert_cards(conn, card_rows or [])
+            if snoozed:
+                at = now()
+                conn.execute(snoozed_cards.insert(), [{"rule_id": r, "config_version": record.get("config_version"),
+                                                       "at": at} for r in snoozed])  # fmt: skip
             conn.execute(
                 self._insert_audit,
                 {

@@ -145,6 +145,11 @@ class MonitoringDue:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FeedbackSettings:
+    snooze_days: int = 90  # 0 = overrides are not remembered
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KfreSettings:
     region: str = "north-american"
     variables: int | str = 4
@@ -165,6 +170,7 @@ class ServiceSettings:
 class CardRule:
     enabled: bool = True
     indicator: str = "default"  # or info, warning, critical
+    snooze_days: int | None = None  # None: feedback.snooze_days
 
 
 # Every card a site can switch on or off: the §7.2 rule ids and the staging card (config/schema.json cards.rules).
@@ -229,6 +235,7 @@ class Thresholds:
     hyperkalaemia: Hyperkalaemia = field(default_factory=Hyperkalaemia)
     dual_ras: DualRas = field(default_factory=DualRas)
     monitoring_due: MonitoringDue = field(default_factory=MonitoringDue)
+    feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
     kfre: KfreSettings = field(default_factory=KfreSettings)
     mortality_context: MortalityContext = field(default_factory=MortalityContext)
     service: ServiceSettings = field(default_factory=ServiceSettings)

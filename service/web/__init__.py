@@ -120,7 +120,7 @@ def write_audit(state: AppState, response: Response) -> None:
     record = {**g.audit, "status": response.status_code, "total_ms": (time.monotonic() - g.started) * 1000}
     record.pop("audited", None)
     try:
-        state.store.add_audit(record, g.get("card_rows"))
+        state.store.add_audit(record, g.get("card_rows"), g.get("snoozed"))
     except Exception as exc:  # never block the response; log the type only, the message may hold data
         state.audit_health.record(ok=False)
         metrics.AUDIT_FAILURES.inc()

@@ -26,6 +26,7 @@ class Field:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
+    optional: bool = False  # an empty box means null (e.g. a per-rule snooze that follows the default)
 
     @property
     def html_id(self) -> str:
@@ -40,6 +41,8 @@ def _kind(prop: dict[str, Any]) -> str:
     if "enum" in prop:
         return "enum"
     kind = prop.get("type")
+    if isinstance(kind, list):  # ["integer", "null"]: an optional number
+        kind = next((k for k in kind if k != "null"), "string")
     if kind == "array":
         return "site_codes" if "properties" in prop.get("items", {}) else "list"
     return str(kind) if kind in ("boolean", "integer", "number") else "text"
@@ -50,6 +53,7 @@ def _field(path: str, section: str, prop: dict[str, Any], label: str | None = No
         path=path, section=section, label=label or path.rsplit(".", 1)[-1].replace("_", " "), kind=_kind(prop),
         description=prop.get("description", ""), unit=prop.get("x-unit", ""), source=prop.get("x-source", ""),
         minimum=prop.get("minimum"), maximum=prop.get("maximum"), choices=tuple(str(c) for c in prop.get("enum", ())),
+        optional=isinstance(prop.get("type"), list) and "null" in prop["type"],
     )  # fmt: skip
 
 
@@ -113,6 +117,8 @@ def _parse(f: Field, raw: str) -> Any:
     if f.kind == "boolean":
         return raw == "true"
     if f.kind in ("integer", "number"):
+        if raw == "" and f.optional:
+            return None
         if raw == "":
             raise ValueError("a value is required")
         number = float(raw)

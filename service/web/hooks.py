@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 
-from cards.builder import CardRequest, build_cards, suppressed
+from cards.builder import CardRequest, build_cards, card_fingerprints, clinically_worse, snooze_days, suppressed
 from service.clinical.assess import Assessment, assess
 from service.clinical.thresholds import Thresholds
 from service.fhir.adapter import record_from_resources, site_code_map
@@ -219,10 +219,14 @@ def call_service(service_id: str) -> Response:
     data = acquire(body, patient_id, caller, service, thresholds)
     started_engine = time.monotonic()
     assessment = run_engine(data, thresholds)
-    built = build_cards(assessment, card_request(body, service, patient_id, thresholds_version, data.incomplete))
+    link = patient_link(caller, patient_id)
+    snoozed = snoozed_rules(assessment, link, thresholds)
+    request_ = card_request(body, service, patient_id, thresholds_version, data.incomplete, snoozed)
+    built = build_cards(assessment, request_)
     engine_ms = (time.monotonic() - started_engine) * 1000
     # Written with the audit record, in one transaction (service.web.write_audit); a failure never blocks the cards.
-    g.card_rows = card_index_rows(built.index, body, service, thresholds_version, caller)
+    g.card_rows = card_index_rows(built.index, body, service, thresholds_version, caller, link)
+    g.snoozed = built.snoozed
     record_outcome(assessment, built.cards, built.overflow, thresholds_version, engine_ms)
     if state().settings.checks_responses:
         problem = schema_problem({"cards": built.cards}, "cds-response")
@@ -280,19 +284,40 @@ def run_engine(data: PatientData, thresholds: Thresholds) -> Assessment:
 
 
 def card_request(
-    body: dict[str, Any], service: CdsService, patient_id: str, version: str, incomplete: tuple[str, ...]
-) -> CardRequest:
+    body: dict[str, Any], service: CdsService, patient_id: str, version: str, incomplete: tuple[str, ...],
+    snoozed: frozenset[str] = frozenset(),
+) -> CardRequest:  # fmt: skip
     return CardRequest(patient_id=patient_id, hook_instance=body["hookInstance"], service_id=service.id,
-                       config_version=version, incomplete=incomplete)  # fmt: skip
+                       config_version=version, incomplete=incomplete, snoozed=snoozed)  # fmt: skip
+
+
+def patient_link(caller: Caller | None, patient_id: str) -> str:
+    """Pseudonymous link between a card and its patient, for override memory (issue #14): HMAC-SHA256 of issuer and
+    patient id under a secret the service generated and keeps in its store. The patient id is never stored."""
+    message = f"{caller.iss if caller else ''}|{patient_id}".encode()
+    return hmac.new(state().patient_link_secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def snoozed_rules(assessment: Assessment, link: str, thresholds: Thresholds) -> frozenset[str]:
+    """Cards overridden for this patient whose snooze runs and whose clinical content has not got worse."""
+    if thresholds.feedback.snooze_days == 0 and not any(r.snooze_days for r in thresholds.cards.rules.values()):
+        return frozenset()  # overrides are not remembered at this site
+    active = state().store.active_snoozes(link)
+    if not active:
+        return frozenset()
+    now = card_fingerprints(assessment)
+    return frozenset(rule for rule, fp in now.items() if rule in active and not clinically_worse(fp, active[rule]))
 
 
 def card_index_rows(index: list[dict[str, Any]], body: dict[str, Any], service: CdsService, version: str,
-                    caller: Caller | None) -> list[dict[str, Any]]:  # fmt: skip
-    """Card index rows: they join feedback to rules and configuration versions (D-05); no PHI."""
+                    caller: Caller | None, link: str) -> list[dict[str, Any]]:  # fmt: skip
+    """Card index rows: they join feedback to rules, configuration versions and, for override memory, the
+    pseudonymous patient link and the card's clinical content (D-05; no patient identifier)."""
     return [{"card_uuid": c["card"], "hook_instance": body["hookInstance"], "service_id": service.id,
              "rule_id": c["rule"], "config_version": version, "indicator": c["indicator"],
              "suggestions": c["suggestions"], "iss": caller.iss if caller else None,
-             "tenant": caller.tenant if caller else None} for c in index]  # fmt: skip
+             "tenant": caller.tenant if caller else None, "patient_link": link,
+             "fingerprint": orjson.dumps(c["fingerprint"]).decode()} for c in index]  # fmt: skip
 
 
 def record_outcome(
@@ -301,12 +326,14 @@ def record_outcome(
     for card in cards:
         metrics.CARDS.labels(card["extension"]["org.ckd-cds.rule"]["id"], card["indicator"]).inc()
     metrics.CARDS_OVERFLOW.inc(overflow)
+    for rule in g.get("snoozed") or []:
+        metrics.CARDS_SNOOZED.labels(rule).inc()
     g.audit.update(
         engine_version=ENGINE_VERSION, config_version=version, engine_ms=engine_ms,
         rules_fired=[o.rule.value for o in assessment.fired], rules_suppressed=suppressed(assessment.outcomes),
         cards=[{"uuid": c["uuid"], "rule": c["extension"]["org.ckd-cds.rule"]["id"], "indicator": c["indicator"]}
                for c in cards],
-        cards_overflow=overflow,
+        cards_overflow=overflow, cards_snoozed=list(g.get("snoozed") or []),
     )  # fmt: skip
 
 
@@ -344,7 +371,12 @@ def feedback(service_id: str) -> Response:
         raise ApiError(400, problem)  # one invalid item: nothing is stored
     items = body["feedback"]
     clean = [{**item, "outcomeTimestamp": parse_timestamp(item["outcomeTimestamp"])} for item in items]
-    rules = state().store.add_feedback(service.id, clean, caller.iss if caller else None)
+    thresholds, _ = state().config.current()
+
+    def days(rule: str) -> int:
+        return snooze_days(rule, thresholds.feedback.snooze_days, thresholds.cards.rule(rule).snooze_days)
+
+    rules = state().store.add_feedback(service.id, clean, caller.iss if caller else None, days)
     for rule, item in zip(rules, clean, strict=True):
         metrics.FEEDBACK.labels(rule or "unmatched", item["outcome"]).inc()
     return json_response({}, no_store=True)

@@ -35,6 +35,7 @@ FEEDBACK = Counter("ckd_cds_feedback_total", "Feedback items by rule and outcome
 RESOURCES_REJECTED = Counter(
     "ckd_cds_resources_rejected_total", "Resources left out: not the patient in context", ["reason"]
 )
+CARDS_SNOOZED = Counter("ckd_cds_cards_snoozed_total", "Cards left out after an override (issue #14)", ["rule"])
 AUDIT_FAILURES = Counter("ckd_cds_audit_write_failures_total", "Audit records that could not be written")
 
 

@@ -97,6 +97,7 @@ class AppState:
     open_servers: tuple[FhirUrl, ...]  # development: read without a token
     allowed_servers: tuple[FhirUrl, ...]  # CKD_CDS_FHIR_SERVERS: the fallback may call only these (empty: see hooks)
     issuer_servers: tuple[FhirUrl, ...]  # every trusted issuer's fhir_servers
+    patient_link_secret: str = field(default="", repr=False)  # HMAC key of the patient link (issue #14)
     audit_health: AuditHealth = field(default_factory=AuditHealth)
 
 
@@ -123,6 +124,7 @@ def build_state(settings: Settings) -> AppState:
         open_servers=parse_bases(settings.open_fhir_servers, "CKD_CDS_OPEN_FHIR_SERVERS"),
         allowed_servers=parse_bases(settings.fhir_server_allowlist, "CKD_CDS_FHIR_SERVERS"),
         issuer_servers=parse_bases([s for i in settings.auth.issuers for s in i.fhir_servers], "issuer fhir_servers"),
+        patient_link_secret=store.shared_secret("patient-link"),
     )
 
 
