@@ -8,8 +8,10 @@ console request carries a CSRF token; failed logins are rate-limited per client 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
+import io
 import json
 import secrets
 from datetime import date, timedelta
@@ -20,7 +22,7 @@ import orjson
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from cards.builder import CardRequest, build_cards
+from cards.builder import SOURCES, CardRequest, build_cards
 from service.clinical.assess import assess
 from service.clinical.thresholds import Thresholds, thresholds_to_dict
 from service.config import obsolete_notes, validate_data, validation_errors, without_obsolete
@@ -410,3 +412,78 @@ def history_restore(version: int) -> Any:
     require("editor")
     saved = restore(version)
     return redirect(url_for("admin.console", saved=f"Restored version {version} as version {saved.version}."))
+
+
+# --- feedback dashboard (issue #14) ----------------------------------------------------------------------------
+
+
+def topic(rule: str) -> str:
+    """The human name of a card (its source.topic.display), for tables a clinician or admin reads."""
+    entry = SOURCES.get(rule)
+    return entry[1] if entry else rule
+
+
+def chosen_rule() -> str | None:
+    rule = request.args.get("rule") or None
+    return rule if rule is None or rule in SOURCES else None
+
+
+@bp.get("/admin/feedback")
+def feedback_dashboard() -> Any:
+    if current_role() is None:
+        return redirect(url_for("admin.login"))
+    role = require("viewer")
+    rows = state().store.feedback_report()
+    rule = chosen_rule()
+    return render_template("admin/feedback.html", role=role, rows=rows, topic=topic, rule=rule,
+                           weeks=state().store.feedback_weekly(rule))  # fmt: skip
+
+
+@bp.get("/admin/feedback.svg")
+def feedback_chart() -> Response:
+    require("viewer")
+    rule = chosen_rule()
+    svg = weekly_chart_svg(state().store.feedback_weekly(rule), topic(rule) if rule else "all cards")
+    return Response(svg, mimetype="image/svg+xml")
+
+
+@bp.get("/admin/feedback.csv")
+def feedback_csv() -> Response:
+    """Per rule and ISO week: cards shown, final outcomes, cards snoozed (no patient data)."""
+    require("viewer")
+    store = state().store
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["rule", "week", "shown", "accepted", "overridden", "snoozed"])
+    for row in store.feedback_report():
+        for week in store.feedback_weekly(row["rule"]):
+            writer.writerow([row["rule"], week["week"], week["shown"], week["accepted"], week["overridden"],
+                             week["snoozed"]])  # fmt: skip
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": "attachment; filename=ckd-cds-feedback.csv"})  # fmt: skip
+
+
+def weekly_chart_svg(weeks: list[dict[str, Any]], title: str) -> str:
+    """A server-side SVG (matplotlib): cards shown, accepted, overridden and snoozed per week."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    labels = [w["week"] for w in weeks]
+    for key, colour in (("shown", "#4a6fa5"), ("accepted", "#2e8b57"), ("overridden", "#c0504d"),
+                        ("snoozed", "#999999")):  # fmt: skip
+        ax.plot(labels, [w[key] for w in weeks], marker="o", label=key, color=colour)
+    ax.set_title(f"Cards per week: {title}")
+    ax.set_xlabel("week (Monday)")
+    ax.set_ylabel("cards")
+    ax.legend(loc="upper left", fontsize="small")
+    ax.tick_params(axis="x", labelrotation=30, labelsize="small")
+    if not weeks:
+        ax.text(0.5, 0.5, "no cards yet", transform=ax.transAxes, ha="center")
+    fig.tight_layout()
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg")
+    plt.close(fig)
+    return buffer.getvalue()

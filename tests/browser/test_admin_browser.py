@@ -43,7 +43,8 @@ pytestmark = [
 
 @pytest.fixture
 def live_app(tmp_path: Path) -> Iterator[tuple[str, Flask]]:
-    users = {"ann": AdminUser(role="editor", password_hash=generate_password_hash("correct horse"))}
+    users = {"ann": AdminUser(role="editor", password_hash=generate_password_hash("correct horse")),
+             "vic": AdminUser(role="viewer", password_hash=generate_password_hash("battery staple"))}  # fmt: skip
     app = make_app(tmp_path, None, admin_users=users)
     app.extensions["ckd_cds"].config.check_interval = 0
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -119,3 +120,73 @@ def test_admin_changes_sglt2i_limit_with_preview(live_app: tuple[str, Flask], br
     }
     browser.get(f"{base}/admin/history")
     assert "SGLT2i only from eGFR 25" in browser.find_element(By.ID, "version-2").text
+
+
+def feedback_history(app: Flask) -> None:
+    """Chart openings and clinicians' answers, as an EHR would send them: accepted, overridden with reasons, and
+    a second opening where an overridden card stays snoozed."""
+    client = app.test_client()
+    bundles = demo_bundles(date.today())
+
+    def open_chart(slug: str) -> dict[str, dict[str, object]]:
+        bundle = bundles[slug]
+        body = call(resources(bundle)[0]["id"], prefetch=prefetch_for(bundle)) | {"hookInstance": slug + "-" + str(
+            len(app.extensions["ckd_cds"].store.audit_records()))}  # fmt: skip
+        cards = client.post("/cds-services/ckd-patient-view", json=body).json["cards"]
+        return {c["extension"]["org.ckd-cds.rule"]["id"]: c for c in cards}
+
+    answers = []
+    for slug, reason in (("03-g3a-a2-not-coded", "patient-declined"), ("06-nsaid-egfr-below-60", "contraindicated"),
+                         ("09-transplant", "already-addressed")):  # fmt: skip
+        cards = open_chart(slug)
+        answers.append(
+            {
+                "card": cards["statin"]["uuid"],
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-11-29T10:00:00Z",
+                "overrideReason": {"reason": {"code": reason}},
+            }
+        )
+        problem = cards["problem_list"]
+        answers.append({"card": problem["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-11-29T10:00:00Z",
+                        "acceptedSuggestions": [{"id": problem["suggestions"][0]["uuid"]}]})  # fmt: skip
+    response = client.post("/cds-services/ckd-patient-view/feedback", json={"feedback": answers})
+    assert response.status_code == 200
+    assert "statin" not in open_chart("03-g3a-a2-not-coded")  # snoozed after the override
+
+
+def test_feedback_dashboard(live_app: tuple[str, Flask], browser: webdriver.Chrome) -> None:
+    base, app = live_app
+    feedback_history(app)
+    wait = WebDriverWait(browser, 15)
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.get(f"{base}/admin/login")
+    set_value(browser, "username", "vic")  # the viewer role is enough
+    set_value(browser, "password", "battery staple")
+    browser.find_element(By.ID, "sign-in").click()
+    wait.until(ec.presence_of_element_located((By.ID, "config-form")))
+    browser.find_element(By.LINK_TEXT, "Feedback").click()
+    table = wait.until(ec.presence_of_element_located((By.ID, "feedback-table")))
+    statin = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#rule-statin td")]
+    assert statin[:5] == ["Statin", "3", "0", "3", "1"]  # shown 3 times, all overridden; then snoozed once
+    assert statin[5] == "0 %"
+    assert "already-addressed (1)" in statin[6]
+    assert "patient-declined (1)" in statin[6]
+    problem = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#rule-problem_list td")]
+    assert problem[2] == "3"
+    assert problem[5] == "100 %"
+    loaded = browser.execute_script("const i = document.getElementById('chart'); return i.complete && i.naturalWidth")
+    assert loaded and loaded > 0  # the server-side SVG chart rendered
+    assert "Statin" in table.text
+    browser.save_screenshot(str(ARTIFACTS / "admin-feedback.png"))
+    browser.find_element(By.LINK_TEXT, "Statin").click()
+    wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "h2"), "Statin"))
+    weekly = browser.find_element(By.ID, "weekly-table").text
+    assert weekly.count("\n") >= 1
+    browser.save_screenshot(str(ARTIFACTS / "admin-feedback-statin.png"))
+    csv = app.test_client()
+    csv_login = csv.post("/admin/login", data={"username": "vic", "password": "battery staple"})
+    assert csv_login.status_code == 302
+    lines = csv.get("/admin/feedback.csv").get_data(as_text=True).splitlines()
+    assert lines[0] == "rule,week,shown,accepted,overridden,snoozed"
+    assert any(line.startswith("statin,") and line.endswith(",3,0,3,1") for line in lines)
