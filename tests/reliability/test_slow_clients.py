@@ -104,25 +104,31 @@ def latencies(base: str, n: int, timeout: float = 5.0) -> list[float]:
     return out
 
 
-def slow_clients(port: int, seconds: float) -> tuple[threading.Event, list[threading.Thread]]:
+def slow_clients(
+    port: int, seconds: float, count: int = SLOW_CLIENTS
+) -> tuple[threading.Event, list[threading.Thread]]:
     stop = threading.Event()
-    threads = [threading.Thread(target=trickle, args=(port, stop, seconds), daemon=True) for _ in range(SLOW_CLIENTS)]
+    threads = [threading.Thread(target=trickle, args=(port, stop, seconds), daemon=True) for _ in range(count)]
     for t in threads:
         t.start()
     time.sleep(1.0)  # every slow client is connected and sending
     return stop, threads
 
 
-def test_slow_bodies_hold_gunicorn_alone(service: str) -> None:
-    # The attack, without the proxy: 8 trickling bodies hold all 4 single-thread workers.
-    stop, threads = slow_clients(SERVICE_PORT, seconds=8)
-    try:
-        with pytest.raises(requests.Timeout):
-            requests.post(service + URL, json=hook_body(), timeout=2.0)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=10)
+def test_slow_bodies_hold_gunicorn_alone(tmp_path: Path) -> None:
+    # The attack, without the proxy, made deterministic with one single-thread worker (with several workers the
+    # kernel decides which worker accepts each slow connection, and every worker ends up held the same way).
+    port = SERVICE_PORT + 5
+    with live.served(port, {"CKD_CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}", "GUNICORN_THREADS": "1"},
+                     workers=1) as base:  # fmt: skip
+        stop, threads = slow_clients(port, seconds=8, count=2)
+        try:
+            with pytest.raises(requests.Timeout):
+                requests.post(base + URL, json=hook_body(), timeout=2.0)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=10)
 
 
 def test_behind_nginx_slow_bodies_do_not_delay_normal_calls(proxy: str) -> None:

@@ -227,3 +227,39 @@ def test_production_refuses_unsafe_settings(changes: dict[str, Any], message: st
     check_safe(Settings(**safe))
     with pytest.raises(ConfigError, match=message):
         check_safe(Settings(**{**safe, **changes}))
+
+
+SANDBOX_CONFIG = Path(__file__).resolve().parents[2] / "config" / "service.sandbox.yaml"
+SANDBOX_KID = "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f"
+
+
+def test_the_sandbox_example_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # docs/integration.md §3: trust the Sandbox's published ES384 key with a static JWKS, in development only.
+    from service.web.settings import SANDBOX_ISSUER
+
+    monkeypatch.setenv("CKD_CDS_SERVICE_CONFIG", str(SANDBOX_CONFIG))
+    monkeypatch.setenv("CKD_CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    settings = Settings.from_env()  # development: loads
+    (issuer,) = settings.auth.issuers
+    assert issuer.iss == SANDBOX_ISSUER
+    key = jwt.PyJWKSet.from_dict(issuer.jwks)[SANDBOX_KID]  # the Sandbox's kid resolves to a P-384 key
+    assert key.key.curve.name == "secp384r1"
+    client = create_app(settings).test_client()
+    # A token that claims to be the Sandbox's (its header, iss and kid) but is signed by another key: refused.
+    forged = jwt.encode(
+        {
+            "iss": SANDBOX_ISSUER,
+            "aud": "http://localhost:8080" + URL,
+            "exp": int(time.time()) + 300,
+            "iat": int(time.time()),
+            "jti": str(uuid.uuid4()),
+        },
+        EC_KEY,
+        algorithm="ES384",
+        headers={"kid": SANDBOX_KID, "jku": "https://sandbox.cds-hooks.org/.well-known/jwks.json"},
+    )
+    assert post(client, forged).status_code == 401
+    assert client.get("/cds-services").status_code == 200  # discovery without a token (discovery: optional)
+    monkeypatch.setenv("CKD_CDS_PROFILE", "production")
+    with pytest.raises(ConfigError, match="Sandbox"):
+        Settings.from_env()  # never in production
