@@ -28,7 +28,7 @@ from service.clinical.equations import (
 from service.clinical.kfre import MG_G_PER_MG_MMOL, ExtraLabs, Region, kfre
 from service.clinical.thresholds import thresholds_to_dict
 from service.config import ConfigError, config_version, load_thresholds, obsolete_notes, read_config_file
-from service.fhir.adapter import AdapterError, record_from_bundle
+from service.fhir.adapter import AdapterError, record_from_bundle, site_code_map
 
 EXIT_USAGE = 2
 
@@ -90,8 +90,14 @@ def build_parser() -> OneLineParser:
     sc.add_argument("source")
     sc.add_argument("--as-of", required=True)
     sc.add_argument("--config")
-    sc.add_argument("--out", default="ckd-registry.csv", help="registry file: .csv or .parquet")
+    sc.add_argument(
+        "--out",
+        default="ckd-registry.csv",
+        help="registry: .parquet (a directory of Parquet parts, any size) or .csv (one file, small runs)",
+    )
     sc.add_argument("--plot", default="ckd-screen.png", help="PNG of the stage distribution and care gaps")
+    sc.add_argument("--workers", type=int, default=2, help="workers of the embedded Dask LocalCluster")
+    sc.add_argument("--scheduler", help="a Dask scheduler address, e.g. tcp://host:8786 (or DASK_SCHEDULER_ADDRESS)")
 
     cfg = sub.add_parser("config", help="validate or show the threshold configuration")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, parser_class=OneLineParser)
@@ -163,7 +169,7 @@ def parse_as_of(text: str) -> date:
 def run_assess(args: argparse.Namespace) -> dict[str, Any]:
     as_of = parse_as_of(args.as_of)
     thresholds = load_thresholds(args.config)
-    record = record_from_bundle(read_json_file(args.file))
+    record = record_from_bundle(read_json_file(args.file), site_code_map(thresholds.site_codes))
     result = assessment_to_json(assess(record, as_of, thresholds))
     result["as_of"] = args.as_of
     return result
@@ -183,22 +189,26 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_screen(args: argparse.Namespace) -> dict[str, Any]:
-    from service.screen import ScreenError, plot, screen, summary, write_registry
+    from service.screen import ScreenError, plot, run
 
     as_of = parse_as_of(args.as_of)
     thresholds = load_thresholds(args.config)
     out, png = Path(args.out), Path(args.plot)
     if out.suffix not in (".csv", ".parquet"):
         raise UsageError("--out must end in .csv or .parquet")
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
     try:
-        registry, seconds = screen(Path(args.source), as_of, thresholds)
-    except ScreenError as exc:
+        counts, stats, seconds = run(Path(args.source), as_of, thresholds, out, scheduler=args.scheduler,
+                                     workers=args.workers)  # fmt: skip
+    except (ScreenError, OSError) as exc:
         raise UsageError(str(exc)) from None
-    counts = summary(registry)
-    write_registry(registry, out)
     plot(counts, png, as_of)
-    rate = len(registry) / seconds if seconds else 0.0
-    return {**counts, "seconds": round(seconds, 2), "patients_per_second": round(rate, 1), "registry": str(out),
+    rate = counts["patients"] / seconds if seconds else 0.0
+    left_out = {"resources_without_patient": stats.unresolved, "patients_without_one_patient_resource":
+                stats.without_patient, "invalid_lines": stats.invalid_lines}  # fmt: skip
+    return {**counts, "left_out": left_out, "files": stats.files, "partitions": stats.partitions,
+            "seconds": round(seconds, 2), "patients_per_second": round(rate, 1), "registry": str(out),
             "plot": str(png)}  # fmt: skip
 
 

@@ -1,33 +1,30 @@
-"""Population mode: `ckd-cds screen DIR|NDJSON --as-of DATE` (issue #7).
+"""`ckd-cds screen SOURCE --as-of DATE`: population mode (issues #7, #16).
 
-Reads a folder of FHIR Bundles (.json or .json.gz, one patient each) or FHIR Bulk Data NDJSON (a .ndjson file or a
-folder of them, resources of every type), assesses each patient with the same engine as the CDS service and
-`ckd-cds assess` (so a registry row is exactly that patient's assessment), and writes a registry (CSV, or Parquet
-for a .parquet name), counts by stage and care gap, and a PNG. pandas does the tabular work: grouping NDJSON
-resources by patient, the registry and the counts.
+The work runs on Dask (`service.population.engine`): an embedded LocalCluster by default, or a given scheduler.
+This module is the front: it starts or joins the cluster, writes the registry (partitioned Parquet from the
+workers, or one CSV for small runs), the counts and a PNG, and reports progress on stderr (stdout carries the one
+JSON object of the CLI contract).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import sys
 import time
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from service.clinical.assess import assess, assessment_to_json
 from service.clinical.thresholds import Thresholds
-from service.fhir.adapter import AdapterError, record_from_bundle, record_from_resources
+from service.population.engine import REGISTRY_COLUMNS, ScreenError, ScreenStats, connect, registry, registry_row
 
 STAGE_ORDER = ["G1", "G2", "G3a", "G3b", "G4", "G5", "unstaged"]
-
-
-class ScreenError(ValueError):
-    """The input cannot be screened (the CLI exits 2 with this message)."""
+SUMMARY_COLUMNS = ["deceased", "ckd", "reason", "g_stage", "care_gaps", "recommendations"]
+__all__ = ["ScreenError", "registry_row", "run", "screen"]
 
 
 def read_json(path: Path) -> Any:
@@ -35,84 +32,63 @@ def read_json(path: Path) -> Any:
     return json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
 
 
-def bundle_files(folder: Path) -> Iterator[Any]:
-    """Every Bundle file of a folder (.json or .json.gz), in name order."""
-    for path in sorted(p for p in folder.iterdir() if p.name.endswith((".json", ".json.gz"))):
-        yield read_json(path)
-
-
-def ndjson_frame(source: Path) -> pd.DataFrame:
-    files = sorted(source.glob("*.ndjson")) if source.is_dir() else [source]
-    if not files:
-        raise ScreenError(f"no .ndjson files in {source}")
-    frames = [pd.read_json(f, lines=True, dtype=False) for f in files]
-    frame = pd.concat(frames, ignore_index=True)
-    if "resourceType" not in frame:
-        raise ScreenError("NDJSON lines carry no resourceType")
-    return frame
-
-
-def patient_key(resource: dict[str, Any]) -> str | None:
-    """The patient a resource belongs to: its own id for a Patient, else the id in subject/patient."""
-    if resource.get("resourceType") == "Patient":
-        return str(resource.get("id"))
-    ref = resource.get("subject") or resource.get("patient") or {}
-    ref = ref.get("reference") if isinstance(ref, dict) else None
-    return ref.rsplit("/", 1)[-1].removeprefix("urn:uuid:") if isinstance(ref, str) else None
-
-
-def ndjson_patients(source: Path) -> Iterator[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
-    """(patient id, Patient, that patient's resources): resources grouped by patient with pandas."""
-    frame = ndjson_frame(source)
-    resources = [{k: v for k, v in row.items() if not _missing(v)} for row in frame.to_dict(orient="records")]
-    table = pd.DataFrame({"resource": resources, "patient": [patient_key(r) for r in resources]})
-    for pid, group in table.dropna(subset=["patient"]).groupby("patient", sort=True):
-        items = list(group["resource"])
-        patients = [r for r in items if r.get("resourceType") == "Patient"]
-        if len(patients) == 1:
-            yield str(pid), patients[0], [r for r in items if r is not patients[0]]
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
-
-
-def registry_row(patient: str, out: dict[str, Any]) -> dict[str, Any]:
-    egfr, alb, kfre = out["egfr"], out["albuminuria"], out["kfre"]
-    return {
-        "patient": patient, "deceased": out["deceased"], "ckd": out["ckd"], "reason": out["reason"],
-        "g_stage": out["g_stage"],
-        "a_stage": out["a_stage"], "kdigo_risk": out["kdigo_risk"],
-        "egfr": egfr["value"] if egfr else None, "egfr_date": egfr["date"] if egfr else None,
-        "acr_mg_g": alb["acr_mg_g"] if alb else None, "kfre_5y": kfre["risk_5y"] if kfre else None,
-        "care_gaps": ";".join(out["care_gaps"]), "recommendations": ";".join(out["recommendations"]),
-    }  # fmt: skip
-
-
-def screen(source: Path, as_of: date, thresholds: Thresholds | None = None) -> tuple[pd.DataFrame, float]:
-    """(registry, seconds): one row per patient."""
-    if not source.exists():
-        raise ScreenError(f"{source} does not exist")
-    started = time.perf_counter()
-    rows = []
-    ndjson = source.suffix == ".ndjson" or (source.is_dir() and any(source.glob("*.ndjson")))
-    if ndjson:
-        for pid, patient, items in ndjson_patients(source):
-            rows.append(registry_row(pid, assessment_to_json(assess(record_from_resources(patient, items), as_of,
-                                                                    thresholds))))  # fmt: skip
-    elif source.is_dir():
-        for bundle in bundle_files(source):
-            try:
-                record = record_from_bundle(bundle)
-            except AdapterError:
-                continue  # not a single-patient Bundle (e.g. practitioners or hospitals)
-            patient = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
-            rows.append(registry_row(str(patient), assessment_to_json(assess(record, as_of, thresholds))))
-    else:
-        raise ScreenError(f"{source} is neither a folder of Bundles nor NDJSON")
-    if not rows:
+def screen(
+    source: Path,
+    as_of: date,
+    thresholds: Thresholds | None = None,
+    *,
+    scheduler: str | None = None,
+    workers: int = 2,
+) -> tuple[pd.DataFrame, float]:
+    """(registry, seconds), the whole registry in memory, sorted by patient: for tests and small runs."""
+    _client, close = connect(scheduler, workers)  # the default client while open: compute() runs on it
+    try:
+        started = time.perf_counter()
+        frame = registry(source, as_of, thresholds or Thresholds(), ScreenStats()).compute()
+        seconds = time.perf_counter() - started
+    finally:
+        close()
+    if frame.empty:
         raise ScreenError(f"no patients found in {source}")
-    return pd.DataFrame(rows), time.perf_counter() - started
+    return frame.sort_values("patient", kind="stable").reset_index(drop=True)[REGISTRY_COLUMNS], seconds
+
+
+def run(
+    source: Path, as_of: date, thresholds: Thresholds, out: Path, *, scheduler: str | None = None, workers: int = 2
+) -> tuple[dict[str, Any], ScreenStats, float]:
+    """Write the registry to `out` (.parquet: a directory of Parquet parts written by the workers; .csv: one file)
+    and return the counts, what was left out, and the seconds taken."""
+    client, close = connect(scheduler, workers)
+    stats = ScreenStats()
+    try:
+        started = time.perf_counter()
+        lazy = registry(source, as_of, thresholds, stats)
+        if out.suffix == ".parquet":
+            job = lazy.to_parquet(str(out), write_index=False, compute=False)
+            wait_with_progress(client, client.compute(job))
+            counted = pd.read_parquet(out, columns=SUMMARY_COLUMNS)
+        else:
+            future = client.compute(lazy)
+            wait_with_progress(client, future)
+            frame = future.result().sort_values("patient", kind="stable")
+            frame.to_csv(out, index=False)
+            counted = frame[SUMMARY_COLUMNS]
+        seconds = time.perf_counter() - started
+    finally:
+        close()
+    if counted.empty:
+        raise ScreenError(f"no patients found in {source}")
+    return summary(counted), stats, seconds
+
+
+def wait_with_progress(client: Any, future: Any) -> None:
+    """Dask's own progress bar, on stderr and only at a terminal; otherwise just wait."""
+    if sys.stderr.isatty():
+        from distributed import progress
+
+        with contextlib.redirect_stdout(sys.stderr):
+            progress(future)
+    future.result()
 
 
 def summary(registry: pd.DataFrame) -> dict[str, Any]:
@@ -149,10 +125,3 @@ def plot(counts: dict[str, Any], path: Path, as_of: date) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def write_registry(registry: pd.DataFrame, path: Path) -> None:
-    if path.suffix == ".parquet":
-        registry.to_parquet(path, index=False)
-    else:
-        registry.to_csv(path, index=False)

@@ -73,7 +73,7 @@ def test_ndjson_and_bundles_agree(tmp_path: Path) -> None:
 
 
 def test_cli_writes_registry_counts_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out, png = tmp_path / "registry.parquet", tmp_path / "screen.png"
+    out, png = tmp_path / "registry.parquet", tmp_path / "screen.png"  # Parquet: a directory of parts
     code = main(["screen", str(SYNTHEA), "--as-of", "2021-04-01", "--out", str(out), "--plot", str(png)])
     summary = json.loads(capsys.readouterr().out)
     assert code == 0
@@ -89,3 +89,119 @@ def test_cli_writes_registry_counts_and_plot(tmp_path: Path, capsys: pytest.Capt
 def test_cli_bad_input_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(args) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+# --- population mode on Dask (issue #16) ---------------------------------------------------------------------------
+
+
+def one_process(resources: list[dict[str, object]], thresholds: object = None) -> dict[str, object]:
+    """The reference: `ckd-cds assess` on one patient's resources as a Bundle, in one process."""
+    from service.fhir.build import bundle as make_bundle
+
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    return registry_row(str(patient["id"]), assessment_to_json(assess(record_from_bundle(make_bundle(resources)),
+                                                                       AS_OF)))  # fmt: skip
+
+
+def test_distributed_registry_equals_one_process_assess_patient_by_patient(tmp_path: Path) -> None:
+    # 300 patients (263 Synthea patients and 37 renamed, date-shifted copies) as Bulk Data NDJSON, screened on a
+    # LocalCluster with 2 workers, against `assess` run on each patient alone.
+    from service.population.generate import patient_bundles, patient_copy, write_ndjson
+
+    write_ndjson(SYNTHEA, tmp_path / "export", 300, compress=True)
+    registry, _ = screen(tmp_path / "export", AS_OF, workers=2)
+    assert len(registry) == 300
+    bundles = list(patient_bundles(SYNTHEA))
+    by_patient = {row["patient"]: row for row in registry.to_dict(orient="records")}
+    for n in range(300):
+        expected = one_process(patient_copy(bundles[n % len(bundles)], n // len(bundles)))
+        got = {k: (None if pd.isna(v) else v) for k, v in by_patient[expected["patient"]].items()}
+        assert got == expected
+
+
+def write_lines(folder: Path, kind: str, resources: list[dict[str, object]]) -> None:
+    folder.mkdir(exist_ok=True)
+    with (folder / f"{kind}.ndjson").open("a", encoding="utf-8") as handle:
+        for r in resources:
+            handle.write(json.dumps(r) + "\n")
+
+
+def small_export(folder: Path) -> None:
+    """Two patients: p1 with CKD G4 (creatinine 3.0, twice) on metformin through a Medication resource, and two ACRs
+    on one day (the later line counts, S11); an Observation naming no patient; a patient with no Patient resource."""
+    from service.fhir import build
+
+    write_lines(folder, "Patient", [build.patient("p1", gender="male", birth_date="1960-01-01"),
+                                    build.patient("p2", gender="female", birth_date="1970-01-01")])  # fmt: skip
+    obs = [build.observation("o1", "p1", "2160-0", "2020-06-01", 3.0, "mg/dL"),
+           build.observation("o2", "p1", "2160-0", "2021-03-01", 3.0, "mg/dL"),
+           build.observation("o3", "p1", "9318-7", "2021-03-01", 400, "mg/g"),
+           build.observation("o4", "p1", "9318-7", "2021-03-01", 10, "mg/g"),
+           build.observation("o5", "p2", "2160-0", "2021-03-01", 0.8, "mg/dL"),
+           build.observation("o6", "p3", "2160-0", "2021-03-01", 0.8, "mg/dL")]  # fmt: skip
+    orphan = build.observation("o7", "p1", "2160-0", "2021-03-02", 9.0, "mg/dL")
+    orphan.pop("subject")
+    write_lines(folder, "Observation", [*obs, orphan])
+    write_lines(
+        folder,
+        "Medication",
+        [
+            {
+                "resourceType": "Medication",
+                "id": "m1",
+                "code": {
+                    "coding": [
+                        {
+                            "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                            "code": "6809",
+                            "display": "metformin",
+                        }
+                    ]
+                },
+            }
+        ],
+    )
+    write_lines(folder, "MedicationRequest", [{"resourceType": "MedicationRequest", "id": "mr1", "status": "active",
+                                               "intent": "order", "subject": {"reference": "Patient/p1"},
+                                               "medicationReference": {"reference": "Medication/m1"}}])  # fmt: skip
+
+
+def test_medications_broadcast_left_out_counted_and_order_restored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.population import engine
+
+    small_export(tmp_path / "export")
+    monkeypatch.setattr(engine, "BLOCK_SIZE", 300)  # many small blocks: the ACR lines land in different partitions
+    code = main(["screen", str(tmp_path / "export"), "--as-of", "2021-04-01", "--out", str(tmp_path / "r.csv"),
+                 "--plot", str(tmp_path / "s.png")])  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["patients"] == 2
+    assert out["left_out"] == {"resources_without_patient": 1, "patients_without_one_patient_resource": 1,
+                               "invalid_lines": 0}  # fmt: skip
+    assert out["partitions"] > 4
+    rows = pd.read_csv(tmp_path / "r.csv").set_index("patient")
+    assert "metformin_stop" in rows.loc["p1", "recommendations"]  # through the broadcast Medication (before: lost)
+    assert rows.loc["p1", "a_stage"] == "A1"  # the later of two same-day ACRs, whatever the partitioning
+
+
+def test_site_codes_apply_to_screen_and_assess(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from service.fhir import build
+
+    config = tmp_path / "site.yaml"
+    config.write_text("site_codes:\n  - {system: 'http://lab.example.org/codes', code: CREA, loinc: '2160-0'}\n")
+    local = [build.observation(f"c{i}", "p1", "2160-0", day, 3.0, "mg/dL") for i, day in
+             enumerate(("2020-06-01", "2021-03-01"))]  # fmt: skip
+    for r in local:
+        r["code"] = {"coding": [{"system": "http://lab.example.org/codes", "code": "CREA"}]}
+    write_lines(tmp_path / "export", "Patient", [build.patient("p1", gender="male", birth_date="1960-01-01")])
+    write_lines(tmp_path / "export", "Observation", local)
+    argv = ["screen", str(tmp_path / "export"), "--as-of", "2021-04-01", "--out", str(tmp_path / "r.csv"), "--plot",
+            str(tmp_path / "s.png"), "--workers", "1"]  # fmt: skip
+    assert main([*argv, "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out)["ckd_by_g_stage"] == {"G4": 1}  # before: the local code was ignored
+    bundle = tmp_path / "p1.json"
+    bundle.write_text(json.dumps(build.bundle([build.patient("p1", gender="male", birth_date="1960-01-01"), *local])))
+    assert main(["assess", str(bundle), "--as-of", "2021-04-01", "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out)["g_stage"] == "G4"

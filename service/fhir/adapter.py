@@ -525,14 +525,18 @@ def record_from_resources(
     resources: Iterable[Any],
     full_url: str | None = None,
     site_codes: SiteCodeMap | None = None,
+    shared_medications: dict[str, Resource] | None = None,
 ) -> PatientRecord:
-    """Build the record from a Patient and that patient's other resources (prefetch or search results)."""
+    """Build the record from a Patient and that patient's other resources (prefetch or search results).
+
+    `shared_medications`: Medication resources that belong to no patient (Bulk Data exports them apart), by
+    `Medication/<id>` and id; the patient's own resources take precedence."""
     items = list(resources)
     refs = patient_refs(patient, full_url) if patient else set()
     builder = RecordBuilder(patient.get("id") if patient else None, refs, site_codes)
     if patient:
         read_patient(builder, patient)
-    medications = medication_index(items)
+    medications = {**(shared_medications or {}), **medication_index(items)}
     for resource in items:
         builder.add(resource, medications)
     return builder.record

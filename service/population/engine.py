@@ -1,0 +1,201 @@
+"""Population mode on Dask: read in partitions, shuffle by patient, run the per-patient engine per partition.
+
+- **Cluster:** an embedded `distributed.LocalCluster` on loopback (scheduler, workers and dashboard bound to
+  127.0.0.1) by default, so `ckd-cds screen` works on a laptop; `--scheduler tcp://host:8786` (or
+  DASK_SCHEDULER_ADDRESS) runs the same graph on a real cluster.
+- **NDJSON:** every file is read in byte blocks of whole lines (`dask.bytes.read_bytes`; a gzip file is one block),
+  parsed and filtered on the map side (`service.population.ndjson`), then hash-shuffled by patient so that each
+  patient's resources meet in one partition. Nothing is ever loaded whole into one process.
+- **Per patient:** the exact engine of `ckd-cds assess` (adapter, staging, rules) on the patient's resources in
+  export order, with the configured site code mappings and the export's Medication resources broadcast.
+- **Folders of Bundles:** one task per file, the same per-patient engine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dask.bag as db
+import dask.dataframe as dd
+import pandas as pd
+from dask.base import compute
+from dask.bytes.core import read_bytes
+from dask.delayed import delayed
+
+from service.clinical.assess import assess, assessment_to_json
+from service.clinical.thresholds import Thresholds
+from service.fhir.adapter import AdapterError, SiteCodeMap, record_from_bundle, record_from_resources, site_code_map
+from service.population.ndjson import META, medication_index, parse_block, resources_in_order
+
+BLOCK_SIZE = 64 * 1024 * 1024  # bytes of NDJSON per map task (a gzip file is read whole: it cannot be split)
+REGISTRY_COLUMNS = ["patient", "deceased", "ckd", "reason", "g_stage", "a_stage", "kdigo_risk", "egfr", "egfr_date",
+                    "acr_mg_g", "kfre_5y", "care_gaps", "recommendations"]  # fmt: skip
+REGISTRY_META = pd.DataFrame({
+    "patient": pd.Series(dtype="string"), "deceased": pd.Series(dtype="bool"), "ckd": pd.Series(dtype="bool"),
+    "reason": pd.Series(dtype="string"), "g_stage": pd.Series(dtype="string"), "a_stage": pd.Series(dtype="string"),
+    "kdigo_risk": pd.Series(dtype="string"), "egfr": pd.Series(dtype="float64"),
+    "egfr_date": pd.Series(dtype="string"), "acr_mg_g": pd.Series(dtype="float64"),
+    "kfre_5y": pd.Series(dtype="float64"), "care_gaps": pd.Series(dtype="string"),
+    "recommendations": pd.Series(dtype="string"),
+})  # fmt: skip
+
+
+class ScreenError(ValueError):
+    """The input cannot be screened (the CLI exits 2 with this message)."""
+
+
+@dataclass(slots=True)
+class ScreenStats:
+    """What was read and left out, for the counts JSON (never a patient identifier)."""
+
+    files: int = 0
+    partitions: int = 0
+    unresolved: int = 0  # resources naming no patient (Medication excluded: broadcast)
+    without_patient: int = 0  # patients referenced by resources but with no (or several) Patient resources
+    invalid_lines: int = 0
+    medications: int = 0
+    skipped_bundles: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def registry_row(patient: str, out: dict[str, Any]) -> dict[str, Any]:
+    """One registry row from an `assess` result (docs/population.md lists the columns)."""
+    egfr, alb, kfre = out["egfr"], out["albuminuria"], out["kfre"]
+    return {
+        "patient": patient, "deceased": out["deceased"], "ckd": out["ckd"], "reason": out["reason"],
+        "g_stage": out["g_stage"], "a_stage": out["a_stage"], "kdigo_risk": out["kdigo_risk"],
+        "egfr": egfr["value"] if egfr else None, "egfr_date": egfr["date"] if egfr else None,
+        "acr_mg_g": alb["acr_mg_g"] if alb else None, "kfre_5y": kfre["risk_5y"] if kfre else None,
+        "care_gaps": ";".join(out["care_gaps"]), "recommendations": ";".join(out["recommendations"]),
+    }  # fmt: skip
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=REGISTRY_COLUMNS)
+    return frame.astype(REGISTRY_META.dtypes.to_dict())
+
+
+def assess_partition(
+    rows: pd.DataFrame, as_of: date, thresholds: Thresholds, medications: dict[str, Any]
+) -> pd.DataFrame:
+    """The per-patient engine over one shuffled partition; rows of patients without exactly one Patient are
+    reported with the reason `no_patient` in a separate count (see `count_without_patient`)."""
+    sites = site_code_map(thresholds.site_codes)
+    out = []
+    for pid, group in rows.groupby("patient", sort=True):
+        resources = resources_in_order(group)
+        patients = [r for r in resources if r.get("resourceType") == "Patient"]
+        if len(patients) != 1:
+            continue
+        others = [r for r in resources if r is not patients[0]]
+        record = record_from_resources(patients[0], others, site_codes=sites, shared_medications=medications)
+        out.append(registry_row(str(pid), assessment_to_json(assess(record, as_of, thresholds))))
+    return _frame(out)
+
+
+def count_without_patient(rows: pd.DataFrame) -> pd.DataFrame:
+    kinds = rows.groupby("patient")["kind"].agg(lambda k: int((k == "Patient").sum()))
+    return pd.DataFrame({"n": [int((kinds != 1).sum())]})
+
+
+def ndjson_files(source: Path) -> list[Path]:
+    names = (".ndjson", ".ndjson.gz")
+    files = sorted(p for p in source.iterdir() if p.name.endswith(names)) if source.is_dir() else [source]
+    if not files:
+        raise ScreenError(f"no .ndjson files in {source}")
+    return files
+
+
+def is_ndjson(source: Path) -> bool:
+    names = (".ndjson", ".ndjson.gz")
+    return source.name.endswith(names) or (source.is_dir() and any(p.name.endswith(names) for p in source.iterdir()))
+
+
+def parsed_rows(files: list[str], site_codes: SiteCodeMap | None, stats: ScreenStats) -> dd.DataFrame:
+    """Every NDJSON file in blocks of whole lines, parsed on the workers: one dask partition per block."""
+    parts = []
+    for file_no, path in enumerate(files):
+        gz = path.endswith(".gz")
+        _, blocks = read_bytes(path, delimiter=b"\n", blocksize=None if gz else BLOCK_SIZE,
+                               compression="gzip" if gz else None, sample=False)  # fmt: skip
+        for block_no, data in enumerate(blocks[0]):
+            parts.append(delayed(parse_block)(data, file_no, block_no, site_codes))
+    stats.files, stats.partitions = len(files), len(parts)
+    return dd.from_delayed(parts, meta=META, verify_meta=False)
+
+
+def screen_ndjson(
+    source: Path, as_of: date, thresholds: Thresholds, stats: ScreenStats, npartitions: int | None = None
+) -> dd.DataFrame:
+    """The registry (lazy) from Bulk Data NDJSON: parse, broadcast Medications, shuffle by patient, assess."""
+    files = [str(p) for p in ndjson_files(source)]
+    rows = parsed_rows(files, site_code_map(thresholds.site_codes), stats)
+    medications_text, unresolved, invalid = compute(
+        rows[rows["kind"] == "Medication"]["resource"],
+        ((rows["patient"].isna()) & (rows["kind"] != "Medication") & (rows["kind"] != "invalid")).sum(),
+        (rows["kind"] == "invalid").sum(),
+    )
+    medications = medication_index(medications_text)
+    stats.medications, stats.unresolved, stats.invalid_lines = len(medications) // 2, int(unresolved), int(invalid)
+    keyed = rows[~rows["patient"].isna()]
+    shuffled = keyed.shuffle(on="patient", npartitions=npartitions or max(2, stats.partitions))
+    stats.without_patient = int(shuffled.map_partitions(count_without_patient, meta={"n": "int64"})["n"].sum()
+                                .compute())  # fmt: skip
+    return shuffled.map_partitions(assess_partition, as_of, thresholds, medications, meta=REGISTRY_META)
+
+
+def assess_bundle_file(path: str, as_of: date, thresholds: Thresholds) -> list[dict[str, Any]]:
+    from service.screen import read_json
+
+    bundle = read_json(Path(path))
+    try:
+        record = record_from_bundle(bundle, site_code_map(thresholds.site_codes))
+    except AdapterError:
+        return []  # not a single-patient Bundle (e.g. practitioners or hospitals)
+    patient = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    return [registry_row(str(patient), assessment_to_json(assess(record, as_of, thresholds)))]
+
+
+def screen_bundles(source: Path, as_of: date, thresholds: Thresholds, stats: ScreenStats) -> dd.DataFrame:
+    files = sorted(str(p) for p in source.iterdir() if p.name.endswith((".json", ".json.gz")))
+    if not files:
+        raise ScreenError(f"no .json or .json.gz Bundles in {source}")
+    stats.files = stats.partitions = len(files)
+    bag = db.from_sequence(files, npartitions=max(1, min(len(files), 4 * (os.cpu_count() or 2))))
+    rows = bag.map(assess_bundle_file, as_of, thresholds).flatten()
+    return rows.to_dataframe(meta=REGISTRY_META)
+
+
+def registry(source: Path, as_of: date, thresholds: Thresholds, stats: ScreenStats) -> dd.DataFrame:
+    if not source.exists():
+        raise ScreenError(f"{source} does not exist")
+    if is_ndjson(source):
+        return screen_ndjson(source, as_of, thresholds, stats)
+    if source.is_dir():
+        return screen_bundles(source, as_of, thresholds, stats)
+    raise ScreenError(f"{source} is neither a folder of Bundles nor NDJSON")
+
+
+def connect(scheduler: str | None, workers: int) -> tuple[Any, Callable[[], None]]:
+    """A distributed Client: the given scheduler (or DASK_SCHEDULER_ADDRESS), else an embedded LocalCluster bound to
+    loopback. Returns the client and a function that closes what was started here."""
+    from distributed import Client, LocalCluster
+
+    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        client = Client(address)
+        return client, client.close
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address="127.0.0.1:0", silence_logs=40)  # fmt: skip
+    client = Client(cluster)
+
+    def close() -> None:
+        client.close()
+        cluster.close()
+
+    return client, close
