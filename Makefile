@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench bench-workers profile bench-engine fuzz durability load audit train validate review fhir-up fhir-down clean
+.PHONY: setup demo test lint bench bench-workers profile bench-engine bench-screen fuzz durability load audit train validate review fhir-up fhir-down clean
 
 $(BIN)/ckd-cds: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,9 @@ bench-workers: setup
 
 bench-engine: setup
 	$(BIN)/python bench/bench_engine.py
+
+bench-screen: setup  # population mode on generated NDJSON, 1 and 2 workers (PATIENTS=100000 by default)
+	$(BIN)/python bench/bench_screen.py --patients $${PATIENTS:-100000}
 
 lint: setup
 	$(BIN)/ruff check .

@@ -205,3 +205,16 @@ def test_site_codes_apply_to_screen_and_assess(tmp_path: Path, capsys: pytest.Ca
     bundle.write_text(json.dumps(build.bundle([build.patient("p1", gender="male", birth_date="1960-01-01"), *local])))
     assert main(["assess", str(bundle), "--as-of", "2021-04-01", "--config", str(config)]) == 0
     assert json.loads(capsys.readouterr().out)["g_stage"] == "G4"
+
+
+def test_screen_runs_on_a_given_scheduler(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The same graph on an existing cluster: here a separately started loopback LocalCluster, by its address.
+    from distributed import LocalCluster
+
+    small_export(tmp_path / "export")
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
+        code = main(["screen", str(tmp_path / "export"), "--as-of", "2021-04-01", "--out", str(tmp_path / "r.csv"),
+                     "--plot", str(tmp_path / "s.png"), "--scheduler", cluster.scheduler_address])  # fmt: skip
+        assert code == 0
+        assert json.loads(capsys.readouterr().out)["patients"] == 2
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")

@@ -13,8 +13,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import dask.bag as db
 import dask.dataframe as dd
+import orjson
 import pandas as pd
 from dask.base import compute
 from dask.bytes.core import read_bytes
@@ -30,7 +32,7 @@ from dask.delayed import delayed
 from service.clinical.assess import assess, assessment_to_json
 from service.clinical.thresholds import Thresholds
 from service.fhir.adapter import AdapterError, SiteCodeMap, record_from_bundle, record_from_resources, site_code_map
-from service.population.ndjson import META, medication_index, parse_block, resources_in_order
+from service.population.ndjson import META, medication_index, parse_block
 
 BLOCK_SIZE = 64 * 1024 * 1024  # bytes of NDJSON per map task (a gzip file is read whole: it cannot be split)
 REGISTRY_COLUMNS = ["patient", "deceased", "ckd", "reason", "g_stage", "a_stage", "kdigo_risk", "egfr", "egfr_date",
@@ -87,8 +89,7 @@ def assess_partition(
     reported with the reason `no_patient` in a separate count (see `count_without_patient`)."""
     sites = site_code_map(thresholds.site_codes)
     out = []
-    for pid, group in rows.groupby("patient", sort=True):
-        resources = resources_in_order(group)
+    for pid, resources in patients_in_order(rows):
         patients = [r for r in resources if r.get("resourceType") == "Patient"]
         if len(patients) != 1:
             continue
@@ -96,6 +97,15 @@ def assess_partition(
         record = record_from_resources(patients[0], others, site_codes=sites, shared_medications=medications)
         out.append(registry_row(str(pid), assessment_to_json(assess(record, as_of, thresholds))))
     return _frame(out)
+
+
+def patients_in_order(rows: pd.DataFrame) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Each patient of a partition with its resources in export order: one sort for the whole partition, then a
+    walk (a pandas group and sort per patient cost more than the engine itself)."""
+    ordered = rows.sort_values(["patient", "file", "block", "line"], kind="stable")
+    keyed = zip(ordered["patient"].tolist(), ordered["resource"].tolist(), strict=True)
+    for pid, group in itertools.groupby(keyed, key=lambda pair: pair[0]):
+        yield str(pid), [orjson.loads(text) for _, text in group]
 
 
 def count_without_patient(rows: pd.DataFrame) -> pd.DataFrame:

@@ -81,12 +81,6 @@ def parse_block(data: bytes, file: int, block: int, site_codes: SiteCodeMap | No
     return frame.astype(META.dtypes.to_dict())
 
 
-def resources_in_order(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    """A patient's resources back in export order (file, block, line): independent of the partitioning."""
-    ordered = rows.sort_values(["file", "block", "line"], kind="stable")
-    return [orjson.loads(text) for text in ordered["resource"]]
-
-
 def medication_index(rows: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Medication resources (no patient reference: broadcast to every partition), by `Medication/<id>` and id."""
     index: dict[str, dict[str, Any]] = {}
