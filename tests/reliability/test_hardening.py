@@ -169,19 +169,24 @@ def test_subject_resolution(reference: str, problem: str | None) -> None:
     assert subject_problem({"subject": {"reference": reference}}, "p1", base) == problem
 
 
+AUTH = {"access_token": "t", "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read", "subject": "x"}
+
+
+def call_through(client: FlaskClient, patient_id: str, server: CannedFhir) -> Any:
+    """A hook call without prefetch: every key is read from the canned server, which is stopped afterwards."""
+    try:
+        return client.post(URL, json=call(patient_id, fhirServer=server.base, fhirAuthorization=AUTH))
+    finally:
+        server.stop()
+
+
 def test_fallback_data_not_naming_the_patient_is_not_used(
     app: Flask, client: FlaskClient, bundles: dict[str, dict[str, Any]]
 ) -> None:
     # A misbehaving FHIR server answers the searches with another patient's labs without `subject`.
     a, b = bundles["01-normal"], bundles["12-progression-high-kfre"]
     foreign = [{k: v for k, v in r.items() if k != "subject"} for r in resources(b)[1:]]
-    server = CannedFhir(patient=resources(a)[0], resources=foreign)
-    try:
-        response = client.post(URL, json=call(pid(a), fhirServer=server.base, fhirAuthorization={
-            "access_token": "t", "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read",
-            "subject": "x"}))  # fmt: skip
-    finally:
-        server.stop()
+    response = call_through(client, pid(a), CannedFhir(patient=resources(a)[0], resources=foreign))
     assert response.status_code == 200
     assert response.json == {"cards": []}  # nothing of B's shows in A's chart (before: B's G5 and KFRE)
     assert last_audit(app)["rejected_resources"]["no_subject"] >= len(foreign)  # every search returned them
@@ -191,13 +196,7 @@ def test_fallback_patient_of_another_id_is_refused(
     app: Flask, client: FlaskClient, bundles: dict[str, dict[str, Any]]
 ) -> None:
     a, b = bundles["01-normal"], bundles["12-progression-high-kfre"]
-    server = CannedFhir(patient=resources(b)[0], resources=resources(b)[1:])
-    try:
-        response = client.post(URL, json=call(pid(a), fhirServer=server.base, fhirAuthorization={
-            "access_token": "t", "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read",
-            "subject": "x"}))  # fmt: skip
-    finally:
-        server.stop()
+    response = call_through(client, pid(a), CannedFhir(patient=resources(b)[0], resources=resources(b)[1:]))
     assert response.status_code == 412
     assert last_audit(app)["precondition"] == "patient-mismatch"
 
@@ -364,18 +363,13 @@ def test_impossible_creatinine_and_birth_date_stage_nobody(
 
 # --- 3. one slow FHIR server, and unbounded replies -------------------------------------------------------------
 
-AUTH = {"access_token": "t", "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read", "subject": "x"}
-
 
 def test_oversized_fhir_response_is_refused(
     app: Flask, client: FlaskClient, bundles: dict[str, dict[str, Any]]
 ) -> None:
     bundle = bundles["03-g3a-a2-not-coded"]
     server = CannedFhir(patient=resources(bundle)[0], resources=resources(bundle)[1:], padding=11 * 1024 * 1024)
-    try:
-        response = client.post(URL, json=call(pid(bundle), fhirServer=server.base, fhirAuthorization=AUTH))
-    finally:
-        server.stop()
+    response = call_through(client, pid(bundle), server)
     assert response.status_code == 412
     assert "fhir-response-too-large" in response.get_data(as_text=True)
     assert last_audit(app)["precondition"] == "fhir-response-too-large"
