@@ -20,7 +20,15 @@ from typing import Any
 import pandas as pd
 
 from service.clinical.thresholds import Thresholds
-from service.population.engine import REGISTRY_COLUMNS, ScreenError, ScreenStats, connect, registry, registry_row
+from service.population.engine import (
+    REGISTRY_COLUMNS,
+    ScreenError,
+    ScreenStats,
+    connect,
+    record_counts,
+    registry,
+    registry_row,
+)
 
 STAGE_ORDER = ["G1", "G2", "G3a", "G3b", "G4", "G5", "unstaged"]
 SUMMARY_COLUMNS = ["deceased", "ckd", "reason", "g_stage", "care_gaps", "recommendations"]
@@ -44,7 +52,8 @@ def screen(
     _client, close = connect(scheduler, workers)  # the default client while open: compute() runs on it
     try:
         started = time.perf_counter()
-        frame = registry(source, as_of, thresholds or Thresholds(), ScreenStats()).compute()
+        screening = registry(source, as_of, thresholds or Thresholds(), ScreenStats())
+        frame = screening.registry.compute()
         seconds = time.perf_counter() - started
     finally:
         close()
@@ -62,15 +71,20 @@ def run(
     stats = ScreenStats()
     try:
         started = time.perf_counter()
-        lazy = registry(source, as_of, thresholds, stats)
+        screening = registry(source, as_of, thresholds, stats)
+        names = list(screening.counts)
+        # one compute for the registry and every count: the export is parsed and shuffled once
         if out.suffix == ".parquet":
-            job = lazy.to_parquet(str(out), write_index=False, compute=False)
-            wait_with_progress(client, client.compute(job))
+            job = screening.registry.to_parquet(str(out), write_index=False, compute=False)
+            futures = client.compute([job, *screening.counts.values()])
+            wait_with_progress(client, futures[0])
+            record_counts(stats, names, [f.result() for f in futures[1:]])
             counted = pd.read_parquet(out, columns=SUMMARY_COLUMNS)
         else:
-            future = client.compute(lazy)
-            wait_with_progress(client, future)
-            frame = future.result().sort_values("patient", kind="stable")
+            futures = client.compute([screening.registry, *screening.counts.values()])
+            wait_with_progress(client, futures[0])
+            record_counts(stats, names, [f.result() for f in futures[1:]])
+            frame = futures[0].result().sort_values("patient", kind="stable")
             frame.to_csv(out, index=False)
             counted = frame[SUMMARY_COLUMNS]
         seconds = time.perf_counter() - started

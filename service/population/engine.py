@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -34,6 +35,7 @@ from service.clinical.thresholds import Thresholds
 from service.fhir.adapter import AdapterError, SiteCodeMap, record_from_bundle, record_from_resources, site_code_map
 from service.population.ndjson import META, medication_index, parse_block
 
+TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]+$")  # a FHIR resource type name, as Bulk Data file names carry it
 BLOCK_SIZE = 64 * 1024 * 1024  # bytes of NDJSON per map task (a gzip file is read whole: it cannot be split)
 REGISTRY_COLUMNS = ["patient", "deceased", "ckd", "reason", "g_stage", "a_stage", "kdigo_risk", "egfr", "egfr_date",
                     "acr_mg_g", "kfre_5y", "care_gaps", "recommendations"]  # fmt: skip
@@ -82,21 +84,26 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.astype(REGISTRY_META.dtypes.to_dict())
 
 
+ASSESSED_META = REGISTRY_META.assign(complete=pd.Series(dtype="bool"))
+
+
 def assess_partition(
     rows: pd.DataFrame, as_of: date, thresholds: Thresholds, medications: dict[str, Any]
 ) -> pd.DataFrame:
-    """The per-patient engine over one shuffled partition; rows of patients without exactly one Patient are
-    reported with the reason `no_patient` in a separate count (see `count_without_patient`)."""
+    """The per-patient engine over one shuffled partition. A patient id named by resources but without exactly one
+    Patient resource gets a row with `complete` false (counted, never assessed)."""
     sites = site_code_map(thresholds.site_codes)
     out = []
     for pid, resources in patients_in_order(rows):
         patients = [r for r in resources if r.get("resourceType") == "Patient"]
         if len(patients) != 1:
+            out.append({"patient": str(pid), "complete": False})
             continue
         others = [r for r in resources if r is not patients[0]]
         record = record_from_resources(patients[0], others, site_codes=sites, shared_medications=medications)
-        out.append(registry_row(str(pid), assessment_to_json(assess(record, as_of, thresholds))))
-    return _frame(out)
+        out.append(registry_row(str(pid), assessment_to_json(assess(record, as_of, thresholds))) | {"complete": True})
+    frame = pd.DataFrame(out, columns=[*REGISTRY_COLUMNS, "complete"])
+    return frame.astype(ASSESSED_META.dtypes.to_dict())
 
 
 def patients_in_order(rows: pd.DataFrame) -> Iterator[tuple[str, list[dict[str, Any]]]]:
@@ -106,11 +113,6 @@ def patients_in_order(rows: pd.DataFrame) -> Iterator[tuple[str, list[dict[str, 
     keyed = zip(ordered["patient"].tolist(), ordered["resource"].tolist(), strict=True)
     for pid, group in itertools.groupby(keyed, key=lambda pair: pair[0]):
         yield str(pid), [orjson.loads(text) for _, text in group]
-
-
-def count_without_patient(rows: pd.DataFrame) -> pd.DataFrame:
-    kinds = rows.groupby("patient")["kind"].agg(lambda k: int((k == "Patient").sum()))
-    return pd.DataFrame({"n": [int((kinds != 1).sum())]})
 
 
 def ndjson_files(source: Path) -> list[Path]:
@@ -139,24 +141,51 @@ def parsed_rows(files: list[str], site_codes: SiteCodeMap | None, stats: ScreenS
     return dd.from_delayed(parts, meta=META, verify_meta=False)
 
 
+@dataclass(slots=True)
+class Screening:
+    """The lazy registry and the lazy counts of what was left out: computed together, so the data are parsed and
+    shuffled once."""
+
+    registry: dd.DataFrame
+    counts: dict[str, Any] = field(default_factory=dict)  # ScreenStats field -> lazy scalar
+
+
+def file_types(files: list[str]) -> list[str | None]:
+    """The resource type a Bulk Data file name carries (Patient.ndjson, Observation.002.ndjson.gz, 1.Condition.ndjson)
+    or None."""
+    return [next((t for t in Path(f).name.split(".") if TYPE_NAME.match(t)), None) for f in files]
+
+
+def shared_medications(files: list[str], rows: dd.DataFrame, site_codes: SiteCodeMap | None) -> dict[str, Any]:
+    """The export's Medication resources, to broadcast. Bulk Data writes one file per type: read only the Medication
+    files then; when the files are not split by type, one extra pass over everything finds them."""
+    types = file_types(files)
+    if all(t is not None for t in types):
+        chosen = [f for f, t in zip(files, types, strict=True) if t == "Medication"]
+        if not chosen:
+            return {}
+        rows = parsed_rows(chosen, site_codes, ScreenStats())
+    return medication_index(compute(rows[rows["kind"] == "Medication"]["resource"])[0])
+
+
 def screen_ndjson(
     source: Path, as_of: date, thresholds: Thresholds, stats: ScreenStats, npartitions: int | None = None
-) -> dd.DataFrame:
+) -> Screening:
     """The registry (lazy) from Bulk Data NDJSON: parse, broadcast Medications, shuffle by patient, assess."""
     files = [str(p) for p in ndjson_files(source)]
-    rows = parsed_rows(files, site_code_map(thresholds.site_codes), stats)
-    medications_text, unresolved, invalid = compute(
-        rows[rows["kind"] == "Medication"]["resource"],
-        ((rows["patient"].isna()) & (rows["kind"] != "Medication") & (rows["kind"] != "invalid")).sum(),
-        (rows["kind"] == "invalid").sum(),
-    )
-    medications = medication_index(medications_text)
-    stats.medications, stats.unresolved, stats.invalid_lines = len(medications) // 2, int(unresolved), int(invalid)
+    sites = site_code_map(thresholds.site_codes)
+    rows = parsed_rows(files, sites, stats)
+    medications = shared_medications(files, rows, sites)
+    stats.medications = len(medications) // 2
     keyed = rows[~rows["patient"].isna()]
     shuffled = keyed.shuffle(on="patient", npartitions=npartitions or max(2, stats.partitions))
-    stats.without_patient = int(shuffled.map_partitions(count_without_patient, meta={"n": "int64"})["n"].sum()
-                                .compute())  # fmt: skip
-    return shuffled.map_partitions(assess_partition, as_of, thresholds, medications, meta=REGISTRY_META)
+    assessed = shuffled.map_partitions(assess_partition, as_of, thresholds, medications, meta=ASSESSED_META)
+    counts = {  # ScreenStats field -> lazy count
+        "unresolved": ((rows["patient"].isna()) & (rows["kind"] != "Medication") & (rows["kind"] != "invalid")).sum(),
+        "invalid_lines": (rows["kind"] == "invalid").sum(),
+        "without_patient": (~assessed["complete"]).sum(),
+    }
+    return Screening(registry=assessed[assessed["complete"]].drop(columns=["complete"]), counts=counts)
 
 
 def assess_bundle_file(path: str, as_of: date, thresholds: Thresholds) -> list[dict[str, Any]]:
@@ -171,17 +200,22 @@ def assess_bundle_file(path: str, as_of: date, thresholds: Thresholds) -> list[d
     return [registry_row(str(patient), assessment_to_json(assess(record, as_of, thresholds)))]
 
 
-def screen_bundles(source: Path, as_of: date, thresholds: Thresholds, stats: ScreenStats) -> dd.DataFrame:
+def screen_bundles(source: Path, as_of: date, thresholds: Thresholds, stats: ScreenStats) -> Screening:
     files = sorted(str(p) for p in source.iterdir() if p.name.endswith((".json", ".json.gz")))
     if not files:
         raise ScreenError(f"no .json or .json.gz Bundles in {source}")
     stats.files = stats.partitions = len(files)
     bag = db.from_sequence(files, npartitions=max(1, min(len(files), 4 * (os.cpu_count() or 2))))
     rows = bag.map(assess_bundle_file, as_of, thresholds).flatten()
-    return rows.to_dataframe(meta=REGISTRY_META)
+    return Screening(registry=rows.to_dataframe(meta=REGISTRY_META))
 
 
-def registry(source: Path, as_of: date, thresholds: Thresholds, stats: ScreenStats) -> dd.DataFrame:
+def record_counts(stats: ScreenStats, names: list[str], values: list[Any]) -> None:
+    for name, value in zip(names, values, strict=True):
+        setattr(stats, name, int(value))
+
+
+def registry(source: Path, as_of: date, thresholds: Thresholds, stats: ScreenStats) -> Screening:
     if not source.exists():
         raise ScreenError(f"{source} does not exist")
     if is_ndjson(source):
