@@ -98,6 +98,11 @@ def build_parser() -> OneLineParser:
     sc.add_argument("--plot", default="ckd-screen.png", help="PNG of the stage distribution and care gaps")
     sc.add_argument("--workers", type=int, default=2, help="workers of the embedded Dask LocalCluster")
     sc.add_argument("--scheduler", help="a Dask scheduler address, e.g. tcp://host:8786 (or DASK_SCHEDULER_ADDRESS)")
+    sc.add_argument(
+        "--stage",
+        help="also keep the parsed rows, bucketed by patient, in this folder: screening the "
+        "folder later skips parsing and the shuffle (re-screen with another date or configuration)",
+    )
 
     cfg = sub.add_parser("config", help="validate or show the threshold configuration")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, parser_class=OneLineParser)
@@ -199,8 +204,9 @@ def run_screen(args: argparse.Namespace) -> dict[str, Any]:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     try:
-        counts, stats, seconds = run(Path(args.source), as_of, thresholds, out, scheduler=args.scheduler,
-                                     workers=args.workers)  # fmt: skip
+        source: Path | str = args.source if "://" in args.source else Path(args.source)
+        counts, stats, seconds = run(source, as_of, thresholds, out, scheduler=args.scheduler,
+                                     workers=args.workers, stage=Path(args.stage) if args.stage else None)  # fmt: skip
     except (ScreenError, OSError) as exc:
         raise UsageError(str(exc)) from None
     plot(counts, png, as_of)

@@ -63,27 +63,32 @@ def screen(
 
 
 def run(
-    source: Path, as_of: date, thresholds: Thresholds, out: Path, *, scheduler: str | None = None, workers: int = 2
-) -> tuple[dict[str, Any], ScreenStats, float]:
+    source: Path | str, as_of: date, thresholds: Thresholds, out: Path, *, scheduler: str | None = None,
+    workers: int = 2, stage: Path | None = None,
+) -> tuple[dict[str, Any], ScreenStats, float]:  # fmt: skip
     """Write the registry to `out` (.parquet: a directory of Parquet parts written by the workers; .csv: one file)
     and return the counts, what was left out, and the seconds taken."""
     client, close = connect(scheduler, workers)
     stats = ScreenStats()
     try:
         started = time.perf_counter()
-        screening = registry(source, as_of, thresholds, stats)
+        screening = registry(source, as_of, thresholds, stats, stage)
         names = list(screening.counts)
         # one compute for the registry and every count: the export is parsed and shuffled once
         if out.suffix == ".parquet":
             job = screening.registry.to_parquet(str(out), write_index=False, compute=False)
-            futures = client.compute([job, *screening.counts.values()])
+            futures = client.compute([job, *screening.counts.values(), *screening.extra])
             wait_with_progress(client, futures[0])
-            record_counts(stats, names, [f.result() for f in futures[1:]])
+            record_counts(stats, names, [f.result() for f in futures[1 : 1 + len(names)]])
+            for future in futures[1 + len(names) :]:
+                future.result()
             counted = pd.read_parquet(out, columns=SUMMARY_COLUMNS)
         else:
-            futures = client.compute([screening.registry, *screening.counts.values()])
+            futures = client.compute([screening.registry, *screening.counts.values(), *screening.extra])
             wait_with_progress(client, futures[0])
-            record_counts(stats, names, [f.result() for f in futures[1:]])
+            record_counts(stats, names, [f.result() for f in futures[1 : 1 + len(names)]])
+            for future in futures[1 + len(names) :]:
+                future.result()
             frame = futures[0].result().sort_values("patient", kind="stable")
             frame.to_csv(out, index=False)
             counted = frame[SUMMARY_COLUMNS]

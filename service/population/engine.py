@@ -115,9 +115,21 @@ def patients_in_order(rows: pd.DataFrame) -> Iterator[tuple[str, list[dict[str, 
         yield str(pid), [orjson.loads(text) for _, text in group]
 
 
-def ndjson_files(source: Path) -> list[Path]:
-    names = (".ndjson", ".ndjson.gz")
-    files = sorted(p for p in source.iterdir() if p.name.endswith(names)) if source.is_dir() else [source]
+NDJSON_NAMES = (".ndjson", ".ndjson.gz")
+
+
+def ndjson_files(source: Path | str) -> list[str]:
+    """The NDJSON files of a folder (or the one file), as local paths or, for an fsspec URL (s3://, gs://,
+    file://, ...), as URLs that dask.bytes reads directly."""
+    if isinstance(source, str):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(source)
+        paths = sorted(p for p in fs.ls(root, detail=False) if p.endswith(NDJSON_NAMES)) if fs.isdir(root) else [root]
+        files = [fs.unstrip_protocol(p) for p in paths]
+    else:
+        files = [str(p) for p in sorted(p for p in source.iterdir() if p.name.endswith(NDJSON_NAMES))] if (
+            source.is_dir()) else [str(source)]  # fmt: skip
     if not files:
         raise ScreenError(f"no .ndjson files in {source}")
     return files
@@ -148,6 +160,7 @@ class Screening:
 
     registry: dd.DataFrame
     counts: dict[str, Any] = field(default_factory=dict)  # ScreenStats field -> lazy scalar
+    extra: list[Any] = field(default_factory=list)  # further lazy outputs of the same pass (the stage's Parquet)
 
 
 def file_types(files: list[str]) -> list[str | None]:
@@ -168,24 +181,58 @@ def shared_medications(files: list[str], rows: dd.DataFrame, site_codes: SiteCod
     return medication_index(compute(rows[rows["kind"] == "Medication"]["resource"])[0])
 
 
+STAGE_FORMAT = "ckd-cds-stage/1"
+
+
+def is_stage(source: Path) -> bool:
+    return (source / "stage.json").is_file()
+
+
+def write_stage_manifest(stage: Path, medications: dict[str, Any]) -> None:
+    """The stage: `rows/` (Parquet parts, each holding whole patients), the broadcast Medications, the format."""
+    stage.mkdir(parents=True, exist_ok=True)
+    (stage / "medications.json").write_bytes(orjson.dumps(medications))
+    (stage / "stage.json").write_bytes(orjson.dumps({"format": STAGE_FORMAT, "rows": "rows"}))
+
+
+def screen_stage(source: Path, as_of: date, thresholds: Thresholds, stats: ScreenStats) -> Screening:
+    """Re-screen from a stage written by `--stage`: no parsing, no shuffle; one partition per Parquet part (each
+    holds whole patients, hash-bucketed when it was written)."""
+    manifest = orjson.loads((source / "stage.json").read_bytes())
+    if manifest.get("format") != STAGE_FORMAT:
+        raise ScreenError(f"{source} is not a ckd-cds stage ({STAGE_FORMAT})")
+    medications = orjson.loads((source / "medications.json").read_bytes())
+    rows = dd.read_parquet(str(source / manifest["rows"]), split_row_groups=False, aggregate_files=False)
+    stats.files, stats.partitions, stats.medications = 1, rows.npartitions, len(medications) // 2
+    assessed = rows.map_partitions(assess_partition, as_of, thresholds, medications, meta=ASSESSED_META)
+    return Screening(registry=assessed[assessed["complete"]].drop(columns=["complete"]),
+                     counts={"without_patient": (~assessed["complete"]).sum()})  # fmt: skip
+
+
 def screen_ndjson(
-    source: Path, as_of: date, thresholds: Thresholds, stats: ScreenStats, npartitions: int | None = None
-) -> Screening:
-    """The registry (lazy) from Bulk Data NDJSON: parse, broadcast Medications, shuffle by patient, assess."""
-    files = [str(p) for p in ndjson_files(source)]
+    source: Path | str, as_of: date, thresholds: Thresholds, stats: ScreenStats, npartitions: int | None = None,
+    stage: Path | None = None,
+) -> Screening:  # fmt: skip
+    """The registry (lazy) from Bulk Data NDJSON: parse, broadcast Medications, shuffle by patient, assess; with
+    `stage`, the shuffled rows are also kept as Parquet for re-screening."""
+    files = ndjson_files(source)
     sites = site_code_map(thresholds.site_codes)
     rows = parsed_rows(files, sites, stats)
     medications = shared_medications(files, rows, sites)
     stats.medications = len(medications) // 2
     keyed = rows[~rows["patient"].isna()]
     shuffled = keyed.shuffle(on="patient", npartitions=npartitions or max(2, stats.partitions))
+    extra = []
+    if stage is not None:
+        write_stage_manifest(stage, medications)
+        extra.append(shuffled.to_parquet(str(stage / "rows"), write_index=False, compute=False))
     assessed = shuffled.map_partitions(assess_partition, as_of, thresholds, medications, meta=ASSESSED_META)
     counts = {  # ScreenStats field -> lazy count
         "unresolved": ((rows["patient"].isna()) & (rows["kind"] != "Medication") & (rows["kind"] != "invalid")).sum(),
         "invalid_lines": (rows["kind"] == "invalid").sum(),
         "without_patient": (~assessed["complete"]).sum(),
     }
-    return Screening(registry=assessed[assessed["complete"]].drop(columns=["complete"]), counts=counts)
+    return Screening(registry=assessed[assessed["complete"]].drop(columns=["complete"]), counts=counts, extra=extra)
 
 
 def assess_bundle_file(path: str, as_of: date, thresholds: Thresholds) -> list[dict[str, Any]]:
@@ -215,11 +262,21 @@ def record_counts(stats: ScreenStats, names: list[str], values: list[Any]) -> No
         setattr(stats, name, int(value))
 
 
-def registry(source: Path, as_of: date, thresholds: Thresholds, stats: ScreenStats) -> Screening:
+def registry(
+    source: Path | str, as_of: date, thresholds: Thresholds, stats: ScreenStats, stage: Path | None = None
+) -> Screening:
+    """The lazy screening of a source: a stage, Bulk Data NDJSON (a folder, a file, or an fsspec URL of either),
+    or a folder of Bundles."""
+    if isinstance(source, str):  # an fsspec URL: NDJSON read where it lies
+        return screen_ndjson(source, as_of, thresholds, stats, stage=stage)
     if not source.exists():
         raise ScreenError(f"{source} does not exist")
+    if source.is_dir() and is_stage(source):
+        return screen_stage(source, as_of, thresholds, stats)
     if is_ndjson(source):
-        return screen_ndjson(source, as_of, thresholds, stats)
+        return screen_ndjson(source, as_of, thresholds, stats, stage=stage)
+    if stage is not None:
+        raise ScreenError("--stage needs Bulk Data NDJSON input")
     if source.is_dir():
         return screen_bundles(source, as_of, thresholds, stats)
     raise ScreenError(f"{source} is neither a folder of Bundles nor NDJSON")
