@@ -4,10 +4,11 @@
 
 Generates (once, kept in bench/data/) N patients as per-type NDJSON from the Synthea Bundles of ../shared/data
 (service.population.generate), then screens them on an embedded LocalCluster with 1 and then 2 single-thread
-workers, end to end from raw NDJSON (parse, map-side filter, shuffle by patient, engine, Parquet registry). Reports
-patients per second, the peak resident memory of each worker and the projected time and CPU-hours per million
-patients; writes bench/results/screen.json with the machine described. A same-run baseline: reading and parsing
-every line once with orjson in one process (the floor of any engine over this data).
+workers, end to end from raw NDJSON (parse, map-side filter, shuffle by patient, engine, Parquet registry); then,
+with 2 workers, while writing the re-screening stage (--stage) and re-screening from it. Reports patients per
+second, the peak resident memory of each worker and the projected time and CPU-hours per million patients; writes
+bench/results/screen.json with the machine described. A same-run baseline: reading and parsing every line once with
+orjson in one process (the floor of any engine over this data).
 """
 
 from __future__ import annotations
@@ -57,13 +58,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
-def run(folder: Path, workers: int, out: Path) -> dict[str, Any]:
+def run(folder: Path, workers: int, out: Path, stage: Path | None = None, label: str = "raw NDJSON") -> dict[str, Any]:
     client, close = connect(None, workers)
     try:
         started = time.perf_counter()
-        screening = registry(folder, AS_OF, Thresholds(), ScreenStats())
+        screening = registry(folder, AS_OF, Thresholds(), ScreenStats(), stage)
         job = screening.registry.to_parquet(str(out), write_index=False, compute=False)
-        for future in client.compute([job, *screening.counts.values()]):
+        for future in client.compute([job, *screening.counts.values(), *screening.extra]):
             future.result()
         seconds = time.perf_counter() - started
         peaks = client.run(peak_rss_mb)
@@ -73,8 +74,9 @@ def run(folder: Path, workers: int, out: Path) -> dict[str, Any]:
 
     patients = len(pd.read_parquet(out, columns=["patient"]))
     rate = patients / seconds
-    return {"workers": workers, "patients": patients, "seconds": round(seconds, 1), "patients_per_second":
-            round(rate, 1), "peak_rss_mb_per_worker": sorted(round(v, 0) for v in peaks.values()),
+    return {"input": label, "workers": workers, "patients": patients, "seconds": round(seconds, 1),
+            "patients_per_second": round(rate, 1),
+            "peak_rss_mb_per_worker": sorted(round(v, 0) for v in peaks.values()),
             "projected_hours_per_million": round(1e6 / rate / 3600, 2),
             "projected_cpu_hours_per_million": round(workers * 1e6 / rate / 3600, 2)}  # fmt: skip
 
@@ -102,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         out = args.data / f"registry-{args.patients}-{workers}.parquet"
         shutil.rmtree(out, ignore_errors=True)
         results.append(run(folder, workers, out))
+    # the stage: written during a screen from raw NDJSON, then a re-screen from it (no parsing, no shuffle)
+    stage = args.data / f"stage-{args.patients}"
+    shutil.rmtree(stage, ignore_errors=True)
+    for source, label, kept in ((folder, "raw NDJSON, writing the stage", stage), (stage, "the stage", None)):
+        out = args.data / f"registry-{args.patients}-staged.parquet"
+        shutil.rmtree(out, ignore_errors=True)
+        results.append(run(source, 2, out, kept, label))
     report = {"patients": args.patients, "ndjson_lines": lines, "ndjson_mb": round(size_mb), "runs": results,
               "generated_in_s": generated_s,
               "baseline_parse_every_line_one_process_s": round(floor_s, 1), "machine": machine(),
