@@ -340,12 +340,13 @@ class Acquirer:
         fetch: FetchSettings,
         patient_id: str,
         prefetch: dict[str, Any],
-        fhir_server: str | None,
+        fhir_server: FhirUrl | None,
         token: str | None,
         can_fetch: bool,
         started: float,
         no_access_reason: str = "no-fhir-access",
     ) -> PatientData:
+        """`fhir_server` as validated and normalised by the caller: the base checked is the base requested."""
         keys: dict[str, KeyState] = {}
         found: dict[str, list[Resource] | None] = {}
         missing: list[PrefetchKey] = []
@@ -362,7 +363,6 @@ class Acquirer:
                 keys[key.name].entries = len(found[key.name] or [])
             else:
                 missing.append(key)
-        base = _base(fhir_server)
         if missing:
             if any(keys[k.name].state == "wrong-patient" for k in missing):
                 no_access_reason = "patient-mismatch"  # what the 412 says if the right Patient cannot be read
@@ -370,8 +370,8 @@ class Acquirer:
                                          no_access_reason, fetch)  # fmt: skip
             if reason is not None:
                 failed = [k.name for k in missing if k.required and keys[k.name].unavailable]
-                raise DataUnavailable(failed, reason, assemble(patient_id, found, keys, base))
-        return assemble(patient_id, found, keys, base)
+                raise DataUnavailable(failed, reason, assemble(patient_id, found, keys, fhir_server))
+        return assemble(patient_id, found, keys, fhir_server)
 
     def _fetch_missing(
         self,
@@ -379,7 +379,7 @@ class Acquirer:
         keys: dict[str, KeyState],
         found: dict[str, list[Resource] | None],
         patient_id: str,
-        fhir_server: str | None,
+        fhir_server: FhirUrl | None,
         token: str | None,
         can_fetch: bool,
         started: float,
@@ -387,18 +387,18 @@ class Acquirer:
         fetch: FetchSettings,
     ) -> str | None:
         """Fetch the missing keys; the reason category of the first required key that failed, or None."""
-        if not can_fetch or not fhir_server:
+        if not can_fetch or fhir_server is None:
             for key in missing:
                 keys[key.name].unavailable = no_access_reason
             return no_access_reason if any(k.required for k in missing) else None
-        base = fhir_server.rstrip("/")
+        base = fhir_server.base
         if not self.breaker.allow(base):
             for key in missing:
                 keys[key.name].unavailable = "fhir-error"
                 keys[key.name].circuit_open = True
             return "fhir-error" if any(k.required for k in missing) else None
         deadline = started + fetch.budget_s
-        fhir = FhirFetch(fhir_server, token, self.adapter, deadline, fetch)
+        fhir = FhirFetch(base, token, self.adapter, deadline, fetch)
         pool = self.pools.for_base(base)
         jobs = {key.name: pool.submit(fetch_key, fhir, key, key.path(patient_id), keys[key.name]) for key in missing}
         wait(jobs.values(), timeout=max(0.0, deadline - time.monotonic()))
@@ -414,13 +414,6 @@ class Acquirer:
         self.breaker.record(base, ok=not server_trouble)
         failed = [k for k in missing if keys[k.name].unavailable and k.required]
         return str(keys[failed[0].name].unavailable) if failed else None
-
-
-def _base(fhir_server: str | None) -> FhirUrl | None:
-    try:
-        return parse_fhir_url(fhir_server) if isinstance(fhir_server, str) else None
-    except UnsafeUrl:
-        return None
 
 
 def is_this_patient(resource: Any, patient_id: str) -> bool:

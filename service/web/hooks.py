@@ -27,7 +27,7 @@ from service.web.auth import AuthFailure, Caller
 from service.web.errors import ApiError
 from service.web.registry import SERVICES, CdsService
 from service.web.state import AppState, validator
-from service.web.urls import FhirUrl, UnsafeUrl, parse_fhir_url, safe_base
+from service.web.urls import FhirUrl, UnsafeUrl, parse_fhir_url
 
 log = logging.getLogger(__name__)
 bp = Blueprint("hooks", __name__)
@@ -129,13 +129,15 @@ def schema_problem(body: Any, schema: str) -> str | None:
     return f"{where or 'body'} is invalid ({error.validator})"
 
 
-def validate_call(body: Any, service: CdsService) -> None:
+def validate_call(body: Any, service: CdsService) -> FhirUrl | None:
+    """400 for a malformed call; the fhirServer, parsed and normalised once for the whole request (or None)."""
     problem = schema_problem(body, "cds-request")
     if problem is not None:
         raise ApiError(400, problem, "required" if "required" in problem else "invalid")
     if body["hook"] != service.hook:
         raise ApiError(400, f"hook is not registered for service {service.id}")
     server = body.get("fhirServer")
+    parsed = None
     if isinstance(server, str):
         try:
             parsed = parse_fhir_url(server)
@@ -144,6 +146,7 @@ def validate_call(body: Any, service: CdsService) -> None:
         if state().settings.production and parsed.scheme != "https":
             raise ApiError(400, "fhirServer must use https in production")
     check_prefetch_size(body.get("prefetch"))
+    return parsed
 
 
 def server_allowed(server: FhirUrl, caller: Caller | None) -> bool:
@@ -154,18 +157,17 @@ def server_allowed(server: FhirUrl, caller: Caller | None) -> bool:
     if st.allowed_servers and not any(base.contains(server) for base in st.allowed_servers):
         return False
     if st.settings.production:
-        issuer = () if caller is None else tuple(parse_fhir_url(s) for s in caller.issuer.fhir_servers)
-        return any(base == server for base in issuer)
+        return caller is not None and server in st.issuer_servers.get(caller.iss, ())
     if st.allowed_servers:
         return True
-    return server.loopback or any(base == server for base in (*st.open_servers, *st.issuer_servers))
+    issuers = (base for bases in st.issuer_servers.values() for base in bases)
+    return server.loopback or server in st.open_servers or any(base == server for base in issuers)
 
 
-def fetch_allowed(body: dict[str, Any], caller: Caller | None) -> tuple[str | None, bool, str]:
+def fetch_allowed(body: dict[str, Any], caller: Caller | None, server: FhirUrl | None) -> tuple[str | None, bool, str]:
     """(token, may fetch, reason if not): allowed servers only; open servers only in development."""
     st = state()
-    auth, raw = body.get("fhirAuthorization"), body.get("fhirServer")
-    server = parse_fhir_url(raw) if isinstance(raw, str) else None  # validated by validate_call
+    auth = body.get("fhirAuthorization")
     if server is not None and not server_allowed(server, caller):
         return None, False, "fhir-server-not-allowed"
     if isinstance(auth, dict):
@@ -209,14 +211,13 @@ def call_service(service_id: str) -> Response:
     g.audit.update(service_id=service.id, audited=True)
     caller = authenticate(required=True)
     body = require_json_body()
-    validate_call(body, service)
-    server = body.get("fhirServer")
+    server = validate_call(body, service)
     g.audit.update(hook=body["hook"], hook_instance=body["hookInstance"],
-                   fhir_server=safe_base(server) if isinstance(server, str) else None)  # fmt: skip
+                   fhir_server=server.base if server else None)  # normalised: never userinfo or a query  # fmt: skip
     patient_id = body["context"]["patientId"]
     g.audit["patient_key"] = patient_key(patient_id)
     thresholds, thresholds_version = state().config.current()  # one configuration for the whole request
-    data = acquire(body, patient_id, caller, service, thresholds)
+    data = acquire(body, patient_id, caller, service, thresholds, server)
     started_engine = time.monotonic()
     assessment = run_engine(data, thresholds)
     link = patient_link(caller, patient_id)
@@ -236,9 +237,10 @@ def call_service(service_id: str) -> Response:
 
 
 def acquire(
-    body: dict[str, Any], patient_id: str, caller: Caller | None, service: CdsService, thresholds: Thresholds
-) -> PatientData:
-    token, can_fetch, why_not = fetch_allowed(body, caller)
+    body: dict[str, Any], patient_id: str, caller: Caller | None, service: CdsService, thresholds: Thresholds,
+    server: FhirUrl | None,
+) -> PatientData:  # fmt: skip
+    token, can_fetch, why_not = fetch_allowed(body, caller, server)
     started_fetch = time.monotonic()
     f = thresholds.fhir
     try:
@@ -249,7 +251,7 @@ def acquire(
             ),
             patient_id=patient_id,
             prefetch=body.get("prefetch") or {},
-            fhir_server=body.get("fhirServer"),
+            fhir_server=server,
             token=token,
             can_fetch=can_fetch,
             started=g.started,

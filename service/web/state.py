@@ -96,7 +96,7 @@ class AppState:
     acquirer: Acquirer
     open_servers: tuple[FhirUrl, ...]  # development: read without a token
     allowed_servers: tuple[FhirUrl, ...]  # CKD_CDS_FHIR_SERVERS: the fallback may call only these (empty: see hooks)
-    issuer_servers: tuple[FhirUrl, ...]  # every trusted issuer's fhir_servers
+    issuer_servers: dict[str, tuple[FhirUrl, ...]]  # each trusted issuer's fhir_servers, by iss
     patient_link_secret: str = field(default="", repr=False)  # HMAC key of the patient link (issue #14)
     audit_health: AuditHealth = field(default_factory=AuditHealth)
 
@@ -123,7 +123,9 @@ def build_state(settings: Settings) -> AppState:
         acquirer=Acquirer(pools=FetchPools(settings.fhir_pool_size), adapter=adapter),
         open_servers=parse_bases(settings.open_fhir_servers, "CKD_CDS_OPEN_FHIR_SERVERS"),
         allowed_servers=parse_bases(settings.fhir_server_allowlist, "CKD_CDS_FHIR_SERVERS"),
-        issuer_servers=parse_bases([s for i in settings.auth.issuers for s in i.fhir_servers], "issuer fhir_servers"),
+        issuer_servers={
+            i.iss: parse_bases(i.fhir_servers, f"issuer {i.iss} fhir_servers") for i in settings.auth.issuers
+        },
         patient_link_secret=store.shared_secret("patient-link"),
     )
 

@@ -112,11 +112,3 @@ def parse_fhir_url(url: str, *, allow_query: bool = False) -> FhirUrl:
         scheme=scheme, host=_host(hostname), port=port if port is not None else DEFAULT_PORTS[scheme],
         path=_path(parts.path), query=parts.query,
     )  # fmt: skip
-
-
-def safe_base(url: str) -> str | None:
-    """The normalised base, or None when the URL is unsafe (for logs and the audit: never userinfo)."""
-    try:
-        return parse_fhir_url(url).base
-    except UnsafeUrl:
-        return None
