@@ -318,27 +318,35 @@ class Store:
 
     def feedback_weekly(self, rule: str | None = None) -> list[dict[str, Any]]:
         """ISO weeks (Monday dates) with cards shown, final outcomes and cards snoozed, for one rule or all."""
-        weeks: dict[str, dict[str, Any]] = {}
+        return self._weekly(rule, by_rule=False).get(None, [])
 
-        def week(at: datetime) -> dict[str, Any]:
+    def feedback_weekly_by_rule(self) -> dict[str | None, list[dict[str, Any]]]:
+        """`feedback_weekly` for every rule at once, keyed by rule (one pass over the tables)."""
+        return self._weekly(None, by_rule=True)
+
+    def _weekly(self, rule: str | None, by_rule: bool) -> dict[str | None, list[dict[str, Any]]]:
+        tables: dict[str | None, dict[str, dict[str, Any]]] = {}
+
+        def week(rule_id: str, at: datetime) -> dict[str, Any]:
             monday = (_aware(at) - timedelta(days=_aware(at).weekday())).date().isoformat()
+            weeks = tables.setdefault(rule_id if by_rule else None, {})
             return weeks.setdefault(monday, {"week": monday, "shown": 0, "accepted": 0, "overridden": 0,
                                              "snoozed": 0})  # fmt: skip
 
-        shown_q = sa.select(card_index.c.created_at)
-        snoozed_q = sa.select(snoozed_cards.c.at)
+        shown_q = sa.select(card_index.c.rule_id, card_index.c.created_at)
+        snoozed_q = sa.select(snoozed_cards.c.rule_id, snoozed_cards.c.at)
         if rule is not None:
             shown_q = shown_q.where(card_index.c.rule_id == rule)
             snoozed_q = snoozed_q.where(snoozed_cards.c.rule_id == rule)
         with self.engine.connect() as conn:
-            for (at,) in conn.execute(shown_q):
-                week(at)["shown"] += 1
-            for (at,) in conn.execute(snoozed_q):
-                week(at)["snoozed"] += 1
+            for rule_id, at in conn.execute(shown_q):
+                week(rule_id, at)["shown"] += 1
+            for rule_id, at in conn.execute(snoozed_q):
+                week(rule_id, at)["snoozed"] += 1
         for final in self.final_outcomes().values():
             if rule is None or final["rule"] == rule:
-                week(final["at"])[final["outcome"]] += 1
-        return [weeks[k] for k in sorted(weeks)]
+                week(final["rule"], final["at"])[final["outcome"]] += 1
+        return {key: [weeks[k] for k in sorted(weeks)] for key, weeks in tables.items()}
 
     def feedback_count(self) -> int:
         with self.engine.connect() as conn:

@@ -455,8 +455,9 @@ def feedback_csv() -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["rule", "week", "shown", "accepted", "overridden", "snoozed"])
+    weekly = store.feedback_weekly_by_rule()
     for row in store.feedback_report():
-        for week in store.feedback_weekly(row["rule"]):
+        for week in weekly.get(row["rule"], []):
             writer.writerow([row["rule"], week["week"], week["shown"], week["accepted"], week["overridden"],
                              week["snoozed"]])  # fmt: skip
     return Response(out.getvalue(), mimetype="text/csv",
