@@ -167,22 +167,27 @@ class Evidence:
     reported: bool
 
 
+def kfre_line(a: Assessment) -> str | None:
+    """The KFRE risks with the equation named (region, variables, whether the ACR was estimated)."""
+    if a.kfre is None:
+        return None
+    region = REGION_NAMES[a.kfre.region.value]
+    return (
+        f"{region} KFRE ({a.kfre.variables}-variable): kidney failure risk {percent(a.kfre.risk_2y)} at 2 "
+        f"years, {percent(a.kfre.risk_5y)} at 5 years{' (ACR estimated)' if a.kfre_acr_estimated else ''}"
+    )
+
+
 def evidence(a: Assessment) -> Evidence:
     """All recent eGFRs (latest first, within the S18 window), urine, category, trend, KFRE, data quality."""
     s = a.staging
     window = [p for p in s.valid if (s.as_of - p.date).days <= 1095] or s.valid[-1:]
-    kfre = death = None
-    if a.kfre is not None:
-        region = REGION_NAMES[a.kfre.region.value]
-        kfre = (
-            f"{region} KFRE ({a.kfre.variables}-variable): kidney failure risk {percent(a.kfre.risk_2y)} at 2 "
-            f"years, {percent(a.kfre.risk_5y)} at 5 years{' (ACR estimated)' if a.kfre_acr_estimated else ''}"
+    death = None
+    if a.kfre is not None and a.mortality_5y is not None:
+        death = (
+            f"competing risk: 5-year risk of kidney failure {percent(a.kfre.risk_5y)} vs death "
+            f"{percent(a.mortality_5y)} (flchain model, adults 50+, age, sex and eGFR; context, not a trigger)"
         )
-        if a.mortality_5y is not None:
-            death = (
-                f"competing risk: 5-year risk of kidney failure {percent(a.kfre.risk_5y)} vs death "
-                f"{percent(a.mortality_5y)} (flchain model, adults 50+, age, sex and eGFR; context, not a trigger)"
-            )
     return Evidence(
         as_of=s.as_of.isoformat(),
         egfrs=[egfr_line(p) for p in reversed(window[-RECENT_EGFRS:])],
@@ -190,7 +195,7 @@ def evidence(a: Assessment) -> Evidence:
         stage=f"KDIGO category {stage_label(a)}" + (f", {s.kdigo_risk.value} risk" if s.kdigo_risk else "")
         if s.ckd else None,
         trend=trend_text(s.progression),
-        kfre=kfre,
+        kfre=kfre_line(a),
         death=death,
         aki_excluded=sum(1 for e in s.excluded if e.why == "aki"),
         reported=any(p.source == "reported" for p in window),
@@ -321,7 +326,7 @@ def variables_for(rule: str, a: Assessment) -> dict[str, Any]:
         extra = {"drugs": ", ".join(c.ingredients(DrugClass.NSAID)), "with_rasi": c.on(DrugClass.ACEI, DrugClass.ARB,
                  DrugClass.DRI), "with_lithium": c.on(DrugClass.LITHIUM), "recent_aki": c.recent_aki}  # fmt: skip
     elif rule in ("nephrology_referral", "krt_planning"):
-        extra = {"why": ", ".join(referral_reasons(a)) or "KDIGO criteria", "kfre": evidence(a).kfre,
+        extra = {"why": ", ".join(referral_reasons(a)) or "KDIGO criteria", "kfre": kfre_line(a),
                  "progression": progression_lines(s.progression), "krt_why": krt_reason(a)}  # fmt: skip
     elif rule == "progression_review":
         extra = {"why": "rapid eGFR decline" if s.progression and s.progression.rapid else "certain drop in eGFR",
