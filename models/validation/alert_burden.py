@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import json
 import re
 import statistics
@@ -34,6 +33,7 @@ from cards.builder import CardRequest, build_cards  # noqa: E402
 from service.clinical.assess import assess  # noqa: E402
 from service.clinical.thresholds import Thresholds  # noqa: E402
 from service.fhir.adapter import bundle_entries, record_from_bundle  # noqa: E402
+from service.population.generate import patient_bundles  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "synthea-smart-r4"
 RESULTS = ROOT / "bench" / "results"
@@ -89,12 +89,6 @@ def review_patient(bundle: dict[str, Any], thresholds: Thresholds, uncapped: Thr
         every=[rule_of(c) for c in every],
         ckd_text_without_ckd=0 if ckd else sum(says_ckd(c) for c in cards),
     )
-
-
-def patient_bundles(data: Path) -> list[dict[str, Any]]:
-    """The patient bundles (the folder also holds hospital and practitioner bundles without a Patient)."""
-    bundles = [json.loads(gzip.decompress(p.read_bytes())) for p in sorted(data.glob("*.json.gz"))]
-    return [b for b in bundles if any(r.get("resourceType") == "Patient" for _, r in bundle_entries(b))]
 
 
 def review(data: Path, label: str) -> dict[str, Any]:
