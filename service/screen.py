@@ -9,8 +9,6 @@ JSON object of the CLI contract).
 from __future__ import annotations
 
 import contextlib
-import gzip
-import json
 import sys
 import time
 from datetime import date
@@ -33,11 +31,6 @@ from service.population.engine import (
 STAGE_ORDER = ["G1", "G2", "G3a", "G3b", "G4", "G5", "unstaged"]
 SUMMARY_COLUMNS = ["deceased", "ckd", "reason", "g_stage", "care_gaps", "recommendations"]
 __all__ = ["ScreenError", "registry_row", "run", "screen"]
-
-
-def read_json(path: Path) -> Any:
-    raw = path.read_bytes()
-    return json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
 
 
 def screen(

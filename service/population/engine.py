@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
+import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -235,9 +237,13 @@ def screen_ndjson(
     return Screening(registry=assessed[assessed["complete"]].drop(columns=["complete"]), counts=counts, extra=extra)
 
 
-def assess_bundle_file(path: str, as_of: date, thresholds: Thresholds) -> list[dict[str, Any]]:
-    from service.screen import read_json
+def read_json(path: Path) -> Any:
+    """JSON, or gzip-compressed JSON, from a file."""
+    raw = path.read_bytes()
+    return json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
 
+
+def assess_bundle_file(path: str, as_of: date, thresholds: Thresholds) -> list[dict[str, Any]]:
     bundle = read_json(Path(path))
     try:
         record = record_from_bundle(bundle, site_code_map(thresholds.site_codes))
