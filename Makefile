@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench bench-workers profile bench-engine bench-screen fuzz durability load audit train validate review fhir-up fhir-down clean
+.PHONY: setup demo test lint bench bench-workers profile goldens bench-engine bench-screen fuzz durability load audit train validate review fhir-up fhir-down clean
 
 $(BIN)/ckd-cds: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,9 @@ profile: setup
 
 bench-workers: setup
 	$(BIN)/python bench/workers.py
+
+goldens: setup  # every hook response of the demo, Synthea and bench patients, this tree against BASELINE (default HEAD)
+	$(BIN)/python bench/goldens.py --baseline $${BASELINE:-HEAD}
 
 bench-engine: setup
 	$(BIN)/python bench/bench_engine.py
