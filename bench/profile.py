@@ -40,9 +40,12 @@ STEPS = [
     ("service.web.hooks", "acquire", "prefetch classification (or FHIR fallback)"),
     ("service.web.hooks", "record_from_resources", "FHIR resources to typed values (adapter)"),
     ("service.web.hooks", "assess", "staging, progression, KFRE and rules (engine)"),
+    ("service.web.hooks", "snoozed_rules", "override memory: the patient's active snoozes (one SELECT)"),
     ("service.web.hooks", "build_cards", "cards (Jinja2 templates, suggestions, uuids)"),
+    ("service.web.hooks", "record_outcome", "metrics and audit fields of the outcome"),
     ("service.web.hooks", "json_response", "response encoding (orjson)"),
     ("service.store", "Store.add_audit", "audit record and card index, one SQLite transaction"),
+    ("service.web", "count_request", "request metrics (Prometheus)"),
 ]
 REST = "Flask, Werkzeug and the test client"
 

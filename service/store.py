@@ -137,16 +137,20 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
+    """An engine for the store URL. SQLite: WAL, and `synchronous` FULL (a commit survives a power cut) or NORMAL (it
+    survives a crash of the process, not of the machine: docs/operations.md, "Durability")."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30})
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; workers share the file
-            cursor.execute("PRAGMA synchronous=FULL")  # a committed feedback survives a crash
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.close()
 
         return engine
@@ -154,16 +158,28 @@ def make_engine(url: str) -> Engine:
 
 
 class Store:
-    """All writes are single transactions; a 2xx is only sent after the commit returned."""
+    """All writes are single transactions; a 2xx is only sent after the commit returned.
+
+    Durability (docs/operations.md): feedback, snoozes, configuration and console writes commit with SQLite
+    `synchronous=FULL`; the per-call audit record, card index and snoozed-card rows go through `audit_engine`, with
+    `synchronous=NORMAL` on SQLite (kept through a crash of the process, possibly lost in a power cut or a crash of
+    the machine). PostgreSQL: one engine, the server's durability for everything.
+    """
 
     def __init__(self, url: str = DEFAULT_URL) -> None:
         self.url = url
         self.engine = make_engine(url)
         metadata.create_all(self.engine)
         self._add_missing_columns()
+        sqlite = self.engine.dialect.name == "sqlite"
+        self.audit_engine = make_engine(url, synchronous="NORMAL") if sqlite else self.engine
         # Built once: statements given their values as parameters compile once and hit SQLAlchemy's cache.
         self._insert_card_rows = self._insert_ignore(card_index)
         self._insert_audit = audit.insert()
+        self._insert_snoozed_card = snoozed_cards.insert()
+        self._select_snoozes = sa.select(snoozes.c.rule_id, snoozes.c.fingerprint, snoozes.c.until).where(
+            snoozes.c.patient_link == sa.bindparam("link")
+        )
 
     def _add_missing_columns(self) -> None:
         """create_all makes missing tables, not missing columns: add the nullable ones of later releases."""
@@ -252,11 +268,8 @@ class Store:
 
     def active_snoozes(self, patient_link: str) -> dict[str, dict[str, Any]]:
         """rule -> the overridden card's fingerprint, for the snoozes of this patient still running."""
-        query = sa.select(snoozes.c.rule_id, snoozes.c.fingerprint, snoozes.c.until).where(
-            snoozes.c.patient_link == patient_link
-        )
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(self._select_snoozes, {"link": patient_link}).all()
         current = now()
         return {row.rule_id: orjson.loads(row.fingerprint) for row in rows if _aware(row.until) > current}
 
@@ -357,11 +370,11 @@ class Store:
         self, record: dict[str, Any], card_rows: list[dict[str, Any]] | None = None, snoozed: list[str] | None = None
     ) -> None:
         """The audit record, the card index rows and the snoozed cards of the same call, in one transaction."""
-        with self.engine.begin() as conn:
+        with self.audit_engine.begin() as conn:
             self._insert_cards(conn, card_rows or [])
             if snoozed:
                 at = now()
-                conn.execute(snoozed_cards.insert(), [{"rule_id": r, "config_version": record.get("config_version"),
+                conn.execute(self._insert_snoozed_card, [{"rule_id": r, "config_version": record.get("config_version"),
                                                        "at": at} for r in snoozed])  # fmt: skip
             conn.execute(
                 self._insert_audit,
@@ -443,3 +456,4 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.audit_engine.dispose()

@@ -86,3 +86,23 @@ def test_replayed_jti_is_refused_and_expired_ones_purged(store: Store) -> None:
 def test_audit_round_trip(store: Store) -> None:
     store.add_audit({"request_id": "r1", "status": 200, "service_id": "s", "cards": [{"rule": "x"}]})
     assert store.audit_records()[0]["cards"] == [{"rule": "x"}]
+
+
+def test_sqlite_durability_contract_full_for_feedback_normal_for_the_audit(tmp_path: Path) -> None:
+    """docs/operations.md "Durability": feedback, snoozes and configuration commit with synchronous=FULL; the
+    per-call audit record and card index with NORMAL (WAL: survives a process crash, not a power cut)."""
+    s = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        with s.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        with s.audit_engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        s.add_audit({"request_id": "r1", "status": 200}, [card("c1", "statin")], ["sglt2i"])
+        with s.engine.connect() as conn:  # committed on the audit engine, read on the other connection pool
+            assert conn.execute(sa.text("SELECT count(*) FROM card_index")).scalar() == 1
+            assert conn.execute(sa.text("SELECT count(*) FROM snoozed_cards")).scalar() == 1
+        assert [r["request_id"] for r in s.audit_records()] == ["r1"]
+    finally:
+        s.dispose()
