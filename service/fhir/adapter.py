@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from service.clinical import codes
 from service.clinical.equations import CREATININE_UMOL_PER_MG_DL, Sex
@@ -151,18 +150,43 @@ def loinc_codes(observation: Resource, site_codes: SiteCodeMap | None = None) ->
     return out
 
 
-def observation_date(obs: Resource) -> date | None:
-    """effectiveDateTime, else effectivePeriod.start, else issued (S2)."""
-    period = obs.get("effectivePeriod")
-    start = period.get("start") if isinstance(period, dict) else None
-    for raw in (obs.get("effectiveDateTime"), start, obs.get("issued")):
-        if raw is not None:
-            return parse_date(raw)
+def reader_code(observation: Resource, site_codes: SiteCodeMap | None = None) -> str | None:
+    """The first of `loinc_codes(observation)` that the engine reads (OBSERVATION_READERS), or None; the same
+    answer in one pass, without building the list (it runs for every Observation of every call)."""
+    concept = observation.get("code")
+    if not isinstance(concept, dict):
+        return None
+    for c in concept.get("coding") or []:
+        if not isinstance(c, dict):
+            continue
+        code = c.get("code")
+        if not isinstance(code, str):
+            continue
+        system = c.get("system")
+        if system in (codes.LOINC, None):
+            if code in OBSERVATION_READERS:
+                return code
+        elif site_codes and (str(system), code) in site_codes:
+            mapped = site_codes[(str(system), code)]
+            if mapped in OBSERVATION_READERS:
+                return mapped
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Quantity:
+def observation_date(obs: Resource) -> date | None:
+    """effectiveDateTime, else effectivePeriod.start, else issued (S2): the first present is the date."""
+    raw = obs.get("effectiveDateTime")
+    if raw is None:
+        period = obs.get("effectivePeriod")
+        raw = period.get("start") if isinstance(period, dict) else None
+        if raw is None:
+            raw = obs.get("issued")
+            if raw is None:
+                return None
+    return parse_date(raw)
+
+
+class Quantity(NamedTuple):  # a tuple: made 200 times per chart, twice for converted values
     value: float
     unit: str | None  # normalised
     comparator: Comparator | None
@@ -174,14 +198,18 @@ def read_quantity(obs: Resource) -> Quantity | str:
     if not isinstance(q, dict) or "value" not in q:
         return "no_value"
     value = q["value"]
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if type(value) is not float and (isinstance(value, bool) or not isinstance(value, int | float)):
         return "not_numeric"
     if not math.isfinite(value) or value <= 0:
         return "non_positive"
-    raw_unit = q.get("code") if isinstance(q.get("code"), str) else q.get("unit")
+    raw_unit = q.get("code")
+    if not isinstance(raw_unit, str):
+        raw_unit = q.get("unit")
     unit = normalise_unit(raw_unit) if isinstance(raw_unit, str) and raw_unit.strip() else None
+    if "comparator" not in q:
+        return Quantity(float(value), unit, None)
     try:
-        comparator = Comparator(q["comparator"]) if "comparator" in q else None
+        comparator = Comparator(q["comparator"])
     except ValueError:
         return "bad_comparator"
     return Quantity(float(value), unit, comparator)
@@ -254,10 +282,9 @@ class RecordBuilder:
             self.add_medication_request(resource, medications)
 
     def add_observation(self, obs: Resource) -> None:
-        code = next((c for c in loinc_codes(obs, self.site_codes) if c in OBSERVATION_READERS), None)
+        code = reader_code(obs, self.site_codes)
         if code is None:
             return  # not a code the engine reads
-        reader = OBSERVATION_READERS[code]
         if text(obs.get("status")) not in COUNTED_OBSERVATION_STATUS:
             return self.reject(obs, "status")
         if obs.get("dataAbsentReason") is not None:
@@ -267,7 +294,7 @@ class RecordBuilder:
             return self.reject(obs, "bad_date")
         if self.record.birth_date is not None and when < self.record.birth_date:
             return self.reject(obs, "before_birth")
-        why = reader(self, obs, code, when)
+        why = OBSERVATION_READERS[code](self, obs, code, when)
         if why is not None:
             self.reject(obs, why)
 
@@ -360,13 +387,16 @@ ObservationReader = Callable[[RecordBuilder, Resource, str, date], str | None]
 
 
 def _converted(obs: Resource, code: str, units: dict[str, float]) -> Quantity | str:
+    """The value in the canonical unit (value and comparator; `unit` is the unit it was sent in, or the code's
+    default unit when none was sent)."""
     q = read_quantity(obs)
     if isinstance(q, str):
         return q
     unit = q.unit or codes.DEFAULT_UNIT.get(code)
-    if unit is None or unit not in units:
+    factor = units.get(unit) if unit is not None else None
+    if factor is None:
         return "unknown_unit"
-    return Quantity(q.value * units[unit], unit, q.comparator)
+    return Quantity(q.value * factor, unit, q.comparator)
 
 
 def _lab(
