@@ -23,9 +23,10 @@ def plot(r: dict[str, Any], path: Path) -> None:
     for ax, scenario in zip(axes, ("a", "b", "c"), strict=True):
         levels = list(r["service"][scenario])
         xs = range(len(levels))
-        width = 0.38
-        for offset, (who, colour) in ((-width / 2, ("service", "#17415f")), (width / 2, ("floor", "#c77700"))):
-            if scenario not in r[who]:
+        width = 0.27
+        bars = ((-width, ("service", "#17415f")), (0.0, ("floor", "#c77700")), (width, ("peer", "#5b8c3a")))
+        for offset, (who, colour) in bars:
+            if scenario not in r.get(who, {}):
                 continue
             data = r[who][scenario]
             p50 = [data[lv]["p50_ms"] for lv in levels]
@@ -37,25 +38,45 @@ def plot(r: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("latency (ms)")
         ax.legend(fontsize=8)
     model = r["settings"]["gunicorn"].removesuffix(" (gunicorn.conf.py)")
-    fig.suptitle(f"ckd-cds vs Flask floor, gunicorn {model}; {r['machine']['cpu']}, {r['machine']['cores']} cores")
+    fig.suptitle(f"ckd-cds vs Flask floor and HealthChain peer, {model}; {r['machine']['cpu']}, "
+                 f"{r['machine']['cores']} cores")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+def cell(f: dict[str, Any] | None) -> tuple[str, str]:
+    """(req/s, p50 / p90 / p99) of one target, or dashes where it was not measured."""
+    if not f:
+        return "–", "–"
+    return f"{f['rps']:.0f}", f"{f['p50_ms']:.1f} / {f['p90_ms']:.1f} / {f['p99_ms']:.1f}"
+
+
 def table(r: dict[str, Any]) -> str:
-    rows = ["| Scenario | Concurrency | Service req/s | Floor req/s | Ratio | Service p50 / p90 / p99 (ms) | "
-            "Floor p50 / p90 / p99 (ms) | Errors |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    """Service, floor and peer side by side; ratios to the floor's requests/s of the same run."""
+    rows = ["| Scenario | Concurrency | Service req/s | Floor req/s | Ratio | Peer req/s | Peer ratio | "
+            "Service p50 / p90 / p99 (ms) | Floor p50 / p90 / p99 (ms) | Peer p50 / p90 / p99 (ms) | Errors |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for scenario in ("a", "b", "c"):
         for level, s in r["service"][scenario].items():
             f = r["floor"].get(scenario, {}).get(level)
-            floor_rps = f"{f['rps']:.0f}" if f else "–"
+            p = r.get("peer", {}).get(scenario, {}).get(level)
+            (service_rps, service_lat), (floor_rps, floor_lat), (peer_rps, peer_lat) = cell(s), cell(f), cell(p)
             ratio = f"{s['rps'] / f['rps']:.2f}" if f else "–"
-            floor_lat = f"{f['p50_ms']:.1f} / {f['p90_ms']:.1f} / {f['p99_ms']:.1f}" if f else "–"
-            service_lat = f"{s['p50_ms']:.1f} / {s['p90_ms']:.1f} / {s['p99_ms']:.1f}"
-            rows.append(f"| {SCENARIOS[scenario]} | {level} | {s['rps']:.0f} | {floor_rps} | {ratio} | "
-                        f"{service_lat} | {floor_lat} | {s['errors']} |")  # fmt: skip
+            peer_ratio = f"{p['rps'] / f['rps']:.2f}" if f and p else "–"
+            errors = s["errors"] + (f["errors"] if f else 0) + (p["errors"] if p else 0)
+            rows.append(f"| {SCENARIOS[scenario]} | {level} | {service_rps} | {floor_rps} | {ratio} | {peer_rps} | "
+                        f"{peer_ratio} | {service_lat} | {floor_lat} | {peer_lat} | {errors} |")  # fmt: skip
     return "\n".join(rows)
+
+
+def peer_text(r: dict[str, Any]) -> str:
+    if r.get("peer"):
+        return (f"The peer is {r['peer_about']}: `bench/peer_healthchain.py`, a patient-view service that "
+                f"returns one static card, written as HealthChain's documentation shows, on the same bodies "
+                f"(its own virtual environment, `bench/.venv-healthchain`).")  # fmt: skip
+    why = r.get("peer_unavailable") or "not measured in this run"
+    return f"The peer (HealthChain's CDS Hooks service) could not be measured in this run: {why}."
 
 
 def write_doc(
@@ -65,7 +86,7 @@ def write_doc(
     and the per-step profile (bench/profile.py)."""
     v = r["verdict"]
     met = "\n".join(
-        f"| {name} | {v['values'][name]} | {'≥' if name in ('a_rps_ratio', 'b_rps_ratio') else '≤'} "
+        f"| {name} | {v['values'][name]} | {'≥' if name.endswith('rps_ratio') else '≤'} "
         f"{v['targets'][name]} | {'met' if v['met'][name] else '**not met**'} |"
         for name in v["values"]
     )
@@ -77,14 +98,23 @@ def write_doc(
         parallel = (f"\nAll of them at once, straight to the FHIR server from {threads} threads (median of 20): "
                     f"{r['fhir_parallel_ms']:.1f} ms, against {total:.1f} ms for their sum.")  # fmt: skip
     m = r["machine"]
+    interleaved = (", all started at once and measured in turns, run by run" if r["settings"].get("interleaved")
+                   else "")  # fmt: skip
+    peer_rss = f", peer {r['peer_rss_mb']} MB" if r.get("peer_rss_mb") else ""
+    hook = ""
+    if "hook_patient_adapter" in r["engine"]:
+        e = r["engine"]
+        hook = (f"\nThe scenario (a) patient ({e['hook_patient_observations']} Observations), in-process "
+                f"(`make bench-engine`): adapter median {e['hook_patient_adapter']['median_us']:.0f} µs, engine "
+                f"median {e['hook_patient_engine']['median_us']:.0f} µs.")  # fmt: skip
     text = f"""# Performance
 
 Generated by `make bench` (`bench/harness.py`) on {m["date"]}: {m["cpu"]}, {m["cores"]} cores, Python {m["python"]},
 {m["wrk"]}. Each figure is the median of {r["settings"]["repeats"]} runs of {r["settings"]["seconds"]} s after a
 {r["settings"]["warmup"]} s warm-up; the service and the floor run under the same gunicorn settings
-({r["settings"]["gunicorn"]}). The machine is shared and noisy: absolute figures swing between runs, so the targets
-are ratios measured in the same run. Full output: `bench/results/bench-latest.json`; plot:
-`bench/results/bench-latency.png`.
+({r["settings"]["gunicorn"]}){interleaved}. The machine is shared and noisy: absolute figures swing between
+runs, so the targets are ratios measured in the same run. Full output: `bench/results/bench-latest.json`; plot:
+`bench/results/bench-latency.png`. {peer_text(r)}
 
 Request bodies: (a) {r["body_bytes"]["a"]:,} bytes, (b) {r["body_bytes"]["b"]:,} bytes, (c) {r["body_bytes"]["c"]:,}
 bytes. The service runs its production code path with JWT verification off (wrk cannot sign a new token per request)
@@ -93,11 +123,11 @@ and no runtime response-schema check; every request is audited to SQLite.
 {table(r)}
 
 FHIR server, each prefetch query alone, `next` pages followed as the service does (median of 20): {fhir}.{parallel}
-RSS per worker: service {r["service_rss_mb"]} MB, floor {r["floor_rss_mb"]} MB.
+RSS per worker: service {r["service_rss_mb"]} MB, floor {r["floor_rss_mb"]} MB{peer_rss}.
 Engine, 500 observations: median {r["engine"]["engine_only"]["median_us"]:.0f} µs (adapter and engine
-{r["engine"]["adapter_and_engine"]["median_us"]:.0f} µs).
+{r["engine"]["adapter_and_engine"]["median_us"]:.0f} µs).{hook}
 
-## Targets (issue #8), at concurrency {v["level"]}
+## Targets (issue #15; (c) as issue #8 set it), at concurrency {v["level"]}
 
 | Target | Measured | Goal | |
 |---|---|---|---|
