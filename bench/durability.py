@@ -58,8 +58,22 @@ def database(kind: str) -> tuple[str, Any]:
 
 
 def worker_pids(master: int) -> list[int]:
-    children = Path(f"/proc/{master}/task/{master}/children")
-    return [int(p) for p in children.read_text().split()] if children.exists() else []
+    """The master's worker processes: the children of any of its threads (a supervisor thread may start a
+    replacement), without multiprocessing's resource tracker (uvicorn --workers starts one)."""
+    pids = []
+    for children in Path(f"/proc/{master}/task").glob("*/children"):
+        try:
+            pids += [int(p) for p in children.read_text().split()]
+        except OSError:
+            continue
+    out = []
+    for pid in sorted(set(pids)):
+        try:
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.append(pid)
+        except OSError:
+            continue
+    return out
 
 
 def master_pid(port: int) -> int:
