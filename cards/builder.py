@@ -420,10 +420,11 @@ def clinically_worse(now: dict[str, Any], then: dict[str, Any]) -> bool:
     return any(kind not in before or day > before[kind] for kind, day in (now.get("values") or {}).items())
 
 
-def card_fingerprints(a: Assessment) -> dict[str, dict[str, Any]]:
-    """The fingerprint of every card this assessment would show (before the cap)."""
+def card_fingerprints(a: Assessment, wanted: list[tuple[str, Indicator]] | None = None) -> dict[str, dict[str, Any]]:
+    """The fingerprint of every card this assessment would show (before the cap); `wanted`: wanted_cards(a) when
+    the caller has it already."""
     dates = _value_dates(a)
-    return {rule: fingerprint(rule, ind, a, dates) for rule, ind in wanted_cards(a)}
+    return {rule: fingerprint(rule, ind, a, dates) for rule, ind in (wanted_cards(a) if wanted is None else wanted)}
 
 
 def snoozed_note(rules: list[str]) -> str:
@@ -482,4 +483,4 @@ def suppressed(outcomes: list[RuleOutcome]) -> list[str]:
     return [o.rule.value for o in outcomes if not o.fired]
 
 
-__all__ = ["BuiltCards", "CardRequest", "RuleId", "build_cards", "suppressed"]
+__all__ = ["BuiltCards", "CardRequest", "RuleId", "build_cards", "suppressed", "wanted_cards"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from service.store import Store
+from service.store import Store, snoozes
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -86,6 +86,30 @@ def test_replayed_jti_is_refused_and_expired_ones_purged(store: Store) -> None:
 def test_audit_round_trip(store: Store) -> None:
     store.add_audit({"request_id": "r1", "status": 200, "service_id": "s", "cards": [{"rule": "x"}]})
     assert store.audit_records()[0]["cards"] == [{"rule": "x"}]
+
+
+def test_hook_path_statements_store_what_sqlalchemy_stores(store: Store) -> None:
+    """add_audit and active_snoozes run prepared statements on the DBAPI connection (issue #15): the rows read back
+    through SQLAlchemy are those its own statements write, on SQLite and PostgreSQL; a retried call is ignored."""
+    linked = {**card("hook-1", "statin"), "patient_link": "L" * 64, "fingerprint": '{"g": "G3a"}'}
+    store.add_audit({"request_id": "r1", "status": 200, "config_version": "v1"}, [linked], ["sglt2i"])
+    store.add_audit({"request_id": "r2", "status": 200, "config_version": "v1"}, [linked])  # same card uuid
+    store.index_cards([card("sa-1", "statin")])  # the same row shape through SQLAlchemy
+    rows = store.cards_by_uuid(["hook-1", "sa-1"])
+    hook, sa_row = rows["hook-1"], rows["sa-1"]
+    assert (hook.rule_id, hook.suggestions, hook.patient_link, hook.fingerprint) == (
+        "statin", '["s1"]', "L" * 64, '{"g": "G3a"}')  # fmt: skip
+    assert sa_row.suggestions == hook.suggestions
+    assert type(hook.created_at) is type(sa_row.created_at)  # the same stored time format, read back alike
+    assert abs(hook.created_at - sa_row.created_at) < timedelta(minutes=1)
+    assert [r["request_id"] for r in store.audit_records()] == ["r2", "r1"]
+    # a snooze that runs is found; one that has ended is not (compared in SQL against now)
+    store.add_feedback("ckd-patient-view", [item("hook-1", "overridden")], None, lambda rule: 30)
+    assert store.active_snoozes("L" * 64) == {"statin": {"g": "G3a"}}
+    with store.engine.begin() as conn:
+        conn.execute(snoozes.update().values(until=datetime.now(UTC) - timedelta(seconds=1)))
+    assert store.active_snoozes("L" * 64) == {}
+    assert store.active_snoozes("M" * 64) == {}
 
 
 def test_sqlite_durability_contract_full_for_feedback_normal_for_the_audit(tmp_path: Path) -> None:

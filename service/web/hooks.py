@@ -17,7 +17,15 @@ from zoneinfo import ZoneInfo
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 
-from cards.builder import CardRequest, build_cards, card_fingerprints, clinically_worse, snooze_days, suppressed
+from cards.builder import (
+    CardRequest,
+    build_cards,
+    card_fingerprints,
+    clinically_worse,
+    snooze_days,
+    suppressed,
+    wanted_cards,
+)
 from service.clinical.assess import Assessment, assess
 from service.clinical.thresholds import Thresholds
 from service.fhir.adapter import record_from_resources, site_code_map
@@ -304,10 +312,13 @@ def snoozed_rules(assessment: Assessment, link: str, thresholds: Thresholds) -> 
     """Cards overridden for this patient whose snooze runs and whose clinical content has not got worse."""
     if thresholds.feedback.snooze_days == 0 and not any(r.snooze_days for r in thresholds.cards.rules.values()):
         return frozenset()  # overrides are not remembered at this site
+    wanted = wanted_cards(assessment)
+    if not wanted:
+        return frozenset()  # no card to show, none to snooze: no lookup (most charts)
     active = state().store.active_snoozes(link)
     if not active:
         return frozenset()
-    now = card_fingerprints(assessment)
+    now = card_fingerprints(assessment, wanted)
     return frozenset(rule for rule, fp in now.items() if rule in active and not clinically_worse(fp, active[rule]))
 
 

@@ -163,3 +163,17 @@ def test_each_card_counts_once_as_its_final_outcome(app: Flask) -> None:
     assert (report["accepted"], report["overridden"], report["feedback_events"]) == (0, 1, 2)
     assert report["reasons"] == {"already-addressed": 1}
     assert store.feedback_count() == 2  # the raw events are kept
+
+
+def test_no_snooze_lookup_for_a_chart_without_cards(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #15: most charts show no card; nothing could be snoozed, so the store is not asked (one SELECT less)."""
+    store = app.extensions["ckd_cds"].store
+    lookups: list[str] = []
+    real = store.active_snoozes
+    monkeypatch.setattr(store, "active_snoozes", lambda link: lookups.append(link) or real(link))
+    client = app.test_client()
+    bundles = demo_bundles(date.today())
+    assert open_chart(client, bundles["01-normal"]) == {}
+    assert lookups == []
+    assert open_chart(client, bundles["03-g3a-a2-not-coded"])  # cards: the lookup runs
+    assert len(lookups) == 1
