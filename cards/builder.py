@@ -19,7 +19,7 @@ from typing import Any
 
 import jinja2
 
-from cards.views import evidence, referral_reasons, variables_for
+from cards.views import common_variables, evidence, referral_reasons, variables_for
 from service.clinical.assess import Assessment
 from service.clinical.codes import ICD10CM, RXNORM, SNOMED, STAGE_CODES
 from service.clinical.medications import INGREDIENTS
@@ -120,12 +120,18 @@ def environment() -> jinja2.Environment:
     return env
 
 
+@cache
+def template(name: str) -> jinja2.Template:
+    """Compiled once per worker (Environment.get_template checks its own cache and the loader on every call)."""
+    return environment().get_template(f"{name}.md.j2")
+
+
 def render(name: str, variables: dict[str, Any]) -> tuple[str, str]:
     """(summary, detail) from the template's two blocks."""
-    template = environment().get_template(f"{name}.md.j2")
-    context = template.new_context(variables)
-    summary = "".join(template.blocks["summary"](context)).strip()
-    detail = "".join(template.blocks["detail"](context)).strip()
+    template_ = template(name)
+    context = template_.new_context(variables)
+    summary = "".join(template_.blocks["summary"](context)).strip()
+    detail = "".join(template_.blocks["detail"](context)).strip()
     return summary, detail
 
 
@@ -324,8 +330,10 @@ def assemble(rule: str, indicator: Indicator, summary: str, detail: str, req: Ca
     }
 
 
-def build_card(rule: str, indicator: Indicator, a: Assessment, req: CardRequest) -> dict[str, Any]:
-    summary, detail = render(rule, variables_for(rule, a))
+def build_card(
+    rule: str, indicator: Indicator, a: Assessment, req: CardRequest, common: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    summary, detail = render(rule, variables_for(rule, a, common))
     card = assemble(rule, indicator, summary, detail, req)
     items = suggestions(rule, a, req, card["uuid"])
     if items:
@@ -455,7 +463,8 @@ def build_cards(a: Assessment, req: CardRequest) -> BuiltCards:
     snoozed = [rule for rule, _ in wanted if rule in req.snoozed]
     wanted = [(rule, ind) for rule, ind in wanted if rule not in req.snoozed]
     limit = a.context.thresholds.cards.max_cards
-    cards = [build_card(rule, ind, a, req) for rule, ind in wanted]
+    common = common_variables(a) if wanted else {}
+    cards = [build_card(rule, ind, a, req, common) for rule, ind in wanted]
     omitted: list[dict[str, Any]] = []
     if len(cards) > limit:
         cards, omitted = cards[: limit - 1], cards[limit - 1 :]

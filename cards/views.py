@@ -280,11 +280,10 @@ def monitoring_text(a: Assessment) -> dict[str, Any]:
             "cell": stage_label(a)}  # fmt: skip
 
 
-def variables_for(rule: str, a: Assessment) -> dict[str, Any]:
-    """Template variables per rule (spec 2.0 §7.4 wording rules)."""
-    s, c, t = a.staging, a.context, a.context.thresholds
-    k = c.potassium
-    common: dict[str, Any] = {
+def common_variables(a: Assessment) -> dict[str, Any]:
+    """The template variables every card of an assessment shares: computed once per call, not once per card."""
+    s, k = a.staging, a.context.potassium
+    return {
         "stage_label": stage_label(a),
         "egfr": shown_egfr(s.egfr) if s.egfr else None,
         "egfr_line": _latest_egfr(a),
@@ -293,6 +292,15 @@ def variables_for(rule: str, a: Assessment) -> dict[str, Any]:
         "potassium_line": potassium_line(k) if k else None,
         "child": s.age_now is not None and s.age_now < ADULT_AGE,
     }
+
+
+def variables_for(rule: str, a: Assessment, common: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Template variables per rule (spec 2.0 §7.4 wording rules); `common`: common_variables(a), when the caller
+    builds several cards."""
+    s, c, t = a.staging, a.context, a.context.thresholds
+    k = c.potassium
+    if common is None:
+        common = common_variables(a)
     extra: dict[str, Any] = {}
     if rule == "staging":
         extra = {"ckd": s.ckd, "risk": s.kdigo_risk.value if s.kdigo_risk else None,
