@@ -19,8 +19,8 @@ demo: setup
 bench: setup
 	$(BIN)/python bench/harness.py
 
-profile: setup
-	$(BIN)/python bench/profile.py
+profile: setup  # BASELINE=<revision>: that revision's code measured first, in the same run
+	$(BIN)/python bench/profile.py $${BASELINE:+--baseline $$BASELINE}
 
 bench-workers: setup
 	$(BIN)/python bench/workers.py

@@ -1,14 +1,17 @@
-"""`make profile`: where a hook call's CPU time goes, per step, in-process (issue #8).
+"""`make profile`: where a hook call's CPU time goes, per step, in-process (issues #8, #15).
 
 The real Flask app (temporary SQLite store, audited; response-schema check off as under `make bench`) answers the
 `make bench` request bodies (a) and (b) through the Flask test client, after `gc.freeze()` as in each gunicorn
 worker. Each step of the request path is wrapped with a CPU-time counter; what no wrapper claims is Flask, Werkzeug
 and the test client. Also writes a pyinstrument call tree of scenario (a).
 
+With `--baseline REV` the same measurement first runs on the code of revision REV (checked out in a temporary
+worktree, profiled by this script), so the table shows each step before and after, measured in the same run.
+
 Writes bench/results/profile.json (machine described) and bench/results/profile-a.txt; docs/performance.md shows
 the table at the next `make bench` or `python bench/report.py`.
 
-    python bench/profile.py [--requests-a 300] [--requests-b 1000]
+    python bench/profile.py [--requests-a 300] [--requests-b 1000] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+CODE = os.environ.get("CKD_CDS_PROFILE_CODE")  # the tree whose service is profiled (set by --baseline)
+if CODE:
+    sys.path.insert(0, CODE)
 
 from bench.durability import machine  # noqa: E402
 from bench.harness import URL_PATH  # noqa: E402
@@ -78,7 +84,9 @@ def main() -> int:
     parser.add_argument("--requests-a", type=int, default=300)
     parser.add_argument("--requests-b", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--baseline", help="git revision to profile first, in the same run")
     args = parser.parse_args()
+    baseline = profile_baseline(args.baseline, args.requests_a, args.requests_b) if args.baseline else None
     os.environ["CKD_CDS_DATABASE_URL"] = f"sqlite:///{Path(tempfile.mkdtemp(prefix='ckd-profile-')) / 'store.db'}"
     os.environ["CKD_CDS_VALIDATE_RESPONSES"] = "0"
     spent: dict[str, float] = defaultdict(float)
@@ -111,6 +119,8 @@ def main() -> int:
         results["total_ms"][scenario] = total
         results["requests"][scenario] = count
     results["machine"] = machine()
+    if baseline is not None:
+        results["baseline"] = baseline
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "profile.json").write_text(json.dumps(results, indent=2) + "\n")
 
@@ -126,6 +136,25 @@ def main() -> int:
 
     print(profile_table(results))
     return 0
+
+
+def profile_baseline(revision: str, requests_a: int, requests_b: int) -> dict[str, Any]:
+    """This script's measurement of revision `revision`'s code: steps and totals, with the revision named."""
+    import subprocess
+
+    work = Path(tempfile.mkdtemp(prefix="ckd-profile-baseline-"))
+    tree, out = work / "tree", work / "out"
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", revision], capture_output=True,
+                            text=True, check=True).stdout.strip()  # fmt: skip
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(tree), revision], check=True)
+    try:
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--requests-a", str(requests_a),
+                        "--requests-b", str(requests_b), "--out", str(out)], check=True, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "CKD_CDS_PROFILE_CODE": str(tree)})  # fmt: skip
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
+    measured = json.loads((out / "profile.json").read_text())
+    return {"revision": commit, "steps": measured["steps"], "total_ms": measured["total_ms"]}
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ def run(models: list[str], rounds: int, level: int, seconds: int, warmup: int) -
                              "GUNICORN_THREADS": str(threads)}  # fmt: skip
                 with live.served(harness.SERVICE_PORT, harness.service_env(work, model_env)) as base:
                     for scenario, body in files.items():
-                        figures = harness.measure(base + harness.URL_PATH, body, level, seconds, warmup, 1)
+                        url = base + harness.URL_PATH
+                        figures = harness.measure({"service": url}, body, level, seconds, warmup, 1)["service"]
                         samples[model].setdefault(scenario, []).append(figures)
                     rss[model] = harness.worker_rss_mb(master_pid(harness.SERVICE_PORT))
     finally:

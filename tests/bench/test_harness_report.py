@@ -175,3 +175,15 @@ def test_measure_interleaves_targets_and_rotates_the_order(monkeypatch: pytest.M
     assert [u for u, _ in calls[3:]] == ["s", "f", "p", "f", "p", "s", "p", "s", "f"]
     assert out["service"]["rps"] == 100.0 + 9  # runs 4, 9, 11: median of 104, 109, 111
     assert [r["rps"] for r in out["floor"]["runs"]] == [405.0, 407.0, 412.0]
+
+
+def test_profile_table_with_a_baseline_measured_in_the_same_run() -> None:
+    steps = {"engine": 0.6, "new step": 0.1}
+    profile = {"steps": {"a": steps, "b": steps}, "total_ms": {"a": 3.0, "b": 1.0},
+               "baseline": {"revision": "abc1234", "steps": {"a": {"engine": 0.9}, "b": {"engine": 0.3}},
+                            "total_ms": {"a": 4.0, "b": 1.5}}}  # fmt: skip
+    text = profile_table(profile)
+    assert "| Step, per request (ms) | (a) at abc1234 | (a) now | (b) at abc1234 | (b) now |" in text
+    assert "| engine | 0.90 | 0.60 | 0.30 | 0.60 |" in text
+    assert "| new step | – | 0.10 | – | 0.10 |" in text  # a step the baseline did not time
+    assert "| **total** | **4.00** | **3.00** | **1.50** | **1.00** |" in text
