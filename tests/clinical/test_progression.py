@@ -6,6 +6,7 @@ Expected values are worked out by hand from the definitions (pairwise slopes, me
 
 from __future__ import annotations
 
+import math
 from datetime import date, timedelta
 
 import numpy as np
@@ -152,3 +153,30 @@ def test_numpy_theil_sen_equals_scipy(points: list[tuple[int, int]]) -> None:
     with np.errstate(invalid="ignore"):
         reference = theilslopes(y, x, alpha=0.95)
     assert ours == pytest.approx((reference[0], reference[1], reference[2], reference[3]), nan_ok=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.floats(min_value=-1e6, max_value=1e6, allow_nan=False) | st.sampled_from([0.0, -0.0]),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_median_of_sorted_is_numpys_median_bit_for_bit(values: list[float]) -> None:
+    """theil_sen reads medians of sorted values without np.median (issue #15); the cards must not change by a bit."""
+    from service.clinical.progression import median_of_sorted
+
+    ordered = sorted(values)
+    ours = median_of_sorted(ordered)
+    assert ours == float(np.median(np.array(values)))
+    assert math.copysign(1.0, ours) == math.copysign(1.0, float(np.median(np.array(values))))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 12), min_size=0, max_size=40))
+def test_tie_term_counts_groups_of_equal_values_as_sen(values: list[int]) -> None:
+    from service.clinical.progression import _tie_term
+
+    counts = [values.count(v) for v in set(values)]
+    assert _tie_term(sorted(float(v) for v in values)) == float(sum(t * (t - 1) * (2 * t + 5) for t in counts if t > 1))
