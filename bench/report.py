@@ -331,22 +331,28 @@ The service under each gunicorn worker model, scenarios (a), (b) and (c) at conc
 
 """
 
-WORKERS_CHOICE = """### The choice: `gthread`, 4 workers × 1 thread (gunicorn.conf.py)
+WORKERS_CHOICE = """### The choice: `gthread`, 4 workers × 1 thread (gunicorn.conf.py), re-measured for issue #15
 
 - **Threads stretch the tail.** A hook call is CPU-bound Python; threads of one worker take turns on the GIL, and a
   thread back from I/O (socket, SQLite commit) waits for the running one to yield. With 4 threads per worker the
   p99 of (a) at concurrency 8 was several hundred milliseconds; with one thread per process, tens (table above;
   exploratory runs while profiling agreed).
-- **gthread with one thread rather than sync.** `sync` measured about as well (2 × 1 a little better at p99 in this
-  run, 4 × 1 worse), but a sync worker closes every connection: an EHR behind a load balancer would pay a new TCP
-  and TLS handshake per chart opened, and sync workers need a buffering proxy against slow clients. gthread keeps
-  idle keep-alive connections in its main loop.
-- **Four processes on two cores.** A worker waiting on an fsync or on the EHR's FHIR server leaves its core to
-  another; four processes of about 90 MB each (measured RSS above) cost little.
+- **gthread against sync, under the issue #15 costs.** The five-model table above puts `sync` a little ahead. A
+  longer head-to-head of the two four-process models (5 interleaved rounds of 8 s, 2026-11-29,
+  `bench/results/workers-gthread-vs-sync.json`) gave sync 4 × 1 about 4 % more requests/s on (a) (391 against
+  377) and 6 % on (b) (1,005 against 949), with a lower p99 (31 against 53 ms on (a), 15 against 20 ms on (b)).
+  Issue #8's run had the opposite order (gthread 4 × 1 423 against sync 4 × 1 317 on (a)). The difference is
+  small beside the swings of this shared machine, and far from the factor of two the ratio targets need, so the
+  default stays. gthread keeps idle keep-alive connections in its main loop: the shipped nginx holds up to 16 idle
+  upstream connections (deploy/nginx/compose.conf, HTTP/1.1), which a sync worker would close after every
+  response (wrk above reconnected for every sync request and still measured no worse, so the cost is small
+  on loopback). A site may choose `GUNICORN_WORKER_CLASS=sync` behind that nginx, which buffers slow clients
+  (docs/deployment.md); `make bench-workers` measures the choice on its own hardware.
+- **Four processes on two cores.** A worker waiting on the disk or on the EHR's FHIR server leaves its core to
+  another; four processes of about 80–90 MB each (measured RSS above) cost little.
 - **The trade-off.** A worker holds one request at a time, so at most four fallback calls can wait on a slow EHR at
   once (each for at most the 3 s budget; the circuit breaker then answers at once). A site whose EHR seldom sends
-  prefetch and answers slowly may set `GUNICORN_THREADS=2` or more, accepting the longer tail;
-  `make bench-workers` measures the choice on its own hardware.
+  prefetch and answers slowly may set `GUNICORN_THREADS=2` or more, accepting the longer tail.
 """
 
 
