@@ -118,6 +118,7 @@ def main() -> int:
         results["steps"][scenario] = steps
         results["total_ms"][scenario] = total
         results["requests"][scenario] = count
+    results["floor_total_ms"] = floor_cpu_ms(bodies, args.requests_a, args.requests_b)
     results["machine"] = machine()
     if baseline is not None:
         results["baseline"] = baseline
@@ -136,6 +137,22 @@ def main() -> int:
 
     print(profile_table(results))
     return 0
+
+
+def floor_cpu_ms(bodies: dict[str, bytes], requests_a: int, requests_b: int) -> dict[str, float]:
+    """The floor app (bench/floor_app.py) through the same test client and bodies: CPU ms per request."""
+    from bench.floor_app import app
+
+    client = app.test_client()
+    out = {}
+    for scenario, count in (("a", requests_a), ("b", requests_b)):
+        for _ in range(30):
+            client.post(URL_PATH, data=bodies[scenario], content_type="application/json")
+        started = time.process_time()
+        for _ in range(count):
+            client.post(URL_PATH, data=bodies[scenario], content_type="application/json")
+        out[scenario] = (time.process_time() - started) / count * 1000
+    return out
 
 
 def profile_baseline(revision: str, requests_a: int, requests_b: int) -> dict[str, Any]:

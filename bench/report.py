@@ -221,13 +221,22 @@ def explanation(profile: dict[str, Any] | None) -> str:
 {measured}
 - **The floor does nothing clinical.** It parses the body and returns a constant; the service does the rest of
   the table, {extra} pure-Python work per request that the floor does not do (part of the Flask share
-  the floor pays too). On two cores shared with wrk, a ratio of 0.5 needs the service's whole request to cost at
-  most twice the floor's: about 2.5 ms for (a) and 1 ms for (b) in this measurement, where the floor costs about
-  1 ms and 0.2 ms in the same test client (plus the HTTP server both pay).
+  the floor pays too).{floor_budget(profile)}
 """
         + BOUNDS
         + EXPLANATION
     )
+
+
+def floor_budget(profile: dict[str, Any] | None) -> str:
+    """What a ratio of 0.5 asks of the service, in the profile's own terms (the floor timed in the same client)."""
+    if profile is None or "floor_total_ms" not in profile:
+        return ""
+    f, t = profile["floor_total_ms"], profile["total_ms"]
+    return (f" The floor costs {f['a']:.2f} ms (a) and {f['b']:.2f} ms (b) through the same test client, the"
+            f" service {t['a']:.2f} and {t['b']:.2f} ms ({t['a'] / f['a']:.1f} and {t['b'] / f['b']:.1f} times);"
+            f" both also pay the HTTP server, so a ratio of 0.5 under load needs the service's request to cost"
+            f" at most about twice the floor's, server included.")  # fmt: skip
 
 
 BOUNDS = """- **What bounds each remaining step** (issue #15; measured 2026-11-29 on the development machine, AMD EPYC):

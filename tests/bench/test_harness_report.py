@@ -131,6 +131,14 @@ def test_profile_table_and_the_bounds_it_explains(tmp_path: Path) -> None:
     doc = tmp_path / "performance.md"
     write_doc(r, doc, profile=profile)
     assert "about 2.6 ms (a) and 0.3 ms (b) of pure-Python work" in doc.read_text()  # total minus the parse
+    profile["floor_total_ms"] = {"a": 1.0, "b": 0.15}
+    write_doc(r, doc, profile=profile)
+    assert "The floor costs 1.00 ms (a) and 0.15 ms (b) through the same test client" in doc.read_text()
+    assert "(3.0 and 2.0 times)" in doc.read_text()
+    profile["floor_total_ms"] = {"a": 1.0, "b": 0.15}
+    write_doc(r, doc, profile=profile)
+    assert "The floor costs 1.00 ms (a) and 0.15 ms (b) through the same test client" in doc.read_text()
+    assert "(3.0 and 2.0 times)" in doc.read_text()
     write_doc(r, doc)
     assert "run `make profile`" in doc.read_text()
 
