@@ -151,10 +151,9 @@ def peer_server(port: int, workers: int) -> Iterator[tuple[str | None, int | Non
     if python is None:
         yield None, None, why
         return
-    proc = subprocess.Popen(
-        [str(python), "-m", "uvicorn", "peer_healthchain:app", "--app-dir", str(ROOT / "bench"), "--host",
-         "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    proc = subprocess.Popen(  # uvicorn's multi-worker start, with TCP_NODELAY kept (bench/peer_healthchain.py)
+        [str(python), str(ROOT / "bench" / "peer_healthchain.py"), "127.0.0.1", str(port), str(workers)],
+        cwd=ROOT / "bench", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:

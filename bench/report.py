@@ -74,7 +74,10 @@ def peer_text(r: dict[str, Any]) -> str:
     if r.get("peer"):
         return (f"The peer is {r['peer_about']}: `bench/peer_healthchain.py`, a patient-view service that "
                 f"returns one static card, written as HealthChain's documentation shows, on the same bodies "
-                f"(its own virtual environment, `bench/.venv-healthchain`).")  # fmt: skip
+                f"(its own virtual environment, `bench/.venv-healthchain`). It is started as `uvicorn --workers` "
+                f"starts, but with TCP_NODELAY kept on its sockets: uvicorn's multi-worker start loses it (uvicorn "
+                f"issue #3149), which made every keep-alive request wait about 44 ms for a delayed ACK in a first "
+                f"run; the benchmark compares HealthChain, not that socket option.")  # fmt: skip
     why = r.get("peer_unavailable") or "not measured in this run"
     return f"The peer (HealthChain's CDS Hooks service) could not be measured in this run: {why}."
 

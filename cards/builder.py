@@ -457,9 +457,10 @@ def wanted_cards(a: Assessment) -> list[tuple[str, Indicator]]:
     return [(rule, site_indicator(rule, ind, policy)) for rule, ind in wanted]
 
 
-def build_cards(a: Assessment, req: CardRequest) -> BuiltCards:
-    """Cards in priority order, at most `max_cards`: when more fire, the last place lists the rest (§7.4 [2.0])."""
-    wanted = wanted_cards(a)
+def build_cards(a: Assessment, req: CardRequest, wanted: list[tuple[str, Indicator]] | None = None) -> BuiltCards:
+    """Cards in priority order, at most `max_cards`: when more fire, the last place lists the rest (§7.4 [2.0]).
+    `wanted`: wanted_cards(a) when the caller has it already."""
+    wanted = wanted_cards(a) if wanted is None else wanted
     snoozed = [rule for rule, _ in wanted if rule in req.snoozed]
     wanted = [(rule, ind) for rule, ind in wanted if rule not in req.snoozed]
     limit = a.context.thresholds.cards.max_cards

@@ -153,7 +153,7 @@ def now() -> datetime:
 
 def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
     """An engine for the store URL. SQLite: WAL, and `synchronous` FULL (a commit survives a power cut) or NORMAL (it
-    survives a crash of the process, not of the machine: docs/operations.md, "Durability")."""
+    survives a crash of the process, not of the machine: docs/operations.md, "Durability contract")."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30})
@@ -175,7 +175,7 @@ class Prepared:
     """A statement compiled once for the engine's dialect and run on a pooled DBAPI connection (issue #15).
 
     For the two statements of every hook call, the snooze lookup and the audit write: SQLAlchemy's execution context
-    per call cost more than the query (snooze lookup on SQLite 55 -> 12 µs). The SQL is SQLAlchemy's own compilation
+    per call cost more than the query (snooze lookup on SQLite 55 -> 20 µs). The SQL is SQLAlchemy's own compilation
     for the dialect (`?` for SQLite, `%(name)s` for psycopg) and each value goes through its column type's bind
     processor, as `Connection.execute` would do, so rows read back through SQLAlchemy are the same.
     """

@@ -27,6 +27,7 @@ from cards.builder import (
     wanted_cards,
 )
 from service.clinical.assess import Assessment, assess
+from service.clinical.rules import Indicator
 from service.clinical.thresholds import Thresholds
 from service.fhir.adapter import record_from_resources, site_code_map
 from service.web import metrics
@@ -229,9 +230,10 @@ def call_service(service_id: str) -> Response:
     started_engine = time.monotonic()
     assessment = run_engine(data, thresholds)
     link = patient_link(caller, patient_id)
-    snoozed = snoozed_rules(assessment, link, thresholds)
+    wanted = wanted_cards(assessment)  # once: for the snooze lookup and for the cards
+    snoozed = snoozed_rules(assessment, wanted, link, thresholds)
     request_ = card_request(body, service, patient_id, thresholds_version, data.incomplete, snoozed)
-    built = build_cards(assessment, request_)
+    built = build_cards(assessment, request_, wanted)
     engine_ms = (time.monotonic() - started_engine) * 1000
     # Written with the audit record, in one transaction (service.web.write_audit); a failure never blocks the cards.
     g.card_rows = card_index_rows(built.index, body, service, thresholds_version, caller, link)
@@ -308,11 +310,13 @@ def patient_link(caller: Caller | None, patient_id: str) -> str:
     return hmac.new(state().patient_link_secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def snoozed_rules(assessment: Assessment, link: str, thresholds: Thresholds) -> frozenset[str]:
-    """Cards overridden for this patient whose snooze runs and whose clinical content has not got worse."""
+def snoozed_rules(
+    assessment: Assessment, wanted: list[tuple[str, Indicator]], link: str, thresholds: Thresholds
+) -> frozenset[str]:
+    """Cards overridden for this patient whose snooze runs and whose clinical content has not got worse; `wanted`:
+    the cards the assessment would show (cards.builder.wanted_cards)."""
     if thresholds.feedback.snooze_days == 0 and not any(r.snooze_days for r in thresholds.cards.rules.values()):
         return frozenset()  # overrides are not remembered at this site
-    wanted = wanted_cards(assessment)
     if not wanted:
         return frozenset()  # no card to show, none to snooze: no lookup (most charts)
     active = state().store.active_snoozes(link)
