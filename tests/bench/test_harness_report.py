@@ -69,6 +69,7 @@ def test_report_table_plot_and_doc(tmp_path: Path) -> None:
     assert "**not met**" in text
     assert "The peer is HealthChain 0.16.1 (FastAPI, pydantic), uvicorn, 2 worker processes" in text
     assert "adapter median 280 µs, engine median 450 µs" in text
+    assert "reaches 0.25 of the floor on (a) and 0.25 on (b); ckd-cds, doing the whole clinical path, 0.50" in text
     del r["peer"]
     r["peer_unavailable"] = "pip install healthchain==0.16.1 failed: no network"
     write_doc(r, doc)
