@@ -75,6 +75,11 @@ def digest(rows: dict[str, tuple[int, str]]) -> str:
     return hashlib.sha256(json.dumps(sorted(rows.items())).encode()).hexdigest()
 
 
+def differences(old: dict[str, tuple[int, str]], new: dict[str, tuple[int, str]]) -> list[str]:
+    """Patients whose status or body differ, or who are in one dump only."""
+    return [name for name in old if old[name] != new.get(name)] + [name for name in new if name not in old]
+
+
 def compare(baseline: str) -> int:
     work = Path(tempfile.mkdtemp(prefix="ckd-goldens-"))
     tree = work / "baseline"
@@ -88,7 +93,7 @@ def compare(baseline: str) -> int:
         old, new = load(before), load(after)
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
-    changed = [name for name in old if old[name] != new.get(name)] + [name for name in new if name not in old]
+    changed = differences(old, new)
     cards = sum(len(json.loads(body).get("cards", [])) for status, body in new.values() if status == 200)
     print(f"{len(new)} patients, {cards} cards; baseline {baseline} sha256 {digest(old)[:16]}, "
           f"this tree {digest(new)[:16]}: {'identical' if not changed else f'{len(changed)} differ'}")  # fmt: skip

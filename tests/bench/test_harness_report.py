@@ -196,3 +196,24 @@ def test_profile_table_with_a_baseline_measured_in_the_same_run() -> None:
     assert "| engine | 0.90 | 0.60 | 0.30 | 0.60 |" in text
     assert "| new step | – | 0.10 | – | 0.10 |" in text  # a step the baseline did not time
     assert "| **total** | **4.00** | **3.00** | **1.50** | **1.00** |" in text
+
+
+def test_goldens_report_any_byte_that_differs(tmp_path: Path) -> None:
+    """make goldens fails on one changed byte, a changed status, or a patient in one dump only."""
+    from bench.goldens import differences, digest, load
+
+    def dump(name: str, rows: list[tuple[str, int, str]]) -> dict[str, tuple[int, str]]:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"patient": p, "status": s, "body": b}) + "\n" for p, s, b in rows))
+        return load(path)
+
+    before = dump("before.jsonl", [("demo/01", 200, '{"cards":[]}'), ("demo/02", 200, '{"cards":[{"a":1}]}')])
+    same = dump("same.jsonl", [("demo/02", 200, '{"cards":[{"a":1}]}'), ("demo/01", 200, '{"cards":[]}')])
+    assert differences(before, same) == []
+    assert digest(before) == digest(same)  # the order of the lines does not matter
+    changed = dump("changed.jsonl", [("demo/01", 200, '{"cards":[]}'), ("demo/02", 200, '{"cards":[{"a":2}]}'),
+                                     ("demo/03", 412, "{}")])  # fmt: skip
+    assert differences(before, changed) == ["demo/02", "demo/03"]
+    assert digest(before) != digest(changed)
+    status = dump("status.jsonl", [("demo/01", 400, '{"cards":[]}'), ("demo/02", 200, '{"cards":[{"a":1}]}')])
+    assert differences(before, status) == ["demo/01"]
