@@ -331,7 +331,7 @@ def assemble(rule: str, indicator: Indicator, summary: str, detail: str, req: Ca
 
 
 def build_card(
-    rule: str, indicator: Indicator, a: Assessment, req: CardRequest, common: dict[str, Any] | None = None
+    rule: str, indicator: Indicator, a: Assessment, req: CardRequest, common: dict[str, Any]
 ) -> dict[str, Any]:
     summary, detail = render(rule, variables_for(rule, a, common))
     card = assemble(rule, indicator, summary, detail, req)
@@ -428,11 +428,10 @@ def clinically_worse(now: dict[str, Any], then: dict[str, Any]) -> bool:
     return any(kind not in before or day > before[kind] for kind, day in (now.get("values") or {}).items())
 
 
-def card_fingerprints(a: Assessment, wanted: list[tuple[str, Indicator]] | None = None) -> dict[str, dict[str, Any]]:
-    """The fingerprint of every card this assessment would show (before the cap); `wanted`: wanted_cards(a) when
-    the caller has it already."""
+def card_fingerprints(a: Assessment, wanted: list[tuple[str, Indicator]]) -> dict[str, dict[str, Any]]:
+    """The fingerprint of every card this assessment would show (`wanted`: wanted_cards(a), before the cap)."""
     dates = _value_dates(a)
-    return {rule: fingerprint(rule, ind, a, dates) for rule, ind in (wanted_cards(a) if wanted is None else wanted)}
+    return {rule: fingerprint(rule, ind, a, dates) for rule, ind in wanted}
 
 
 def snoozed_note(rules: list[str]) -> str:

@@ -294,13 +294,11 @@ def common_variables(a: Assessment) -> dict[str, Any]:
     }
 
 
-def variables_for(rule: str, a: Assessment, common: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Template variables per rule (spec 2.0 §7.4 wording rules); `common`: common_variables(a), when the caller
-    builds several cards."""
+def variables_for(rule: str, a: Assessment, common: dict[str, Any]) -> dict[str, Any]:
+    """Template variables per rule (spec 2.0 §7.4 wording rules); `common`: common_variables(a), computed once for
+    all the cards of a call."""
     s, c, t = a.staging, a.context, a.context.thresholds
     k = c.potassium
-    if common is None:
-        common = common_variables(a)
     extra: dict[str, Any] = {}
     if rule == "staging":
         extra = {"ckd": s.ckd, "risk": s.kdigo_risk.value if s.kdigo_risk else None,
