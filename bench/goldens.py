@@ -81,18 +81,17 @@ def differences(old: dict[str, tuple[int, str]], new: dict[str, tuple[int, str]]
 
 
 def compare(baseline: str) -> int:
+    sys.path.insert(0, str(ROOT))
+    from bench.worktree import checked_out
+
     work = Path(tempfile.mkdtemp(prefix="ckd-goldens-"))
-    tree = work / "baseline"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(tree), baseline], check=True)
-    try:
-        before, after = work / "before.jsonl", work / "after.jsonl"
+    before, after = work / "before.jsonl", work / "after.jsonl"
+    with checked_out(baseline) as tree:
         # this script, run on the baseline's code: the bodies and the app come from the tree on sys.path
         for where, out in ((tree, before), (ROOT, after)):
             subprocess.run([sys.executable, str(Path(__file__).resolve()), "--dump", str(out), "--root", str(where)],
                            check=True)  # fmt: skip
-        old, new = load(before), load(after)
-    finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
+    old, new = load(before), load(after)
     changed = differences(old, new)
     cards = sum(len(json.loads(body).get("cards", [])) for status, body in new.values() if status == 200)
     print(f"{len(new)} patients, {cards} cards; baseline {baseline} sha256 {digest(old)[:16]}, "

@@ -159,19 +159,15 @@ def profile_baseline(revision: str, requests_a: int, requests_b: int) -> dict[st
     """This script's measurement of revision `revision`'s code: steps and totals, with the revision named."""
     import subprocess
 
-    work = Path(tempfile.mkdtemp(prefix="ckd-profile-baseline-"))
-    tree, out = work / "tree", work / "out"
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", revision], capture_output=True,
-                            text=True, check=True).stdout.strip()  # fmt: skip
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(tree), revision], check=True)
-    try:
+    from bench.worktree import checked_out, short
+
+    out = Path(tempfile.mkdtemp(prefix="ckd-profile-baseline-"))
+    with checked_out(revision) as tree:
         subprocess.run([sys.executable, str(Path(__file__).resolve()), "--requests-a", str(requests_a),
                         "--requests-b", str(requests_b), "--out", str(out)], check=True, stdout=subprocess.DEVNULL,
                        env={**os.environ, "CKD_CDS_PROFILE_CODE": str(tree)})  # fmt: skip
-    finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
     measured = json.loads((out / "profile.json").read_text())
-    return {"revision": commit, "steps": measured["steps"], "total_ms": measured["total_ms"]}
+    return {"revision": short(revision), "steps": measured["steps"], "total_ms": measured["total_ms"]}
 
 
 if __name__ == "__main__":
