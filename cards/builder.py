@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
 
@@ -23,9 +25,10 @@ from cards.views import common_variables, evidence, referral_reasons, variables_
 from service.clinical.assess import Assessment
 from service.clinical.codes import ICD10CM, RXNORM, SNOMED, STAGE_CODES
 from service.clinical.medications import INGREDIENTS
-from service.clinical.rules import PRIORITY_ORDER, Indicator, RuleId, RuleOutcome
+from service.clinical.rules import PRIORITY_ORDER, Indicator, RuleId, RuleOutcome, metformin_aki
 from service.clinical.staging import ADULT_AGE, Reason
-from service.clinical.thresholds import CardSettings
+from service.clinical.thresholds import CardSettings, Thresholds
+from service.store import SAFETY_SNOOZE_MAX_DAYS, SnoozeRule
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ MAX_SUMMARY = 139  # code points; CDS Hooks requires < 140 (N-28)
 STAGING = "staging"
 UNATTRIBUTED = "unattributed"  # service.web.acquire marks left-out resources so (cards do not import the web layer)
 OVERFLOW = "overflow"
+LEFT_OUT = "results_left_out"  # the one card of a response whose only finding is that results were left out
+SNOOZED = "snoozed"  # the one card of a response whose cards are all snoozed, one of them a safety card (§7.4 rule 5)
 DISCLAIMER = "_Decision support only; verify before acting._"
 
 KDIGO_2024 = ("KDIGO 2024 CKD guideline", "https://kdigo.org/guidelines/ckd-evaluation-and-management/")
@@ -50,6 +55,10 @@ FDA_METFORMIN = (
 FDA_FINERENONE = (
     "FDA Kerendia (finerenone) label",
     "https://www.accessdata.fda.gov/drugsatfda_docs/label/2021/215341s000lbl.pdf",
+)
+FDA_ENTRESTO = (
+    "FDA Entresto (sacubitril/valsartan) label",
+    "https://www.accessdata.fda.gov/drugsatfda_docs/label/2015/207620Orig1s000lbl.pdf",
 )
 ADA_2024 = ("ADA Standards of Care 2024", "https://diabetesjournals.org/care/issue/47/Supplement_1")
 NICE_NG203 = ("NICE NG203", "https://www.nice.org.uk/guidance/ng203")
@@ -83,8 +92,15 @@ SOURCES: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {
                     "Possible acute kidney injury", (KDIGO_AKI, NHS_AKI)),
     "hyperkalaemia": ("KDIGO 2024 CKD, ch. 3: hyperkalaemia practice points (ungraded)", "High potassium",
                       (KDIGO_2024,)),
-    "dual_ras": ("KDIGO 2024 CKD, Rec 3.6.4 (1B)", "ACE inhibitor, ARB or DRI combined", (KDIGO_2024,)),
-    OVERFLOW: ("ckd-cds card limit (cards.max_cards)", "More kidney recommendations", (KDIGO_2024,)),
+    "dual_ras": ("KDIGO 2024 CKD, Rec 3.6.4 (1B); FDA Entresto label", "ACE inhibitor, ARB or DRI combined",
+                 (KDIGO_2024, FDA_ENTRESTO)),
+    "new_egfr_fall": ("NICE NG203 (repeat within 2 weeks); KDIGO 2024 CKD, PP 2.1.3", "New fall in eGFR",
+                      (NICE_NG203, KDIGO_2024)),
+    "creatinine_conflict": ("KDIGO 2012 AKI guideline (a rise is measured over time)",
+                            "Conflicting creatinine results", (KDIGO_AKI,)),
+    OVERFLOW: ("Card limit of this service", "More kidney recommendations", (KDIGO_2024,)),
+    SNOOZED: ("Override memory of this service", "Kidney recommendations snoozed", (KDIGO_2024,)),
+    LEFT_OUT: ("FHIR data checks of this service", "Results left out", (KDIGO_2024,)),
 }  # fmt: skip
 
 OVERRIDE_REASONS = [
@@ -144,7 +160,9 @@ class CardRequest:
     service_id: str
     config_version: str
     incomplete: tuple[str, ...] = ()  # prefetch keys whose data is partial (pages not read, optional key missing)
-    snoozed: frozenset[str] = frozenset()  # cards a clinician overrode whose content has not got worse (issue #14)
+    # cards a clinician answered whose content has not got worse, with the end of each snooze (issue #14, spec 2.1)
+    snoozed: dict[str, datetime] = field(default_factory=dict)
+    patient_link: str = ""  # pseudonymous patient link (service.web.hooks.patient_link): part of every card uuid
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,7 +174,10 @@ class BuiltCards:
 
 
 def card_uuid(req: CardRequest, rule: str) -> str:
-    return str(uuid.uuid5(PROJECT_NAMESPACE, f"{req.hook_instance}/{req.service_id}/{rule}"))
+    """UUIDv5 of hook instance, service, rule and the pseudonymous patient link: a retry gets the same ids, and a
+    hookInstance reused for another patient (or by another tenant) gets other ids (issue #21), so an answer to one
+    patient's card can never reach another's."""
+    return str(uuid.uuid5(PROJECT_NAMESPACE, f"{req.hook_instance}/{req.service_id}/{rule}/{req.patient_link}"))
 
 
 def evidence_block(a: Assessment) -> str:
@@ -281,19 +302,41 @@ def drug_drafts(rule: str, a: Assessment, req: CardRequest) -> list[tuple[str, s
     return items
 
 
+def stale_metformin(rule: str, a: Assessment) -> bool:
+    """[2.1] §7.4: a metformin card resting on a stale eGFR drafts a creatinine (not on dialysis; for
+    metformin_stop only in its eGFR-branch wording)."""
+    c = a.context
+    if a.staging.dialysis or c.fresh:
+        return False
+    return rule == "metformin_reduce" or not (c.aki_stale or metformin_aki(c))
+
+
 def suggestions(rule: str, a: Assessment, req: CardRequest, card_id: str) -> list[dict[str, Any]]:
     items: list[tuple[str, str, dict[str, Any]]] = []  # (key, label, resource)
     if rule == "problem_list":
         items.append(("condition", "Add CKD to the problem list", problem_list_condition(a, req)))
     elif rule == "acr_test":
         items.append(("acr", "Order urine albumin-to-creatinine ratio", service_request(req, ACR_ORDER_CODE, lab=True)))
-    elif rule in ("aki_caution", "monitoring_due"):
-        why = "possible acute kidney injury" if rule == "aki_caution" else "CKD monitoring"
+    elif rule in ("aki_caution", "monitoring_due", "new_egfr_fall", "creatinine_conflict"):
+        why = {
+            "aki_caution": "possible acute kidney injury",
+            "monitoring_due": "CKD monitoring",
+            "new_egfr_fall": "new fall of eGFR",
+            "creatinine_conflict": "conflicting creatinine results",
+        }[rule]
         items.append(
             ("creatinine", "Order serum creatinine", service_request(req, CREATININE_ORDER_CODE, why, lab=True))
         )
     elif rule in ("rasi", "sglt2i", "finerenone", "glp1ra", "statin"):
         items = drug_drafts(rule, a, req)
+    elif rule in ("metformin_stop", "metformin_reduce") and stale_metformin(rule, a):
+        items.append(
+            (
+                "creatinine",
+                "Order serum creatinine",
+                service_request(req, CREATININE_ORDER_CODE, "eGFR not recent, on metformin", lab=True),
+            )
+        )
     elif rule in ("nephrology_referral", "krt_planning"):
         child = a.staging.age_now is not None and a.staging.age_now < ADULT_AGE
         code, label = (PAEDIATRIC_REFERRAL_CODE, "Draft paediatric nephrology referral") if child else (
@@ -352,27 +395,50 @@ def overflow_card(omitted: list[dict[str, Any]], req: CardRequest) -> dict[str, 
 
 
 def staging_indicator(a: Assessment, fired: set[str]) -> Indicator | None:
-    """The staging card: for CKD (warning at very high risk), or 'possible CKD' unless an acute episode is being
-    handled (a repeat within days and one in 3 months contradict each other; the acute one wins)."""
+    """The staging card: for CKD (warning at very high risk), or 'possible CKD'. [2.1] Not on dialysis, not for
+    while the AKI card fires, not for a new fall (its card says what to do, §7.4)."""
     s = a.staging
+    if s.dialysis or s.new_fall is not None or RuleId.AKI_CAUTION.value in fired:
+        return None
     if s.ckd:
         return Indicator.WARNING if s.kdigo_risk is not None and s.kdigo_risk.value == "very high" else Indicator.INFO
-    if s.reason in POSSIBLE_CKD and RuleId.AKI_CAUTION.value not in fired:
+    if s.reason in POSSIBLE_CKD:
         return Indicator.INFO
     return None
 
 
 def site_indicator(rule: str, own: Indicator, policy: CardSettings) -> Indicator:
-    """The rule's own indicator unless the site configured another (cards.rules.<rule>.indicator)."""
+    """The rule's own indicator unless the site configured another (cards.rules.<rule>.indicator). [2.1] A safety
+    card is never lowered: only `critical` changes it (§7.5)."""
     chosen = policy.rule(rule).indicator
-    return own if chosen == "default" else Indicator(chosen)
+    if chosen == "default" or (rule in SAFETY_CARDS and chosen != "critical"):
+        return own
+    return Indicator(chosen)
+
+
+def card_enabled(rule: str, policy: CardSettings) -> bool:
+    """cards.rules.<rule>.enabled; [2.1] a safety card cannot be switched off (§7.5: a stored false is ignored)."""
+    return rule in SAFETY_CARDS or policy.rule(rule).enabled
 
 
 # --- override memory (issue #14) -----------------------------------------------------------------------------------
 
-# Safety cards are never quiet for longer than this after an override, whatever the configuration.
-SAFETY_CARDS = frozenset({"aki_caution", "hyperkalaemia", "metformin_stop", "dual_ras"})
-SAFETY_SNOOZE_MAX_DAYS = 7
+# Clinical spec 2.1 §7.4 rule 2: safety cards are never quiet for longer than SAFETY_SNOOZE_MAX_DAYS after an
+# override, whatever the configuration, and only a verified caller can snooze them (issue #21).
+SAFETY_CARDS = frozenset({"aki_caution", "hyperkalaemia", "dual_ras", "metformin_stop", "nsaid_avoid",
+                          "new_egfr_fall", "creatinine_conflict"})  # fmt: skip
+# Clinical spec 2.1 §7.4, display names: how the snooze line, the all-snoozed card and pointers name each card.
+DISPLAY_NAMES = {
+    "aki_caution": "Possible AKI", "hyperkalaemia": "High potassium", "dual_ras": "Dual RAS blockade",
+    "metformin_stop": "Stop metformin", "nsaid_avoid": "Avoid NSAID", "new_egfr_fall": "New fall in eGFR",
+    "creatinine_conflict": "Conflicting creatinine results", "metformin_reduce": "Metformin dose",
+    "krt_planning": "Kidney failure planning", "nephrology_referral": "Nephrology referral",
+    "progression_review": "CKD progression", "sglt2i": "SGLT2 inhibitor", "rasi": "ACE inhibitor or ARB",
+    "finerenone": "Finerenone", "bp_above_target": "Blood pressure", "statin": "Statin",
+    "glp1ra": "GLP-1 receptor agonist", "monitoring_due": "Creatinine test due", "acr_test": "Urine ACR test",
+    "coded_stage_outdated": "CKD stage on the problem list", STAGING: "CKD stage",
+    "problem_list": "CKD not on the problem list",
+}  # fmt: skip
 # The values each card shows and rests on: a newer one of them is new clinical content and ends a snooze.
 CARD_VALUES: dict[str, tuple[str, ...]] = {
     "problem_list": ("egfr", "urine"), STAGING: ("egfr", "urine"), "rasi": ("egfr", "urine", "potassium"),
@@ -386,10 +452,19 @@ A_ORDER = ("A1", "A2", "A3")
 URGENCY = {"info": 0, "warning": 1, "critical": 2}
 
 
-def snooze_days(rule: str, settings_days: int, rule_days: int | None) -> int:
-    """Days a rule stays quiet after an override: the rule's own setting or the default; safety cards ≤ 7."""
-    days = settings_days if rule_days is None else rule_days
-    return min(days, SAFETY_SNOOZE_MAX_DAYS) if rule in SAFETY_CARDS else days
+def snooze_rule(rule: str, dismissal: bool, t: Thresholds) -> SnoozeRule:
+    """How long an answer keeps a rule's card quiet (clinical spec 2.1 §7.4 rules 1 and 2): an override with a reason
+    for the rule's own `snooze_days` or `feedback.snooze_days`, a dismissal (no reason) for
+    `feedback.dismiss_snooze_days`; a per-rule 0 turns both off; safety cards at most 7 days."""
+    own = t.cards.rule(rule).snooze_days
+    if own == 0:
+        days = 0
+    elif dismissal:
+        days = t.feedback.dismiss_snooze_days
+    else:
+        days = t.feedback.snooze_days if own is None else own
+    safety = rule in SAFETY_CARDS
+    return SnoozeRule(days=min(days, SAFETY_SNOOZE_MAX_DAYS) if safety else days, safety=safety)
 
 
 def _value_dates(a: Assessment) -> dict[str, str | None]:
@@ -434,11 +509,30 @@ def card_fingerprints(a: Assessment, wanted: list[tuple[str, Indicator]]) -> dic
     return {rule: fingerprint(rule, ind, a, dates) for rule, ind in wanted}
 
 
-def snoozed_note(rules: list[str]) -> str:
-    names = ", ".join(SOURCES[r][1] for r in rules)
-    plural = "recommendations" if len(rules) > 1 else "recommendation"
-    return (f"{len(rules)} {plural} snoozed after an override ({names}); each returns if the findings get worse "
-            "or new results arrive.")  # fmt: skip
+def snoozed_note(snoozed: dict[str, datetime], rules: list[str], timezone: str) -> str:
+    """Clinical spec 2.1 §7.4 rule 4: each snoozed card by display name, in priority order, with the calendar date
+    of the end of its snooze in the service's time zone."""
+    zone = ZoneInfo(timezone)
+    names = ", ".join(f"{DISPLAY_NAMES.get(r, r)} (until {snoozed[r].astimezone(zone).date().isoformat()})"
+                      for r in rules)  # fmt: skip
+    return f"Snoozed after an override: {names}. Each returns earlier if findings worsen or new results arrive."
+
+
+def left_out_card(req: CardRequest) -> dict[str, Any]:
+    """No card, but results were left out because they did not name this patient: say so rather than let the chart
+    read 'All clear' (issue #21, item 11). The notice itself is added to every card by build_cards."""
+    summary = "Kidney results were left out: they did not name this patient"
+    detail = "No kidney recommendation could be made from the results that named this patient."
+    return assemble(LEFT_OUT, Indicator.INFO, summary, detail, req)
+
+
+def all_snoozed_card(rules: list[str], note: str, req: CardRequest) -> dict[str, Any]:
+    """Clinical spec 2.1 §7.4 rule 5: every card snoozed and one of them a safety card: one info card, so that a
+    chart whose AKI card was overridden never reads 'All clear'. No suggestion, no override reasons."""
+    n = len(rules)
+    names = ", ".join(DISPLAY_NAMES.get(r, r) for r in rules)
+    summary = f"{n} kidney recommendation{'s' if n > 1 else ''} snoozed after an override: {names}"
+    return assemble(SNOOZED, Indicator.INFO, summary, note, req)
 
 
 def wanted_cards(a: Assessment) -> list[tuple[str, Indicator]]:
@@ -446,7 +540,7 @@ def wanted_cards(a: Assessment) -> list[tuple[str, Indicator]]:
     if a.staging.deceased:
         return []  # S19: no card, not even the staging card
     policy = a.context.thresholds.cards
-    wanted = [(o.rule.value, o.indicator) for o in a.fired if policy.rule(o.rule.value).enabled]
+    wanted = [(o.rule.value, o.indicator) for o in a.fired if card_enabled(o.rule.value, policy)]
     shown = {rule for rule, _ in wanted}
     indicator = staging_indicator(a, {o.rule.value for o in a.fired})
     # the problem-list card states the stage and risk, so it replaces the staging card (§7.4)
@@ -466,15 +560,20 @@ def build_cards(a: Assessment, req: CardRequest, wanted: list[tuple[str, Indicat
     common = common_variables(a) if wanted else {}
     cards = [build_card(rule, ind, a, req, common) for rule, ind in wanted]
     omitted: list[dict[str, Any]] = []
+    note = snoozed_note(req.snoozed, snoozed, a.context.thresholds.service.timezone) if snoozed else ""
     if len(cards) > limit:
         cards, omitted = cards[: limit - 1], cards[limit - 1 :]
         cards.append(overflow_card(omitted, req))
-    if cards:
+    if not cards and any(rule in SAFETY_CARDS for rule in snoozed):
+        cards = [all_snoozed_card(snoozed, note, req)]
+    elif not cards and UNATTRIBUTED in req.incomplete:
+        cards = [left_out_card(req)]
+    elif cards:
         first = cards[0]
         first["detail"] = f"{first['detail']}\n\n{evidence_block(a)}"
         if snoozed:  # on the overflow card when there is one, else with the evidence
             last = cards[-1] if omitted else first
-            last["detail"] = f"{last['detail']}\n\n{snoozed_note(snoozed)}"
+            last["detail"] = f"{last['detail']}\n\n{note}"
     notice = incomplete_notice(req.incomplete)
     for card in cards:  # partial data is never presented as complete: the notice goes on every card
         card["detail"] = f"{card['detail']}\n\n{notice}{DISCLAIMER}"

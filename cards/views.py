@@ -17,10 +17,10 @@ from typing import Any
 from service.clinical.assess import Assessment
 from service.clinical.categories import AStage, GStage
 from service.clinical.codes import STAGE_CODES
-from service.clinical.medications import DrugClass
+from service.clinical.medications import INGREDIENTS, RAS_BLOCKERS, DrugClass
 from service.clinical.progression import Progression
 from service.clinical.record import LabValue, UrineKind
-from service.clinical.rules import MONITORING_TESTS_PER_YEAR, latest_kidney_test
+from service.clinical.rules import MONITORING_TESTS_PER_YEAR, latest_kidney_test, metformin_aki
 from service.clinical.staging import ADULT_AGE, AkiCriterion, EgfrPoint, Reason
 
 EQUATION_NAMES = {
@@ -42,6 +42,7 @@ REASON_TEXT = {
     Reason.ABNORMAL_LT90D: "eGFR below 60 for less than 90 days so far.",
     Reason.ALBUMINURIA_NOT_CHRONIC: "Albuminuria not yet shown to persist for 90 days.",
     Reason.AKI_EXCLUDED: "Low eGFR values coincide with a possible acute kidney injury and were not used.",
+    Reason.NEW_EGFR_FALL: "A new fall of eGFR: repeat creatinine within 2 weeks.",
 }
 AKI_CRITERIA = {
     AkiCriterion.ABSOLUTE_RISE: "a rise of ≥ 0.3 mg/dL within 48 hours (KDIGO AKI criterion)",
@@ -280,6 +281,73 @@ def monitoring_text(a: Assessment) -> dict[str, Any]:
             "cell": stage_label(a)}  # fmt: skip
 
 
+def completed_months(start: date, end: date) -> int:
+    """[2.1] §7.4 wording: completed calendar months from `start` to `end`, counted as S3 counts completed years."""
+    return (end.year - start.year) * 12 + end.month - start.month - (end.day < start.day)
+
+
+def freshness(a: Assessment) -> dict[str, Any]:
+    """[2.1] For the metformin cards: whether the latest valid eGFR is fresh (§7.1), its date and age in months."""
+    s, c = a.staging, a.context
+    p = s.egfr
+    return {"fresh": c.fresh, "egfr_date": p.date.isoformat() if p else None,
+            "months": completed_months(p.date, s.as_of) if p else None}  # fmt: skip
+
+
+def aki_values(a: Assessment) -> dict[str, Any]:
+    """[2.1] The latest element of C (value, date, age in days, its own eGFR) for the AKI-time safety wordings."""
+    s, c = a.staging, a.context
+    latest = s.creatinine[-1] if s.creatinine else None
+    own = s.latest_creatinine_egfr
+    return {"aki_stale": c.aki_stale, "aki_creatinine": f"{latest.value:.2f} mg/dL" if latest else None,
+            "aki_date": latest.date.isoformat() if latest else None,
+            "aki_days": (s.as_of - latest.date).days if latest else None,
+            "aki_egfr": shown_egfr(own) if own else None}  # fmt: skip
+
+
+SPECIMEN_KIND = {True: "whole blood", False: "serum/plasma"}
+
+
+def conflict_values(a: Assessment) -> dict[str, Any]:
+    """[2.1] creatinine_conflict: the pending conflicting specimen, each result with its kind and time."""
+    s = a.staging
+    conflict = s.conflicts[-1]
+    values = sorted(r.value for r in conflict.results)
+    texts = [f"{v:.2f}" for v in values]
+    joined = texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " and " + texts[-1]
+    when = f" at {conflict.time[:5]}" if conflict.time else ""
+    lines = [f"Creatinine {r.value:.2f} mg/dL ({SPECIMEN_KIND[r.whole_blood]}) on {conflict.date.isoformat()}{when}"
+             for r in conflict.results]  # fmt: skip
+    finding = s.conflict_aki
+    aki = None
+    if finding is not None:
+        aki = AKI_CRITERIA[finding.criterion]
+        if finding.reference_value is not None and finding.reference_date is not None:
+            aki += f", against {finding.reference_value:.2f} mg/dL on {finding.reference_date.isoformat()}"
+        elif finding.reference_value is not None:
+            aki += f", against a median of {finding.reference_value:.2f} mg/dL"
+    return {"date": conflict.date.isoformat(), "values": joined, "lines": lines, "aki": aki}
+
+
+def dual_ras_values(a: Assessment) -> dict[str, Any]:
+    """[2.1] dual_ras: each RAS-blocking drug once, sacubitril/valsartan named as such, with its start date (the
+    earliest authoredOn among its active orders, or 'start date not recorded')."""
+    c = a.context
+    starts: dict[str, date | None] = {}
+    for med in c.medications:
+        names = [i for i in med.ingredients if i in INGREDIENTS and INGREDIENTS[i][0] in RAS_BLOCKERS]
+        if "sacubitril" in med.ingredients:
+            names = ["sacubitril/valsartan"]
+        for name in names or [cls.value for cls in med.classes & RAS_BLOCKERS]:
+            known = starts.get(name)
+            if name not in starts or (med.authored and (known is None or med.authored < known)):
+                starts[name] = med.authored
+    lines = [f"{name}: started {when.isoformat()}" if when else f"{name}: start date not recorded"
+             for name, when in sorted(starts.items())]  # fmt: skip
+    acei = [n for n in sorted(starts) if n in INGREDIENTS and INGREDIENTS[n][0] is DrugClass.ACEI]
+    return {"drugs": ", ".join(sorted(starts)), "lines": lines, "arni_acei": c.arni_acei, "acei": ", ".join(acei)}
+
+
 def common_variables(a: Assessment) -> dict[str, Any]:
     """The template variables every card of an assessment shares: computed once per call, not once per card."""
     s, k = a.staging, a.context.potassium
@@ -327,10 +395,21 @@ def variables_for(rule: str, a: Assessment, common: dict[str, Any]) -> dict[str,
         extra = {"why": statin_reason(a)}
     elif rule in ("metformin_reduce", "metformin_stop"):
         extra = {"stop": f"{t.metformin.stop_below_egfr:g}", "reduce": f"{t.metformin.reduce_below_egfr:g}",
-                 "dialysis": s.dialysis}  # fmt: skip
+                 "dialysis": s.dialysis, **freshness(a), **aki_values(a),
+                 "aki_branch": metformin_aki(c)}  # fmt: skip
     elif rule == "nsaid_avoid":
         extra = {"drugs": ", ".join(c.ingredients(DrugClass.NSAID)), "with_rasi": c.on(DrugClass.ACEI, DrugClass.ARB,
-                 DrugClass.DRI), "with_lithium": c.on(DrugClass.LITHIUM), "recent_aki": c.recent_aki}  # fmt: skip
+                 DrugClass.DRI), "with_lithium": c.on(DrugClass.LITHIUM), "recent_aki": c.recent_aki,
+                 **aki_values(a)}  # fmt: skip
+    elif rule == "new_egfr_fall":
+        f = s.new_fall
+        if f is None:  # the rule fires only with S14a's new_fall
+            raise KeyError(rule)
+        extra = {"latest": shown_egfr(f.latest), "previous": shown_egfr(f.previous),
+                 "previous_date": f.previous.date.isoformat(), "latest_line": egfr_line(f.latest),
+                 "previous_line": egfr_line(f.previous), "fall": one_decimal(f.fall * 100)}  # fmt: skip
+    elif rule == "creatinine_conflict":
+        extra = conflict_values(a)
     elif rule in ("nephrology_referral", "krt_planning"):
         extra = {"why": ", ".join(referral_reasons(a)) or "KDIGO criteria", "kfre": kfre_line(a),
                  "progression": progression_lines(s.progression), "krt_why": krt_reason(a)}  # fmt: skip
@@ -343,7 +422,7 @@ def variables_for(rule: str, a: Assessment, common: dict[str, Any]) -> dict[str,
         raising = [name for cls, name in POTASSIUM_RAISING.items() if c.on(cls)]
         extra = {"raising": ", ".join(raising), "critical": k is not None and k.value >= 6.0}
     elif rule == "dual_ras":
-        extra = {"drugs": ", ".join(c.ingredients(DrugClass.ACEI, DrugClass.ARB, DrugClass.DRI))}
+        extra = dual_ras_values(a)
     elif rule == "monitoring_due":
         extra = monitoring_text(a)
     else:

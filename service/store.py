@@ -10,6 +10,7 @@ import json
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ card_index = sa.Table(
     sa.Column("patient_link", sa.String(64), index=True),
     sa.Column("fingerprint", sa.Text),
 )
-ADDED_COLUMNS = {"card_index": ("patient_link", "fingerprint")}  # added in place to databases made before them
+# added in place to databases made before them
+ADDED_COLUMNS = {"card_index": ("patient_link", "fingerprint"), "snoozes": ("first_at",)}
 
 snoozes = sa.Table(  # an override remembered: this rule stays quiet for this patient until `until`
     "snoozes",
@@ -53,6 +55,9 @@ snoozes = sa.Table(  # an override remembered: this rule stays quiet for this pa
     sa.Column("until", sa.DateTime(timezone=True), nullable=False),
     sa.Column("card_uuid", sa.String(36), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # issue #21: when this finding (rule + fingerprint) was first overridden, on the server's clock. Kept after the
+    # snooze ends, so that overriding the same safety finding again never extends its 7 days.
+    sa.Column("first_at", sa.DateTime(timezone=True)),
 )
 
 snoozed_cards = sa.Table(  # each card left out because of a snooze (no PHI): the feedback dashboard counts them
@@ -151,6 +156,82 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def _read_time(value: Any) -> datetime:
+    """A timestamp read through the raw DBAPI cursor: a datetime (psycopg) or ISO text (SQLite), as UTC."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return _aware(value)
+
+
+OVERFLOW_CARD = "overflow"  # the card naming the cards over the cap: it is never snoozed (issue #21)
+SAFETY_SNOOZE_MAX_DAYS = 7  # clinical spec 2.1 §7.4 rule 2: a safety card is never quiet for longer
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackCaller:
+    """Who sent a feedback batch: the verified JWT's issuer and tenant, or nothing in an unauthenticated service."""
+
+    iss: str | None = None
+    tenant: str | None = None
+    verified: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SnoozeRule:
+    """How an answer to a rule's card is remembered (clinical spec 2.1 §7.4 rules 1 and 2)."""
+
+    days: int  # 0: not remembered
+    safety: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Snooze:
+    fingerprint: dict[str, Any]
+    until: datetime
+
+
+MERGED_TESTS_CARD = "tests_due"  # fingerprint mark of the merged "Kidney tests due" card (monitoring_due + acr_test)
+
+
+def _snoozed_together(rule: str, fingerprint: str | None) -> tuple[str, ...]:
+    """The rules one card's answer snoozes: the merged 'Kidney tests due' card snoozes both of its rules (§7.4)."""
+    if rule == "monitoring_due" and fingerprint and MERGED_TESTS_CARD in orjson.loads(fingerprint):
+        return ("monitoring_due", "acr_test")
+    return (rule,)
+
+
+def _bound(card: Any, service_id: str, caller: FeedbackCaller) -> bool:
+    """A card answers feedback only from the service, issuer and tenant it was issued to (issue #21, item 4)."""
+    return bool(card.service_id == service_id and card.iss == caller.iss and card.tenant == caller.tenant)
+
+
+def _snooze_change(
+    card: Any, rule: str, item: dict[str, Any], before: dict[str, Any] | None,
+    policy: Callable[[str, bool], SnoozeRule], caller: FeedbackCaller, received: datetime,
+) -> dict[str, Any] | None:  # fmt: skip
+    """The snooze row after this answer, or None when the answer changes nothing."""
+    fingerprint = card.fingerprint or "{}"
+    if item["outcome"] == "accepted":
+        if before is None or _aware(before["until"]) <= received:
+            return None
+        return {**before, "until": received}  # ended; first_at kept, so a safety finding cannot be re-snoozed
+    dismissal = not ((item.get("overrideReason") or {}).get("reason") or {}).get("code")
+    decision = policy(rule, dismissal)
+    if decision.days <= 0 or (decision.safety and not caller.verified):
+        return None
+    same_finding = before is not None and before["fingerprint"] == fingerprint and before.get("first_at") is not None
+    first = _aware(before["first_at"]) if same_finding and before else received
+    if decision.safety:  # anchored at the finding's first override, or the card's issue when that came first
+        first = min(first, _aware(card.created_at))
+        until = first + timedelta(days=min(decision.days, SAFETY_SNOOZE_MAX_DAYS))
+    else:
+        until = received + timedelta(days=decision.days)
+    if until <= received:
+        return None
+    return {"patient_link": card.patient_link, "rule_id": rule, "fingerprint": fingerprint, "until": until,
+            "card_uuid": card.card_uuid, "created_at": received, "first_at": first}  # fmt: skip
+
+
 def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
     """An engine for the store URL. SQLite: WAL, and `synchronous` FULL (a commit survives a power cut) or NORMAL (it
     survives a crash of the process, not of the machine: docs/operations.md, "Durability contract")."""
@@ -232,13 +313,14 @@ class Store:
         self.audit_engine = make_engine(url, synchronous="NORMAL") if sqlite else self.engine
         # Built once: statements given their values as parameters compile once and hit SQLAlchemy's cache.
         self._insert_card_rows = self._insert_ignore(card_index)
+        self._upsert_snooze = self._upsert(snoozes, ("patient_link", "rule_id"))
         # The hook call's own statements, compiled once for the dialect and run on the DBAPI connection (Prepared).
         self._hook_cards = Prepared(self._insert_card_rows, self.audit_engine, [c.name for c in card_index.columns])
         self._hook_audit = Prepared(audit.insert().inline(), self.audit_engine, AUDIT_KEYS)
         self._hook_snoozed = Prepared(snoozed_cards.insert().inline(), self.audit_engine, ["rule_id", "config_version",
                                                                                             "at"])  # fmt: skip
         self._hook_snoozes = Prepared(
-            sa.select(snoozes.c.rule_id, snoozes.c.fingerprint).where(
+            sa.select(snoozes.c.rule_id, snoozes.c.fingerprint, snoozes.c.until).where(
                 snoozes.c.patient_link == sa.bindparam("link"), snoozes.c.until > sa.bindparam("now")
             ),
             self.engine,
@@ -255,6 +337,13 @@ class Store:
                     kind = table.c[name].type.compile(dialect=self.engine.dialect)
                     with self.engine.begin() as conn:
                         conn.execute(sa.text(f'ALTER TABLE {table_name} ADD COLUMN "{name}" {kind}'))
+
+    def _upsert(self, table: sa.Table, key: tuple[str, ...]) -> Any:
+        """INSERT ... ON CONFLICT (key) DO UPDATE: one statement, so two simultaneous writers of one key both succeed
+        (issue #21: DELETE then INSERT gave PostgreSQL unique violations, a 500 and a lost batch)."""
+        insert = pg_insert(table) if self.engine.dialect.name == "postgresql" else sqlite_insert(table)
+        update = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in key}
+        return insert.on_conflict_do_update(index_elements=list(key), set_=update)
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         if self.engine.dialect.name == "postgresql":
@@ -280,57 +369,72 @@ class Store:
 
     # --- feedback -----------------------------------------------------------------------------------------
     def add_feedback(
-        self, service_id: str, items: list[dict[str, Any]], iss: str | None,
-        snooze_days: Callable[[str], int] | None = None,
+        self, service_id: str, items: list[dict[str, Any]], caller: FeedbackCaller,
+        policy: Callable[[str, bool], SnoozeRule] | None = None,
     ) -> list[str | None]:  # fmt: skip
-        """Store a whole batch in one transaction, joined to the card index (unknown cards kept as unmatched).
+        """Store a whole batch in one transaction, joined to the card index; the rule of each item, or None.
 
-        An `overridden` card that names its patient (patient link) starts a snooze of its rule for that patient for
-        `snooze_days(rule)` days (0: none); a later override of the same rule replaces it.
+        An item answers a card only when that card was issued by this service to the same issuer and tenant (issue
+        #21): anything else is kept as unmatched and changes nothing. The card uuid is bound to the patient (a UUIDv5
+        over the hook instance and the pseudonymous patient link), so one clinician's answer never reaches another
+        patient's card. Override memory (clinical spec 2.1 §7.4), with `policy(rule, dismissal)`:
+        - `overridden` with a reason snoozes the card's rule for this patient, without one (a dismissal) for the
+          dismissal days; 0 days: not remembered. The overflow card is never snoozed.
+        - A safety card needs a verified caller (a JWT), and its snooze ends at most `SAFETY_SNOOZE_MAX_DAYS` after the
+          first override of that finding (or the card's issue, if earlier), on the server's clock: overriding the
+          same finding again never extends it.
+        - `accepted` ends a running snooze of that card's rule for that patient.
+        The snooze row is an upsert (one row per patient and rule), so a retried or concurrent answer is a no-op.
         """
         known = self.cards_by_uuid([item["card"] for item in items])
         received = now()
         values = []
-        snoozed: dict[tuple[str, str], dict[str, Any]] = {}
-        for item in items:
-            card = known.get(item["card"])
-            reason = (item.get("overrideReason") or {}).get("reason") or {}
-            values.append(
-                {
-                    "card_uuid": item["card"],
-                    "service_id": service_id,
-                    "rule_id": card.rule_id if card else None,
-                    "config_version": card.config_version if card else None,
-                    "matched": card is not None,
-                    "outcome": item["outcome"],
-                    "outcome_timestamp": item["outcomeTimestamp"],
-                    "accepted_suggestions": json.dumps([s["id"] for s in item.get("acceptedSuggestions") or []]),
-                    "override_system": reason.get("system"),
-                    "override_code": reason.get("code"),
-                    "iss": iss,
-                    "received_at": received,
-                }
-            )
-            days = snooze_days(card.rule_id) if snooze_days and card is not None else 0
-            if item["outcome"] == "overridden" and card is not None and card.patient_link and days > 0:
-                snoozed[(card.patient_link, card.rule_id)] = {
-                    "patient_link": card.patient_link, "rule_id": card.rule_id, "card_uuid": card.card_uuid,
-                    "fingerprint": card.fingerprint or "{}", "until": received + timedelta(days=days),
-                    "created_at": received,
-                }  # fmt: skip
+        changes: dict[tuple[str, str], dict[str, Any]] = {}
         with self.engine.begin() as conn:
+            for item in items:
+                card = known.get(item["card"])
+                if card is not None and not _bound(card, service_id, caller):
+                    card = None
+                reason = (item.get("overrideReason") or {}).get("reason") or {}
+                values.append(
+                    {
+                        "card_uuid": item["card"],
+                        "service_id": service_id,
+                        "rule_id": card.rule_id if card else None,
+                        "config_version": card.config_version if card else None,
+                        "matched": card is not None,
+                        "outcome": item["outcome"],
+                        "outcome_timestamp": item["outcomeTimestamp"],
+                        "accepted_suggestions": json.dumps([s["id"] for s in item.get("acceptedSuggestions") or []]),
+                        "override_system": reason.get("system"),
+                        "override_code": reason.get("code"),
+                        "iss": caller.iss,
+                        "received_at": received,
+                    }
+                )
+                if card is None or not card.patient_link or policy is None or card.rule_id == OVERFLOW_CARD:
+                    continue
+                for rule in _snoozed_together(card.rule_id, card.fingerprint):
+                    key = (card.patient_link, rule)
+                    before = changes.get(key) or self._snooze_row(conn, *key)
+                    row = _snooze_change(card, rule, item, before, policy, caller, received)
+                    if row is not None:
+                        changes[key] = row
             conn.execute(feedback.insert(), values)
-            for (link, rule), row in snoozed.items():
-                conn.execute(snoozes.delete().where(snoozes.c.patient_link == link, snoozes.c.rule_id == rule))
-                conn.execute(snoozes.insert().values(**row))
+            for row in changes.values():
+                conn.execute(self._upsert_snooze, row)
         return [v["rule_id"] for v in values]
 
-    def active_snoozes(self, patient_link: str) -> dict[str, dict[str, Any]]:
-        """rule -> the overridden card's fingerprint, for the snoozes of this patient still running."""
+    def _snooze_row(self, conn: sa.Connection, link: str, rule: str) -> dict[str, Any] | None:
+        row = conn.execute(sa.select(snoozes).where(snoozes.c.patient_link == link, snoozes.c.rule_id == rule)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def active_snoozes(self, patient_link: str) -> dict[str, Snooze]:
+        """rule -> the overridden card's fingerprint and the snooze's end, for this patient's running snoozes."""
         with dbapi_cursor(self.engine) as cursor:
             cursor.execute(self._hook_snoozes.sql, self._hook_snoozes.params({"link": patient_link, "now": now()}))
             rows = cursor.fetchall()
-        return {rule: orjson.loads(fingerprint) for rule, fingerprint in rows}
+        return {rule: Snooze(orjson.loads(fingerprint), _read_time(until)) for rule, fingerprint, until in rows}
 
     def final_outcomes(self) -> dict[str, dict[str, Any]]:
         """Each answered card's final outcome (the latest event by outcome time, then arrival), keyed by card uuid.

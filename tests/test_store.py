@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from service.store import Store, snoozes
+from service.store import FeedbackCaller, SnoozeRule, Store, snoozes
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -64,7 +64,7 @@ def test_feedback_joins_rules_and_reports_rates(store: Store) -> None:
     rules = store.add_feedback(
         "ckd-patient-view",
         [item("c1", "accepted"), item("c2", "overridden"), item("c3", "overridden"), item("zz", "accepted")],
-        None,
+        FeedbackCaller(),
     )
     assert rules == ["sglt2i", "sglt2i", "statin", None]
     report = {r["rule"]: r for r in store.feedback_report()}
@@ -104,8 +104,10 @@ def test_hook_path_statements_store_what_sqlalchemy_stores(store: Store) -> None
     assert abs(hook.created_at - sa_row.created_at) < timedelta(minutes=1)
     assert [r["request_id"] for r in store.audit_records()] == ["r2", "r1"]
     # a snooze that runs is found; one that has ended is not (compared in SQL against now)
-    store.add_feedback("ckd-patient-view", [item("hook-1", "overridden")], None, lambda rule: 30)
-    assert store.active_snoozes("L" * 64) == {"statin": {"g": "G3a"}}
+    store.add_feedback(
+        "ckd-patient-view", [item("hook-1", "overridden")], FeedbackCaller(), lambda r, d: SnoozeRule(30)
+    )
+    assert store.active_snoozes("L" * 64)["statin"].fingerprint == {"g": "G3a"}
     with store.engine.begin() as conn:
         conn.execute(snoozes.update().values(until=datetime.now(UTC) - timedelta(seconds=1)))
     assert store.active_snoozes("L" * 64) == {}
@@ -130,3 +132,133 @@ def test_sqlite_durability_contract_full_for_feedback_normal_for_the_audit(tmp_p
         assert [r["request_id"] for r in s.audit_records()] == ["r1"]
     finally:
         s.dispose()
+
+
+# --- override memory that no one can abuse (issue #21) -------------------------------------------------------------
+
+LINK = "L" * 64
+T1 = FeedbackCaller(iss="https://ehr.example.org", tenant="t1", verified=True)
+
+
+def issued(uuid_: str, rule: str, caller: FeedbackCaller = T1, *, age: timedelta = timedelta(0),
+           fingerprint: str = '{"g": "G3a"}') -> None:  # fmt: skip
+    """A card issued to `caller` for the patient LINK, `age` ago."""
+    row = {**card(uuid_, rule), "iss": caller.iss, "tenant": caller.tenant, "patient_link": LINK,
+           "fingerprint": fingerprint}  # fmt: skip
+    store_ = issued.store  # type: ignore[attr-defined]
+    store_.index_cards([row])
+    if age:
+        with store_.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE card_index SET created_at = :at WHERE card_uuid = :u"),
+                         {"at": datetime.now(UTC) - age, "u": uuid_})  # fmt: skip
+
+
+def overridden(uuid_: str, reason: str | None = "patient-declined") -> dict[str, object]:
+    out = item(uuid_, "overridden")
+    if reason:
+        out["overrideReason"] = {"reason": {"code": reason}}
+    return out
+
+
+def policy(rule: str, dismissal: bool) -> SnoozeRule:
+    """As cards.builder.snooze_rule with the defaults: 90 days, 1 for a dismissal, safety cards at most 7."""
+    safety = rule in ("aki_caution", "hyperkalaemia")
+    days = 1 if dismissal else 90
+    return SnoozeRule(min(days, 7) if safety else days, safety)
+
+
+@pytest.fixture
+def bound(store: Store) -> Store:
+    issued.store = store  # type: ignore[attr-defined]
+    return store
+
+
+def snooze_end(store: Store, rule: str) -> datetime | None:
+    found = store.active_snoozes(LINK).get(rule)
+    return found.until if found else None
+
+
+def test_feedback_from_another_issuer_or_tenant_answers_no_card(bound: Store) -> None:
+    issued("c1", "sglt2i")
+    for caller in (FeedbackCaller(iss="https://other.example.org", tenant="t1", verified=True),
+                   FeedbackCaller(iss=T1.iss, tenant="t2", verified=True), FeedbackCaller()):  # fmt: skip
+        assert bound.add_feedback("ckd-patient-view", [overridden("c1")], caller, policy) == [None]
+        assert snooze_end(bound, "sglt2i") is None
+    assert bound.add_feedback("other-service", [overridden("c1")], T1, policy) == [None]
+    assert snooze_end(bound, "sglt2i") is None
+    assert bound.add_feedback("ckd-patient-view", [overridden("c1")], T1, policy) == ["sglt2i"]
+    assert snooze_end(bound, "sglt2i") is not None
+    assert bound.feedback_count() == 5  # nothing is lost: the unmatched answers are kept
+
+
+def test_a_safety_snooze_ends_7_days_after_the_first_override_of_the_finding(bound: Store) -> None:
+    issued("c1", "aki_caution")
+    bound.add_feedback("ckd-patient-view", [overridden("c1")], T1, policy)
+    first = snooze_end(bound, "aki_caution")
+    assert first is not None
+    assert timedelta(days=6, hours=23) < first - datetime.now(UTC) <= timedelta(days=7)
+    # the same finding shown again three days later and overridden again: the end does not move
+    three_days_ago = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    with bound.engine.begin() as conn:
+        conn.execute(snoozes.update().values(first_at=three_days_ago, until=three_days_ago + timedelta(days=7)))
+    issued("c2", "aki_caution")
+    bound.add_feedback("ckd-patient-view", [overridden("c2")], T1, policy)
+    assert snooze_end(bound, "aki_caution") == three_days_ago + timedelta(days=7)
+
+
+def test_a_safety_card_issued_long_ago_gives_no_fresh_snooze(bound: Store) -> None:
+    issued("old", "aki_caution", age=timedelta(days=60))
+    bound.add_feedback("ckd-patient-view", [overridden("old")], T1, policy)
+    assert snooze_end(bound, "aki_caution") is None
+
+
+def test_a_safety_card_needs_a_verified_caller(bound: Store) -> None:
+    anonymous = FeedbackCaller(iss=T1.iss, tenant=T1.tenant, verified=False)
+    issued("c1", "hyperkalaemia", anonymous)
+    assert bound.add_feedback("ckd-patient-view", [overridden("c1")], anonymous, policy) == ["hyperkalaemia"]
+    assert snooze_end(bound, "hyperkalaemia") is None
+
+
+def test_dismissal_accepted_and_overflow(bound: Store) -> None:
+    issued("c1", "sglt2i")
+    bound.add_feedback("ckd-patient-view", [overridden("c1", reason=None)], T1, policy)  # a dismissal: 1 day
+    end = snooze_end(bound, "sglt2i")
+    assert end is not None
+    assert end - datetime.now(UTC) <= timedelta(days=1)
+    bound.add_feedback("ckd-patient-view", [overridden("c1")], T1, policy)  # with a reason: 90 days
+    end = snooze_end(bound, "sglt2i")
+    assert end is not None
+    assert end - datetime.now(UTC) > timedelta(days=89)
+    bound.add_feedback("ckd-patient-view", [item("c1", "accepted")], T1, policy)  # accepted after: snooze ends
+    assert snooze_end(bound, "sglt2i") is None
+    issued("o1", "overflow")
+    bound.add_feedback("ckd-patient-view", [overridden("o1")], T1, policy)
+    assert snooze_end(bound, "overflow") is None
+
+
+def test_the_same_override_posted_at_once_is_stored_once(bound: Store) -> None:
+    """Issue #21, item 6: DELETE then INSERT on the snooze key gave PostgreSQL unique violations (a 500 and a lost
+    batch) in 14 of 30 trials; the upsert makes every concurrent or retried post succeed."""
+    import threading
+
+    issued("c1", "sglt2i")
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def post() -> None:
+        barrier.wait()
+        try:
+            bound.add_feedback("ckd-patient-view", [overridden("c1")], T1, policy)
+        except BaseException as exc:
+            errors.append(exc)
+
+    for _ in range(5):
+        threads = [threading.Thread(target=post) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    with bound.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(snoozes)).scalar_one() == 1
+    assert bound.feedback_count() == 40

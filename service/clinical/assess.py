@@ -193,6 +193,15 @@ def _kfre_json(a: Assessment) -> dict[str, Any] | None:
     }
 
 
+def _new_fall_json(s: Staging) -> dict[str, Any] | None:
+    """[2.1] S14a, §9.4: unrounded values and the fall as a fraction."""
+    f = s.new_fall
+    if f is None:
+        return None
+    return {"value": f.latest.value, "date": f.latest.date.isoformat(), "previous_value": f.previous.value,
+            "previous_date": f.previous.date.isoformat(), "fall": f.fall}  # fmt: skip
+
+
 def assessment_to_json(a: Assessment) -> dict[str, Any]:
     """The `ckd-cds assess` output object, exactly the keys of spec §9.4."""
     s = a.staging
@@ -211,6 +220,7 @@ def assessment_to_json(a: Assessment) -> dict[str, Any]:
         "albuminuria": _albuminuria_json(s),
         "progression": _progression_json(a),
         "kfre": _kfre_json(a),
+        "new_fall": _new_fall_json(s),
         "excluded": [{"date": e.date.isoformat(), "value": e.value, "why": e.why} for e in s.excluded],
         "care_gaps": a.care_gaps,
         "recommendations": a.recommendations,

@@ -20,6 +20,8 @@ CREATININE_MG_DL = frozenset({"2160-0", "38483-4"})
 CREATININE_UMOL_L = frozenset({"14682-9"})
 CREATININE_EITHER = frozenset({"35203-9"})  # mass or moles: the unit is required
 CREATININE = CREATININE_MG_DL | CREATININE_UMOL_L | CREATININE_EITHER
+# [2.1] S4 step 3: a whole-blood creatinine (point of care) is set aside beside a serum/plasma one of one specimen.
+CREATININE_WHOLE_BLOOD = frozenset({"38483-4"})
 CYSTATIN_C = frozenset({"33863-2"})  # PEDSnet lab_2021_11_SerumCystatin_V1.csv; display only
 # Reported CKD-EPI 2021 eGFR: hl7ch/ch-lab-report ChLabObservation_eGFR_CKD_EPI_2021.fsh.
 EGFR_REPORTED = {"98979-8": "ckd-epi-2021-cr", "98980-6": "ckd-epi-2021-cr-cys"}

@@ -16,6 +16,7 @@ class DrugClass(StrEnum):
     ACEI = "ACEi"
     ARB = "ARB"
     DRI = "DRI"
+    ARNI = "ARNI"  # [2.1] sacubitril (always with valsartan, which counts as the ARB valsartan)
     SGLT2I = "SGLT2i"
     NS_MRA = "ns-MRA"
     STEROIDAL_MRA = "steroidal MRA"
@@ -49,6 +50,8 @@ INGREDIENTS: dict[str, tuple[DrugClass, tuple[str, ...], str | None]] = {
     "telmisartan": (DrugClass.ARB, ("73494",), "C09CA07"),
     "valsartan": (DrugClass.ARB, ("69749",), "C09CA03"),
     "aliskiren": (DrugClass.DRI, ("325646",), "C09XA02"),
+    # [2.1] §8.5: RXCUI "look up" (to verify), not yet confirmed: matched by the combination's ATC code and by name
+    "sacubitril": (DrugClass.ARNI, (), None),
     "canagliflozin": (DrugClass.SGLT2I, ("1373458",), "A10BK02"),
     "dapagliflozin": (DrugClass.SGLT2I, ("1488564",), "A10BK01"),
     "empagliflozin": (DrugClass.SGLT2I, ("1545653",), "A10BK03"),
@@ -89,6 +92,10 @@ INGREDIENTS: dict[str, tuple[DrugClass, tuple[str, ...], str | None]] = {
 
 RXCUI_TO_INGREDIENT = {rxcui: name for name, (_, rxcuis, _) in INGREDIENTS.items() for rxcui in rxcuis}
 ATC_TO_INGREDIENT = {atc: name for name, (_, _, atc) in INGREDIENTS.items() if atc}
+# [2.1] §8.5: ATC codes of combinations, mapped to every ingredient (C09DX04 sacubitril and valsartan; to verify).
+ATC_COMBINATIONS: dict[str, tuple[str, ...]] = {"C09DX04": ("sacubitril", "valsartan")}
+# §7.1 [2.1] RAS_ingredients: the RAS-blocking classes whose ingredients are counted (sacubitril never counts).
+RAS_BLOCKERS = frozenset({DrugClass.ACEI, DrugClass.ARB, DrugClass.DRI})
 
 # ATC class prefixes (spec §8.5). NSAID: M01A except M01AX (glucosamine and others; exclusion to verify), so the
 # M01AX ingredient nabumetone is matched by its exact code above. Topical NSAIDs (M02A) never match.

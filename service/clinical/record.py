@@ -34,11 +34,17 @@ def classification_value(value: float, comparator: Comparator | None) -> float:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LabValue:
-    """One numeric result in its canonical unit."""
+    """One numeric result in its canonical unit.
+
+    [2.1] `time` is the time of day as written ("hh:mm:ss", S2) or None for a date without a time; `whole_blood`
+    marks a whole-blood creatinine (LOINC 38483-4, typically a point-of-care device, S4 step 3).
+    """
 
     date: date
     value: float
     comparator: Comparator | None = None
+    time: str | None = None
+    whole_blood: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +55,7 @@ class ReportedEgfr:
     value: float
     equation: str
     comparator: Comparator | None = None
+    time: str | None = None  # [2.1] time of day as written (S2), for the S8 order within a date
 
 
 class UrineKind(StrEnum):
@@ -92,6 +99,7 @@ class MedicationFact:
     ingredients: frozenset[str]
     classes: frozenset[DrugClass]
     text: str = ""
+    authored: date | None = None  # [2.1] MedicationRequest.authoredOn (dual_ras names each drug's start date)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,7 +18,7 @@ from enum import StrEnum
 from service.clinical.categories import AStage, GStage
 from service.clinical.codes import ConditionConcept
 from service.clinical.kfre import KfreResult
-from service.clinical.medications import INGREDIENTS, DrugClass
+from service.clinical.medications import INGREDIENTS, RAS_BLOCKERS, DrugClass
 from service.clinical.record import LabValue, MedicationFact, UrineKind, UrineUnit, classification_value
 from service.clinical.staging import ADULT_AGE, Staging, days
 from service.clinical.thresholds import Thresholds
@@ -42,6 +42,8 @@ class RuleId(StrEnum):
     NEPHROLOGY_REFERRAL = "nephrology_referral"
     KRT_PLANNING = "krt_planning"
     PROGRESSION_REVIEW = "progression_review"
+    NEW_EGFR_FALL = "new_egfr_fall"  # [2.1]
+    CREATININE_CONFLICT = "creatinine_conflict"  # [2.1]
 
 
 class Indicator(StrEnum):
@@ -55,9 +57,9 @@ class Indicator(StrEnum):
 # `acr_test` and `problem_list` (cards.builder).
 PRIORITY_ORDER = (
     RuleId.AKI_CAUTION, RuleId.HYPERKALAEMIA, RuleId.DUAL_RAS, RuleId.METFORMIN_STOP, RuleId.NSAID_AVOID,
-    RuleId.METFORMIN_REDUCE, RuleId.KRT_PLANNING, RuleId.NEPHROLOGY_REFERRAL, RuleId.PROGRESSION_REVIEW,
-    RuleId.SGLT2I, RuleId.RASI, RuleId.FINERENONE, RuleId.STATIN, RuleId.GLP1RA, RuleId.MONITORING_DUE,
-    RuleId.ACR_TEST, RuleId.PROBLEM_LIST,
+    RuleId.NEW_EGFR_FALL, RuleId.CREATININE_CONFLICT, RuleId.METFORMIN_REDUCE, RuleId.KRT_PLANNING,
+    RuleId.NEPHROLOGY_REFERRAL, RuleId.PROGRESSION_REVIEW, RuleId.SGLT2I, RuleId.RASI, RuleId.FINERENONE,
+    RuleId.STATIN, RuleId.GLP1RA, RuleId.MONITORING_DUE, RuleId.ACR_TEST, RuleId.PROBLEM_LIST,
 )  # fmt: skip
 CARE_GAPS = {
     RuleId.PROBLEM_LIST: "ckd_not_on_problem_list",
@@ -65,8 +67,11 @@ CARE_GAPS = {
     RuleId.MONITORING_DUE: "egfr_monitoring_overdue",
 }
 RECOMMENDATION_ORDER = tuple(rule for rule in PRIORITY_ORDER if rule not in CARE_GAPS)
-DRUG_STARTS_PAUSED_BY_AKI = (RuleId.RASI, RuleId.SGLT2I, RuleId.FINERENONE)
-NEEDS_FRESH_EGFR = (RuleId.RASI, RuleId.SGLT2I, RuleId.FINERENONE, RuleId.METFORMIN_REDUCE, RuleId.METFORMIN_STOP)
+DRUG_STARTS = (RuleId.RASI, RuleId.SGLT2I, RuleId.FINERENONE)
+# [2.1] §7.2 preamble: drug starts wait while an acute episode, a new fall or a conflicting specimen is being handled.
+PAUSE_DRUG_STARTS = frozenset({RuleId.AKI_CAUTION, RuleId.NEW_EGFR_FALL, RuleId.CREATININE_CONFLICT})
+# [2.1] metformin cards no longer need a fresh eGFR: with a stale one they ask for a recheck (cards.views).
+NEEDS_FRESH_EGFR = DRUG_STARTS
 # Potassium at or above this is critical (spec §7.2 hyperkalaemia; KDIGO 2024 ch. 3 practice points).
 CRITICAL_POTASSIUM = 6.0
 # KDIGO 2012 Fig. 12 (kept in 2024): eGFR/ACR tests per year by heat-map cell; an unknown A category reads as A1.
@@ -188,14 +193,34 @@ class RuleContext:
 
     @property
     def recent_aki(self) -> bool:
-        """[2.0] The latest creatinine is AKI-flagged (no newer value shows recovery), or an AKI-excluded creatinine
-        or an N17 onset is dated within `aki_caution.lookback_days` before `as_of` (§7.1)."""
+        """[2.1] §7.1: (i) the latest element of C is AKI-flagged, whatever its date (no newer creatinine shows the
+        episode is over); or (ii) an AKI-flagged element of C or an N17 onset lies within `aki_caution.lookback_days`
+        before `as_of`."""
+        return self._latest_flagged or self._aki_within_lookback
+
+    @property
+    def aki_stale(self) -> bool:
+        """[2.1] §7.1: recent_aki holds by (i) only: the latest element of C is flagged, older than the lookback, and
+        nothing else lies within it (the AKI card says the episode was never rechecked)."""
+        return self._latest_flagged and not self._aki_within_lookback
+
+    @property
+    def _latest_flagged(self) -> bool:
         s = self.staging
-        if s.aki and s.aki[-1] is not None:
-            return True
+        return bool(s.aki) and s.aki[-1] is not None
+
+    @property
+    def _aki_within_lookback(self) -> bool:
+        s = self.staging
         lookback = self.thresholds.aki_caution.lookback_days
-        dates = [e.date for e in s.excluded if e.why == "aki"] + list(s.facts.aki_onsets)
-        return any(0 <= days(d, self.as_of) <= lookback for d in dates)
+        flagged = [c.date for c, f in zip(s.creatinine, s.aki, strict=True) if f is not None]
+        return any(0 <= days(d, self.as_of) <= lookback for d in flagged + list(s.facts.aki_onsets))
+
+    @property
+    def cr_latest_egfr(self) -> float | None:
+        """[2.1] §7.1: the eGFR computed from the latest element of C, flagged or not."""
+        p = self.staging.latest_creatinine_egfr
+        return None if p is None else p.staging_value
 
     @property
     def egfr_age(self) -> int | None:
@@ -203,15 +228,31 @@ class RuleContext:
         return None if self.staging.egfr is None else days(self.staging.egfr.date, self.as_of)
 
     @property
-    def fresh(self) -> bool:
-        """[2.0] The latest valid eGFR is recent enough for advice on a drug start or dose (`recency`)."""
-        age = self.egfr_age
-        return age is not None and age <= self.thresholds.recency.max_egfr_age_days
+    def monitoring_interval(self) -> float:
+        """[2.1] §7.1: 365 / tests per year of the heat-map cell (KDIGO 2012 Fig. 12; null A reads A1, null G as G1)."""
+        return monitoring_interval_days(self.staging.g_stage, self.staging.a_stage)
 
     @property
-    def ras_classes(self) -> int:
-        """[2.0] How many of ACEi, ARB and DRI the patient takes (0–3)."""
-        return sum(self.on(cls) for cls in (DrugClass.ACEI, DrugClass.ARB, DrugClass.DRI))
+    def fresh(self) -> bool:
+        """[2.1] §7.1: the latest valid eGFR lies within the monitoring interval plus `monitoring_due.grace_days`: the
+        clock of `monitoring_due`, so a stale eGFR always comes with the card that asks for a new one."""
+        age = self.egfr_age
+        return age is not None and age <= self.monitoring_interval + self.thresholds.monitoring_due.grace_days
+
+    @property
+    def ras_ingredients(self) -> list[str]:
+        """[2.1] §7.1 RAS_ingredients: the distinct ACEi, ARB and DRI ingredients (the valsartan of sacubitril/
+        valsartan counts; sacubitril never does). A medicine known only by its ATC class counts once per class."""
+        names: set[str] = set()
+        for med in self.medications:
+            named = {i for i in med.ingredients if i in INGREDIENTS and INGREDIENTS[i][0] in RAS_BLOCKERS}
+            names |= named or {cls.value for cls in med.classes & RAS_BLOCKERS}
+        return sorted(names)
+
+    @property
+    def arni_acei(self) -> bool:
+        """[2.1] §7.1: sacubitril/valsartan with an ACE inhibitor (FDA Entresto label: contraindicated)."""
+        return self.on(DrugClass.ARNI) and self.on(DrugClass.ACEI)
 
     @property
     def potassium_value(self) -> float | None:
@@ -327,7 +368,8 @@ def rule_statin(c: RuleContext) -> RuleOutcome | None:
 
 
 def rule_metformin_reduce(c: RuleContext) -> RuleOutcome | None:
-    """Metformin at eGFR 30–44: reduce dose, recheck (FDA label 2016; Lipska, Diabetes Care 2011)."""
+    """Metformin at eGFR 30–44: reduce dose, recheck (FDA label 2016; Lipska, Diabetes Care 2011). [2.1] Fires with a
+    stale eGFR too (the card asks for a recheck); suppressed while `metformin_stop` fires."""
     t = c.thresholds.metformin
     egfr = c.egfr
     if c.on(DrugClass.METFORMIN) and not c.staging.dialysis and egfr is not None:
@@ -336,19 +378,59 @@ def rule_metformin_reduce(c: RuleContext) -> RuleOutcome | None:
     return None
 
 
+def metformin_aki(c: RuleContext) -> bool:
+    """[2.1] The AKI branch of `metformin_stop`: recent_aki and the AKI creatinine's own eGFR below the stop level."""
+    egfr = c.cr_latest_egfr
+    return c.recent_aki and egfr is not None and egfr < c.thresholds.metformin.stop_below_egfr
+
+
 def rule_metformin_stop(c: RuleContext) -> RuleOutcome | None:
-    """Metformin contraindicated below eGFR 30 or on dialysis (FDA label; KDIGO 2022 Diabetes-in-CKD Rec 4.1.1)."""
-    if c.on(DrugClass.METFORMIN) and (c.staging.dialysis or c.egfr_below(c.thresholds.metformin.stop_below_egfr)):
+    """Metformin contraindicated below eGFR 30 or on dialysis (FDA label; KDIGO 2022 Diabetes-in-CKD Rec 4.1.1);
+    [2.1] withheld during possible AKI when the AKI creatinine's eGFR is below 30 (KDIGO 2012 CKD ch. 4, 1C)."""
+    if not c.on(DrugClass.METFORMIN):
+        return None
+    if c.staging.dialysis or c.egfr_below(c.thresholds.metformin.stop_below_egfr) or metformin_aki(c):
         return _fire(RuleId.METFORMIN_STOP, Indicator.WARNING)
     return None
 
 
 def rule_nsaid_avoid(c: RuleContext) -> RuleOutcome | None:
-    """Avoid NSAIDs in CKD (KDIGO 2012 CKD ch. 4: avoid < 30, not prolonged < 60, not with lithium or RAS blockade)."""
-    if not (c.on(DrugClass.NSAID) and (c.staging.ckd or c.egfr_below(c.thresholds.nsaid.max_egfr))):
+    """Avoid NSAIDs in CKD (KDIGO 2012 CKD ch. 4: avoid < 30, not prolonged < 60, not with lithium or RAS blockade);
+    [2.1] and whenever an NSAID meets `recent_aki` (KDIGO 2012 CKD ch. 4, 1C; NICE NG148)."""
+    if not c.on(DrugClass.NSAID):
+        return None
+    if not (c.staging.ckd or c.egfr_below(c.thresholds.nsaid.max_egfr) or c.recent_aki):
         return None
     severe = c.egfr_below(30) or c.on(DrugClass.ACEI, DrugClass.ARB, DrugClass.DRI, DrugClass.LITHIUM) or c.recent_aki
     return _fire(RuleId.NSAID_AVOID, Indicator.WARNING if severe else Indicator.INFO)
+
+
+# [2.1] §7.2 new_egfr_fall: a warning below 30 or for a fall of 40 % or more (L ≤ 0.60 × P).
+NEW_FALL_WARNING_BELOW = 30.0
+NEW_FALL_WARNING_FACTOR = 0.60
+
+
+def rule_new_egfr_fall(c: RuleContext) -> RuleOutcome | None:
+    """[2.1] A new fall of eGFR (S14a): repeat creatinine within 2 weeks (NICE NG203; UKKA eCKD guide; KDIGO 2024
+    PP 2.1.3). Suppressed while `aki_caution` fires (`evaluate_rules`)."""
+    f = c.staging.new_fall
+    if f is None:
+        return None
+    low, before = f.latest.staging_value, f.previous.staging_value
+    warning = low < NEW_FALL_WARNING_BELOW or low <= NEW_FALL_WARNING_FACTOR * before
+    return _fire(RuleId.NEW_EGFR_FALL, Indicator.WARNING if warning else Indicator.INFO)
+
+
+def rule_creatinine_conflict(c: RuleContext) -> RuleOutcome | None:
+    """[2.1] The newest creatinine specimen holds results that do not agree (S4): repeat creatinine (KDIGO 2012 AKI:
+    a rise is measured over time). A warning when the highest result's eGFR is below 30 or it would be AKI-flagged."""
+    s = c.staging
+    if not s.conflict_pending:
+        return None
+    high = s.conflict_highest_egfr
+    warning = (high is not None and high < 30) or s.conflict_aki is not None
+    return _fire(RuleId.CREATININE_CONFLICT, Indicator.WARNING if warning else Indicator.INFO,
+                 "dialysis" if s.dialysis else None)  # fmt: skip
 
 
 def progression_flag(c: RuleContext) -> bool:
@@ -397,17 +479,20 @@ def rule_hyperkalaemia(c: RuleContext) -> RuleOutcome | None:
     """[2.0] K+ ≥ 5.5 with CKD or eGFR < 60: treat the potassium, review potassium-raising drugs, keep RASi where
     possible (KDIGO 2024 ch. 3 hyperkalaemia practice points). Critical from 6.0."""
     t, k = c.thresholds.hyperkalaemia, c.potassium_value
-    if not (t.enabled and (c.staging.ckd or c.egfr_below(60)) and k is not None and k >= t.min_potassium):
+    # [2.1] a safety card: `hyperkalaemia.enabled` false (allowed by 2.0) is ignored (§7.5)
+    if not ((c.staging.ckd or c.egfr_below(60)) and k is not None and k >= t.min_potassium):
         return None
     indicator = Indicator.CRITICAL if k >= CRITICAL_POTASSIUM else Indicator.WARNING
     return _fire(RuleId.HYPERKALAEMIA, indicator, "dialysis" if c.staging.dialysis else None)
 
 
 def rule_dual_ras(c: RuleContext) -> RuleOutcome | None:
-    """[2.0] Two or more of ACEi, ARB and DRI together (KDIGO 2024 Rec 3.6.4, 1B: avoid any combination)."""
-    if not (c.thresholds.dual_ras.enabled and c.adult and c.ras_classes >= 2):
+    """Two or more distinct RAS-blocking ingredients together (KDIGO 2024 Rec 3.6.4, 1B: avoid any combination);
+    [2.1] critical for sacubitril/valsartan with an ACE inhibitor (FDA Entresto label: contraindicated, angioedema).
+    A safety card: configuration cannot switch it off (§7.5)."""
+    if not (c.adult and len(c.ras_ingredients) >= 2):
         return None
-    return _fire(RuleId.DUAL_RAS, Indicator.WARNING)
+    return _fire(RuleId.DUAL_RAS, Indicator.CRITICAL if c.arni_acei else Indicator.WARNING)
 
 
 def monitoring_interval_days(g: GStage | None, a: AStage | None) -> float:
@@ -452,6 +537,8 @@ RULES: dict[RuleId, Rule] = {
     RuleId.HYPERKALAEMIA: rule_hyperkalaemia,
     RuleId.DUAL_RAS: rule_dual_ras,
     RuleId.MONITORING_DUE: rule_monitoring_due,
+    RuleId.NEW_EGFR_FALL: rule_new_egfr_fall,
+    RuleId.CREATININE_CONFLICT: rule_creatinine_conflict,
 }
 
 
@@ -466,11 +553,18 @@ def evaluate_rules(context: RuleContext) -> list[RuleOutcome]:
 
 
 def _precedence(o: RuleOutcome, fired: set[RuleId], c: RuleContext) -> RuleOutcome:
-    """Drug starts and doses need a fresh eGFR and wait for an acute episode; one referral; one progression card."""
+    """Drug starts need a fresh eGFR and wait for an acute episode, a new fall or a conflicting specimen; the
+    documentation waits for the repeat; one referral; one progression card; one metformin card (§7.2 [2.1])."""
     if o.rule in NEEDS_FRESH_EGFR and not c.fresh:
         return _fire(o.rule, o.indicator, "egfr_not_fresh")
-    if o.rule in DRUG_STARTS_PAUSED_BY_AKI and RuleId.AKI_CAUTION in fired:
+    if o.rule in DRUG_STARTS and (pausing := sorted(fired & PAUSE_DRUG_STARTS)):
+        return _fire(o.rule, o.indicator, pausing[0].value)
+    if o.rule is RuleId.PROBLEM_LIST and (waiting := sorted(fired & {RuleId.AKI_CAUTION, RuleId.NEW_EGFR_FALL})):
+        return _fire(o.rule, o.indicator, waiting[0].value)
+    if o.rule is RuleId.NEW_EGFR_FALL and RuleId.AKI_CAUTION in fired:
         return _fire(o.rule, o.indicator, "aki_caution")
+    if o.rule is RuleId.METFORMIN_REDUCE and RuleId.METFORMIN_STOP in fired:
+        return _fire(o.rule, o.indicator, "metformin_stop")
     if o.rule is RuleId.NEPHROLOGY_REFERRAL and RuleId.KRT_PLANNING in fired:
         return _fire(o.rule, o.indicator, "krt_planning")
     if o.rule is RuleId.PROGRESSION_REVIEW and fired & {RuleId.NEPHROLOGY_REFERRAL, RuleId.KRT_PLANNING}:

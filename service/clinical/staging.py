@@ -47,6 +47,8 @@ AKI_BASELINE_MAX_DAYS = 365
 # KDIGO 2012/2024 CKD definition: abnormality for > 3 months, taken as ≥ 90 days; eGFR < 60 (strict).
 CHRONICITY_DAYS = 90
 EGFR_ABNORMAL_BELOW = 60.0
+# [2.1] S14a: a fall of 25 % or more (L ≤ 0.75 × P; NICE NG203 "sustained fall of 25 %"; no tolerance, as in S18).
+NEW_FALL_FACTOR = 0.75
 ADULT_AGE = 18
 # Ages outside 0–120 years at the as-of date are impossible (oldest verified human: 122 years): such a birthDate is
 # treated as unknown (S3), so no eGFR and no age-based rule is made from it (issue #13: 0001-01-01 gave "eGFR 0.0").
@@ -55,6 +57,7 @@ MAX_AGE_YEARS = 120
 
 class Reason(StrEnum):
     NORMAL = "normal"
+    NEW_EGFR_FALL = "new_egfr_fall"
     SINGLE_ABNORMAL = "single_abnormal"
     ABNORMAL_LT90D = "abnormal_lt90d"
     AKI_EXCLUDED = "aki_excluded"
@@ -83,15 +86,41 @@ class EgfrPoint(NamedTuple):
     aki: bool = False
     comparator: Comparator | None = None
     creatinine: float | None = None  # mg/dL, for computed values
+    time: str | None = None  # [2.1] time of day (S2): orders values within a date (S8)
 
 
 def egfr_point(
     *, date: date, value: float, equation: str, source: str, aki: bool = False,
-    comparator: Comparator | None = None, creatinine: float | None = None,
+    comparator: Comparator | None = None, creatinine: float | None = None, time: str | None = None,
 ) -> EgfrPoint:  # fmt: skip
     return EgfrPoint(
-        date, value, equation, source, classification_value(value, comparator), aki, comparator, creatinine
+        date, value, equation, source, classification_value(value, comparator), aki, comparator, creatinine, time
     )
+
+
+def time_order(date_: date, time: str | None) -> tuple[date, bool, str]:
+    """[2.1] S4 step 5, S8: by date, then the result without a time of day before the timed ones, then the time."""
+    return date_, time is not None, time or ""
+
+
+class Conflict(NamedTuple):
+    """[2.1] S4 step 4: a specimen whose results do not agree; none of them enters C."""
+
+    date: date
+    time: str | None
+    results: tuple[LabValue, ...]  # the results judged (serum/plasma ones when whole blood was set aside), Bundle order
+    position: int  # how many elements of C come before it
+
+
+class NewFall(NamedTuple):
+    """[2.1] S14a: the latest valid eGFR L below 60 after a value P of 60 or more, or 25 % or more below P."""
+
+    latest: EgfrPoint
+    previous: EgfrPoint
+
+    @property
+    def fall(self) -> float:
+        return (self.previous.staging_value - self.latest.staging_value) / self.previous.staging_value
 
 
 class Excluded(NamedTuple):
@@ -173,6 +202,12 @@ class Staging:
     urine: list[UrineTest] = field(default_factory=list)  # the kept tests (S11), by date
     creatinine: list[LabValue] = field(default_factory=list)  # C (S4)
     aki: list[AkiFinding | None] = field(default_factory=list)  # S5, one per element of C
+    conflicts: list[Conflict] = field(default_factory=list)  # [2.1] S4 conflicting specimens, in order
+    conflict_pending: bool = False  # [2.1] §7.1: the newest creatinine specimen is a conflicting one
+    conflict_aki: AkiFinding | None = None  # [2.1] §7.1: how the pending conflict's highest result would be flagged
+    new_fall: NewFall | None = None  # [2.1] S14a
+    latest_creatinine_egfr: EgfrPoint | None = None  # [2.1] §7.1 cr_latest_egfr: W's element for the latest of C
+    conflict_highest_egfr: float | None = None  # [2.1] §7.2 creatinine_conflict: eGFR of the pending highest result
 
     @property
     def aki_episodes(self) -> list[tuple[LabValue, AkiFinding]]:
@@ -207,12 +242,12 @@ def condition_facts(record: PatientRecord, as_of: date) -> Facts:
 
 
 def aki_flags(series: list[LabValue], onsets: tuple[date, ...]) -> list[AkiFinding | None]:
-    """S5: for each creatinine (sorted by date, value), the first of criteria (a)–(d) that flags it, or None.
+    """S5: for each element of C (in the S4 order), the first of criteria (a)–(d) that flags it, or None.
 
     Linear in the series: (a) and (b) hold for some earlier value exactly when they hold for the lowest earlier value
     of their window (a sliding minimum: a deque of indices with increasing values), and (d) reads the median of a
     window kept sorted (bisect in, bisect out). A property test holds this equal to the rule read literally, and a
-    test keeps 10,000 values within the engine's 50 ms budget.
+    test bounds the work for 10,000 values (`make bench-engine` times it).
     """
     n = len(series)
     ordinals = [c.date.toordinal() for c in series]
@@ -290,13 +325,15 @@ def nearest_height(heights: list[LabValue], when: date) -> float | None:
 
 def computed_egfrs(
     record: PatientRecord, creatinine: list[LabValue], flags: list[AkiFinding | None]
-) -> tuple[list[EgfrPoint], list[Excluded]]:
-    """S6: an eGFR for each creatinine (CKD-EPI 2021 from 18, CKiD U25 below) and the §5.8 excluded list."""
+) -> tuple[list[EgfrPoint], dict[int, Excluded], dict[int, EgfrPoint]]:
+    """S6: an eGFR for each element of C (CKD-EPI 2021 from 18, CKiD U25 below); the §5.8 reasons (aki,
+    no_demographics, no_height) by element index; and the eGFR of each element by index."""
     points: list[EgfrPoint] = []
-    excluded: list[Excluded] = []
+    excluded: dict[int, Excluded] = {}
+    by_index: dict[int, EgfrPoint] = {}
     sex, birth = record.sex, record.birth_date
     ages: dict[date, int] = {}  # completed years per specimen date (S3), computed once per date
-    for scr, finding in zip(creatinine, flags, strict=True):
+    for i, (scr, finding) in enumerate(zip(creatinine, flags, strict=True)):
         why = None
         if sex is None or birth is None:
             why = "no_demographics"
@@ -314,11 +351,108 @@ def computed_egfrs(
                     value, equation = egfr_ckid_u25_cr(scr.value, height / 100, age, sex), "ckid-u25-cr"
             if why is None:
                 # computed from a creatinine: no comparator, so the staging value is the value itself
-                points.append(EgfrPoint(scr.date, value, equation, "computed", value, finding is not None, None,
-                                        scr.value))  # fmt: skip
+                point = EgfrPoint(scr.date, value, equation, "computed", value, finding is not None, None, scr.value,
+                                  scr.time)  # fmt: skip
+                points.append(point)
+                by_index[i] = point
         if finding is not None or why is not None:
-            excluded.append(Excluded(date=scr.date, value=scr.value, why="aki" if finding is not None else str(why)))
-    return points, excluded
+            excluded[i] = Excluded(date=scr.date, value=scr.value, why="aki" if finding is not None else str(why))
+    return points, excluded, by_index
+
+
+# [2.1] S4 step 4: results of one specimen agree when they differ by under 0.3 mg/dL (with S5 (a)'s tolerance) and
+# by under 20 % of the lower value (KDIGO 2024 PP 2.1.3: ~20 % biological variation).
+SPECIMEN_ABSOLUTE_MG_DL = 0.2995
+SPECIMEN_RELATIVE_FACTOR = 1.2
+SPECIMEN_TOLERANCE = 1e-9
+
+
+def agree(values: list[float]) -> bool:
+    lo, hi = min(values), max(values)
+    return hi - lo < SPECIMEN_ABSOLUTE_MG_DL and hi < SPECIMEN_RELATIVE_FACTOR * lo - SPECIMEN_TOLERANCE
+
+
+class Specimen(NamedTuple):
+    """One S4 specimen in order: the element of C it became (index), or its conflict; set-aside whole blood."""
+
+    element: int | None
+    conflict: Conflict | None
+    set_aside: tuple[LabValue, ...]
+
+
+def creatinine_series(results: list[LabValue]) -> tuple[list[LabValue], list[Specimen]]:
+    """[2.1] S4: C from the counted creatinine results dated on or before `as_of` (already filtered).
+
+    Results with one date and time of day (or one date and no time) are one specimen (step 2); whole-blood results
+    beside a serum/plasma one are set aside (step 3); the rest agree (their mean is one element of C) or conflict
+    (none enters C, step 4). C is ordered by date, untimed before timed, then time; never by value (step 5).
+    """
+    ordered = sorted(results, key=lambda c: time_order(c.date, c.time))  # stable: Bundle order within a specimen
+    series: list[LabValue] = []
+    specimens: list[Specimen] = []
+    k = 0
+    while k < len(ordered):
+        first = ordered[k]
+        end = k + 1
+        while end < len(ordered) and ordered[end].date == first.date and ordered[end].time == first.time:
+            end += 1
+        group = ordered[k:end]
+        k = end
+        serum = [r for r in group if not r.whole_blood]
+        set_aside = tuple(r for r in group if r.whole_blood) if serum else ()
+        judged = serum if serum else group
+        if len(judged) == 1:
+            specimens.append(Specimen(len(series), None, set_aside))
+            series.append(judged[0])
+        elif agree([r.value for r in judged]):
+            mean = sum(r.value for r in judged) / len(judged)
+            specimens.append(Specimen(len(series), None, set_aside))
+            series.append(LabValue(date=first.date, value=mean, time=first.time))
+        else:
+            conflict = Conflict(first.date, first.time, tuple(judged), len(series))
+            specimens.append(Specimen(None, conflict, set_aside))
+    return series, specimens
+
+
+def excluded_in_order(specimens: list[Specimen], by_element: dict[int, Excluded]) -> list[Excluded]:
+    """§5.8 [2.1]: one entry per creatinine not used, in specimen order; within a specimen the set-aside whole-blood
+    results first, then the conflicting results or the element's own reason."""
+    out: list[Excluded] = []
+    for spec in specimens:
+        out += [Excluded(r.date, r.value, "whole_blood_with_serum") for r in spec.set_aside]
+        if spec.conflict is not None:
+            out += [Excluded(r.date, r.value, "conflict") for r in spec.conflict.results]
+        elif spec.element is not None and spec.element in by_element:
+            out.append(by_element[spec.element])
+    return out
+
+
+def conflict_finding(series: list[LabValue], conflict: Conflict, onsets: tuple[date, ...]) -> AkiFinding | None:
+    """[2.1] §7.1 conflict_aki: the conflicting specimen's highest result placed at the specimen's place in C and
+    judged by S5 against the elements before it (for the card only: it never enters C)."""
+    highest = max(conflict.results, key=lambda r: r.value)
+    probe = [*series[: conflict.position], LabValue(date=conflict.date, value=highest.value, time=conflict.time)]
+    return aki_flags(probe, onsets)[-1]
+
+
+def highest_egfr(record: PatientRecord, conflict: Conflict) -> float | None:
+    """The eGFR of a conflicting specimen's highest creatinine (S6 rules), or None when none can be computed."""
+    highest = max(conflict.results, key=lambda r: r.value)
+    points, _, _ = computed_egfrs(record, [highest], [None])
+    return points[0].value if points else None
+
+
+def new_fall(valid: list[EgfrPoint], blocked: bool) -> NewFall | None:
+    """[2.1] S14a: not on dialysis, not a transplant recipient, no chronic eGFR (`blocked`); L < 60 and P ≥ 60, or
+    L ≤ 0.75 × P (exactly 25 % counts; staging values, §4.4). NICE NG203; UKKA eCKD guide; KDIGO 2024 PP 2.1.3."""
+    if blocked or len(valid) < 2:
+        return None
+    latest, previous = valid[-1], valid[-2]
+    low = latest.staging_value < EGFR_ABNORMAL_BELOW
+    if low and (previous.staging_value >= EGFR_ABNORMAL_BELOW or latest.staging_value <= NEW_FALL_FACTOR *
+                previous.staging_value):  # fmt: skip
+        return NewFall(latest, previous)
+    return None
 
 
 def reported_fallbacks(record: PatientRecord, as_of: date, creatinine_dates: set[date]) -> list[EgfrPoint]:
@@ -459,16 +593,20 @@ def stage(record: PatientRecord, as_of: date) -> Staging:
     if record.birth_date is not None and not 0 <= age_at(record.birth_date, as_of) <= MAX_AGE_YEARS:
         record = dataclasses.replace(record, birth_date=None)
     facts = condition_facts(record, as_of)
-    creatinine = sorted((c for c in record.creatinine if c.date <= as_of), key=lambda c: (c.date, c.value))
+    results = [c for c in record.creatinine if c.date <= as_of]
+    creatinine, specimens = creatinine_series(results)
     flags = aki_flags(creatinine, facts.aki_onsets)
-    computed, excluded = computed_egfrs(record, creatinine, flags)
-    reported = reported_fallbacks(record, as_of, {c.date for c in creatinine})
+    computed, by_element, egfr_of = computed_egfrs(record, creatinine, flags)
+    excluded = excluded_in_order(specimens, by_element)
+    reported = reported_fallbacks(record, as_of, {c.date for c in results})  # conflicting results count (S7)
 
-    def order(p: EgfrPoint) -> tuple[date, float]:
-        return p.date, p.staging_value
+    def order(p: EgfrPoint) -> tuple[date, bool, str]:
+        return time_order(p.date, p.time)
 
     valid = sorted([p for p in computed if not p.aki] + reported, key=order)
     every = sorted(computed + reported, key=order)
+    conflicts = [spec.conflict for spec in specimens if spec.conflict is not None]
+    pending = bool(specimens) and specimens[-1].conflict is not None
 
     urine = one_test_per_date(sorted((u for u in record.urine if u.date <= as_of), key=lambda u: u.date))
     categories = [urine_category(u) for u in urine]
@@ -482,8 +620,10 @@ def stage(record: PatientRecord, as_of: date) -> Staging:
     g = g_stage(valid[-1].staging_value) if valid else None
 
     ckd, reason = decide(dialysis, transplant, e_chronic, a_chronic)
+    fall = new_fall(valid, dialysis or transplant or e_chronic)
     if not ckd:
-        reason = reason_not_ckd(e_chronic_raw, e_why, a_stage, bool(every), bool(urine))
+        reason = Reason.NEW_EGFR_FALL if fall else reason_not_ckd(e_chronic_raw, e_why, a_stage, bool(every),
+                                                                   bool(urine))  # fmt: skip
     if dialysis:
         g = GStage.G5  # G5D whatever the labs say (S14 row 1)
 
@@ -509,6 +649,12 @@ def stage(record: PatientRecord, as_of: date) -> Staging:
         urine=urine,
         creatinine=creatinine,
         aki=flags,
+        conflicts=conflicts,
+        conflict_pending=pending,
+        conflict_aki=conflict_finding(creatinine, conflicts[-1], facts.aki_onsets) if pending else None,
+        new_fall=fall,
+        latest_creatinine_egfr=egfr_of.get(len(creatinine) - 1),
+        conflict_highest_egfr=highest_egfr(record, conflicts[-1]) if pending else None,
     )
 
 

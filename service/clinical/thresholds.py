@@ -147,6 +147,7 @@ class MonitoringDue:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FeedbackSettings:
     snooze_days: int = 90  # 0 = overrides are not remembered
+    dismiss_snooze_days: int = 1  # clinical spec 2.1 §7.4 rule 1: an override without a reason; 0 = not remembered
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,7 +178,7 @@ class CardRule:
 CARD_IDS = (
     "problem_list", "acr_test", "aki_caution", "metformin_stop", "metformin_reduce", "nsaid_avoid", "sglt2i",
     "rasi", "finerenone", "glp1ra", "statin", "nephrology_referral", "krt_planning", "progression_review", "staging",
-    "hyperkalaemia", "dual_ras", "monitoring_due",
+    "hyperkalaemia", "dual_ras", "monitoring_due", "new_egfr_fall", "creatinine_conflict",
 )  # fmt: skip
 
 

@@ -7,6 +7,7 @@ engine does not read, are simply not ours and are skipped silently.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ from service.clinical import codes
 from service.clinical.equations import CREATININE_UMOL_PER_MG_DL, Sex
 from service.clinical.kfre import MG_G_PER_MG_MMOL
 from service.clinical.medications import (
+    ATC_COMBINATIONS,
     ATC_TO_INGREDIENT,
     RXCUI_TO_INGREDIENT,
     DrugClass,
@@ -122,10 +124,16 @@ def parse_partial_date(value: Any) -> date | None:
     return None
 
 
+def as_list(value: Any) -> list[Any]:
+    """A FHIR array as a list; anything else (a number, a boolean, an object where an array belongs) as empty
+    (issue #21: a `coding` that was a number gave a 500 and aborted `ckd-cds screen`)."""
+    return value if isinstance(value, list) else []
+
+
 def _codings(concept: Any) -> list[dict[str, Any]]:
     if not isinstance(concept, dict):
         return []
-    return [c for c in concept.get("coding") or [] if isinstance(c, dict)]
+    return [c for c in as_list(concept.get("coding")) if isinstance(c, dict)]
 
 
 SiteCodeMap = dict[tuple[str, str], str]
@@ -156,7 +164,7 @@ def reader_code(observation: Resource, site_codes: SiteCodeMap | None = None) ->
     concept = observation.get("code")
     if not isinstance(concept, dict):
         return None
-    for c in concept.get("coding") or []:
+    for c in as_list(concept.get("coding")):
         if not isinstance(c, dict):
             continue
         code = c.get("code")
@@ -173,17 +181,35 @@ def reader_code(observation: Resource, site_codes: SiteCodeMap | None = None) ->
     return None
 
 
-def observation_date(obs: Resource) -> date | None:
-    """effectiveDateTime, else effectivePeriod.start, else issued (S2): the first present is the date."""
+def observation_datetime(obs: Resource) -> Any:
+    """effectiveDateTime, else effectivePeriod.start, else issued (S2): the first present, as written."""
     raw = obs.get("effectiveDateTime")
     if raw is None:
         period = obs.get("effectivePeriod")
         raw = period.get("start") if isinstance(period, dict) else None
         if raw is None:
             raw = obs.get("issued")
-            if raw is None:
-                return None
-    return parse_date(raw)
+    return raw
+
+
+def observation_date(obs: Resource) -> date | None:
+    """The calendar date of `observation_datetime` (S2)."""
+    raw = observation_datetime(obs)
+    return None if raw is None else parse_date(raw)
+
+
+TIME_OF_DAY = re.compile(r"T([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d|60))?")
+
+
+def time_of_day(value: Any) -> str | None:
+    """[2.1] S2: the time of day of a dateTime as written, "hh:mm:ss" (seconds 00 when absent, fractions and the
+    time-zone offset ignored, as for the date); None for a date without a time."""
+    if not isinstance(value, str) or len(value) <= 10:
+        return None
+    match = TIME_OF_DAY.match(value, 10)
+    if match is None:
+        return None
+    return f"{match[1]}:{match[2]}:{match[3] or '00'}"
 
 
 class Quantity(NamedTuple):  # a tuple: made 200 times per chart, twice for converted values
@@ -262,6 +288,7 @@ class RecordBuilder:
         ref = subject.get("reference") if isinstance(subject, dict) else None
         if not isinstance(ref, str) or not self.patient_refs:
             return False
+        ref = ref.split("/_history/", 1)[0]  # a version-specific reference names the same patient (issue #21)
         return ref not in self.patient_refs and not any(ref.endswith("/" + r) for r in self.patient_refs)
 
     # -- resources -----------------------------------------------------------------------------------------
@@ -330,7 +357,8 @@ class RecordBuilder:
         fact = medication_fact(concept)
         if fact is None:
             return
-        self.record.medications.append(fact)
+        authored = parse_date(req.get("authoredOn"))
+        self.record.medications.append(dataclasses.replace(fact, authored=authored) if authored else fact)
 
 
 def condition_counts(cond: Resource) -> bool:
@@ -347,7 +375,7 @@ def resolve_medication(req: Resource, medications: dict[str, Resource]) -> Any:
     if not isinstance(target, str):
         return None
     if target.startswith("#"):
-        for contained in req.get("contained") or []:
+        for contained in as_list(req.get("contained")):
             if isinstance(contained, dict) and contained.get("id") == target[1:]:
                 return contained.get("code")
         return None
@@ -365,8 +393,9 @@ def medication_fact(concept: Any) -> MedicationFact | None:
     if not ingredients:
         for c in codings:
             if c.get("system") == codes.ATC and isinstance(c.get("code"), str):
-                ingredient = ATC_TO_INGREDIENT.get(c["code"].upper())
-                ingredients |= {ingredient} if ingredient else set()
+                code = c["code"].upper()
+                ingredient = ATC_TO_INGREDIENT.get(code)
+                ingredients |= {ingredient} if ingredient else set(ATC_COMBINATIONS.get(code, ()))
                 classes |= classes_from_atc(c["code"])
     texts = [c.get("display") for c in codings] + [concept.get("text")]
     text = " ".join(t for t in texts if isinstance(t, str))
@@ -423,7 +452,9 @@ def read_creatinine(builder: RecordBuilder, obs: Resource, code: str, when: date
         return q
     if not plausible("creatinine", q.value):
         return "implausible"
-    builder.record.creatinine.append(LabValue(date=when, value=q.value, comparator=q.comparator))
+    builder.record.creatinine.append(LabValue(date=when, value=q.value, comparator=q.comparator,
+                                              time=time_of_day(observation_datetime(obs)),
+                                              whole_blood=code in codes.CREATININE_WHOLE_BLOOD))  # fmt: skip
     return None
 
 
@@ -439,7 +470,13 @@ def read_reported_egfr(builder: RecordBuilder, obs: Resource, code: str, when: d
     if not plausible("egfr", q.value):
         return "implausible"
     builder.record.reported_egfr.append(
-        ReportedEgfr(date=when, value=q.value, equation=codes.EGFR_REPORTED[code], comparator=q.comparator)
+        ReportedEgfr(
+            date=when,
+            value=q.value,
+            equation=codes.EGFR_REPORTED[code],
+            comparator=q.comparator,
+            time=time_of_day(observation_datetime(obs)),
+        )
     )
     return None
 

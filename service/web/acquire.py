@@ -24,6 +24,7 @@ from fhirclient.server import (
 )
 from requests.adapters import HTTPAdapter
 
+from service.fhir.adapter import as_list
 from service.web.registry import PrefetchKey
 from service.web.urls import FhirUrl, UnsafeUrl, parse_fhir_url
 
@@ -199,7 +200,7 @@ def classify_prefetch(value: Any, expect: str) -> str:
             and isinstance(e.get("search"), dict)
             and e["search"].get("mode") == "outcome"
             and _outcome_failed(e.get("resource"))
-            for e in value.get("entry") or []
+            for e in as_list(value.get("entry"))
         )
         return "operation-outcome" if failed else "present"
     return "present" if kind == expect else "invalid"
@@ -207,24 +208,27 @@ def classify_prefetch(value: Any, expect: str) -> str:
 
 def _outcome_failed(resource: Any) -> bool:
     issues = resource.get("issue") if isinstance(resource, dict) else None
-    return any(isinstance(i, dict) and i.get("severity") in ("error", "fatal") for i in issues or [])
+    return any(isinstance(i, dict) and i.get("severity") in ("error", "fatal") for i in as_list(issues))
 
 
 def bundle_resources(bundle: Resource) -> list[Resource]:
-    """`match` (or unmarked) entries of a search Bundle."""
+    """`match` (or unmarked) entries of a search Bundle, and `_include`d Medications: an Epic-style
+    `MedicationRequest.medicationReference` names its drug only there (issue #21, item 3)."""
     out = []
-    for entry in bundle.get("entry") or []:
+    for entry in as_list(bundle.get("entry")):
         if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
             continue
         search = entry.get("search")
-        if isinstance(search, dict) and search.get("mode") not in (None, "match"):
+        mode = search.get("mode") if isinstance(search, dict) else None
+        if mode not in (None, "match") and not (mode == "include" and entry["resource"].get("resourceType") ==
+                                                "Medication"):  # fmt: skip
             continue
         out.append(entry["resource"])
     return out
 
 
 def next_link(bundle: Resource) -> str | None:
-    for link in bundle.get("link") or []:
+    for link in as_list(bundle.get("link")):
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return str(link["url"])
     return None
@@ -458,6 +462,9 @@ def assemble(
         if name == "patient" or not items:
             continue
         for r in items:
+            if r.get("resourceType") == "Medication":
+                resources.append(r)  # no subject by design: read only through this patient's medicationReference
+                continue
             why = subject_problem(r, patient_id, base)
             if why is None:
                 resources.append(r)

@@ -161,6 +161,8 @@ class JwtVerifier:
 
     def finish(self, claims: dict[str, Any], issuer: Issuer, kid: str) -> Caller:
         tenant = claims.get("tenant")
+        if tenant is not None and not valid_tenant(tenant):
+            raise AuthFailure("tenant")  # issue #21: an unbounded tenant lost the audit on PostgreSQL
         if issuer.tenants and tenant not in issuer.tenants:
             raise AuthFailure("tenant")
         jti_hash = hashlib.sha256(str(claims["jti"]).encode()).hexdigest()
@@ -170,10 +172,19 @@ class JwtVerifier:
         return Caller(
             iss=issuer.iss,
             kid=kid,
-            tenant=tenant if isinstance(tenant, str) else None,
+            tenant=tenant,
             jti_hash=jti_hash,
             issuer=issuer,
         )
+
+
+TENANT_MAX = 200  # the store's tenant columns (card_index.tenant)
+
+
+def valid_tenant(value: Any) -> bool:
+    """A tenant claim fit to key override memory and the audit: a non-empty string of at most TENANT_MAX characters
+    without control characters."""
+    return isinstance(value, str) and 0 < len(value) <= TENANT_MAX and value.isprintable()
 
 
 def check_key_fits(key: PyJWK, alg: str) -> None:

@@ -22,7 +22,7 @@ from cards.builder import (
     build_cards,
     card_fingerprints,
     clinically_worse,
-    snooze_days,
+    snooze_rule,
     suppressed,
     wanted_cards,
 )
@@ -30,6 +30,7 @@ from service.clinical.assess import Assessment, assess
 from service.clinical.rules import Indicator
 from service.clinical.thresholds import Thresholds
 from service.fhir.adapter import record_from_resources, site_code_map
+from service.store import FeedbackCaller, SnoozeRule
 from service.web import metrics
 from service.web.acquire import DataUnavailable, FetchSettings, PatientData
 from service.web.auth import AuthFailure, Caller
@@ -232,7 +233,7 @@ def call_service(service_id: str) -> Response:
     link = patient_link(caller, patient_id)
     wanted = wanted_cards(assessment)  # once: for the snooze lookup and for the cards
     snoozed = snoozed_rules(assessment, wanted, link, thresholds)
-    request_ = card_request(body, service, patient_id, thresholds_version, data.incomplete, snoozed)
+    request_ = card_request(body, service, patient_id, thresholds_version, data.incomplete, snoozed, link)
     built = build_cards(assessment, request_, wanted)
     engine_ms = (time.monotonic() - started_engine) * 1000
     # Written with the audit record, in one transaction (service.web.write_audit); a failure never blocks the cards.
@@ -297,33 +298,37 @@ def run_engine(data: PatientData, thresholds: Thresholds) -> Assessment:
 
 def card_request(
     body: dict[str, Any], service: CdsService, patient_id: str, version: str, incomplete: tuple[str, ...],
-    snoozed: frozenset[str] = frozenset(),
+    snoozed: dict[str, datetime], link: str,
 ) -> CardRequest:  # fmt: skip
     return CardRequest(patient_id=patient_id, hook_instance=body["hookInstance"], service_id=service.id,
-                       config_version=version, incomplete=incomplete, snoozed=snoozed)  # fmt: skip
+                       config_version=version, incomplete=incomplete, snoozed=snoozed, patient_link=link)  # fmt: skip
 
 
 def patient_link(caller: Caller | None, patient_id: str) -> str:
-    """Pseudonymous link between a card and its patient, for override memory (issue #14): HMAC-SHA256 of issuer and
-    patient id under a secret the service generated and keeps in its store. The patient id is never stored."""
-    message = f"{caller.iss if caller else ''}|{patient_id}".encode()
+    """Pseudonymous link between a card and its patient, for override memory (issue #14): HMAC-SHA256 of issuer,
+    tenant and patient id under the service's link secret. The patient id is never stored. The tenant is part of it
+    (issue #21): one issuer serving many tenants with numeric ids is the common case, and tenant t1's "12345" is not
+    tenant t2's. The three parts are JSON-encoded, so no choice of values makes two different triples collide."""
+    message = orjson.dumps([caller.iss if caller else None, caller.tenant if caller else None, patient_id])
     return hmac.new(state().patient_link_secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 def snoozed_rules(
     assessment: Assessment, wanted: list[tuple[str, Indicator]], link: str, thresholds: Thresholds
-) -> frozenset[str]:
-    """Cards overridden for this patient whose snooze runs and whose clinical content has not got worse; `wanted`:
-    the cards the assessment would show (cards.builder.wanted_cards)."""
-    if thresholds.feedback.snooze_days == 0 and not any(r.snooze_days for r in thresholds.cards.rules.values()):
-        return frozenset()  # overrides are not remembered at this site
+) -> dict[str, datetime]:
+    """Cards answered for this patient whose snooze runs and whose clinical content has not got worse, with the end
+    of each snooze; `wanted`: the cards the assessment would show (cards.builder.wanted_cards)."""
+    f = thresholds.feedback
+    if not (f.snooze_days or f.dismiss_snooze_days or any(r.snooze_days for r in thresholds.cards.rules.values())):
+        return {}  # answers are not remembered at this site
     if not wanted:
-        return frozenset()  # no card to show, none to snooze: no lookup (most charts)
+        return {}  # no card to show, none to snooze: no lookup (most charts)
     active = state().store.active_snoozes(link)
     if not active:
-        return frozenset()
+        return {}
     now = card_fingerprints(assessment, wanted)
-    return frozenset(rule for rule, fp in now.items() if rule in active and not clinically_worse(fp, active[rule]))
+    return {rule: active[rule].until for rule, fp in now.items()
+            if rule in active and not clinically_worse(fp, active[rule].fingerprint)}  # fmt: skip
 
 
 def card_index_rows(index: list[dict[str, Any]], body: dict[str, Any], service: CdsService, version: str,
@@ -390,10 +395,11 @@ def feedback(service_id: str) -> Response:
     clean = [{**item, "outcomeTimestamp": parse_timestamp(item["outcomeTimestamp"])} for item in items]
     thresholds, _ = state().config.current()
 
-    def days(rule: str) -> int:
-        return snooze_days(rule, thresholds.feedback.snooze_days, thresholds.cards.rule(rule).snooze_days)
+    def policy(rule: str, dismissal: bool) -> SnoozeRule:
+        return snooze_rule(rule, dismissal, thresholds)
 
-    rules = state().store.add_feedback(service.id, clean, caller.iss if caller else None, days)
+    who = FeedbackCaller(iss=caller.iss, tenant=caller.tenant, verified=True) if caller else FeedbackCaller()
+    rules = state().store.add_feedback(service.id, clean, who, policy)
     for rule, item in zip(rules, clean, strict=True):
         metrics.FEEDBACK.labels(rule or "unmatched", item["outcome"]).inc()
     return json_response({}, no_store=True)

@@ -9,7 +9,7 @@ import pytest
 
 from cards.builder import CardRequest, build_cards
 from service.clinical.thresholds import CardRule, CardSettings, Thresholds, all_card_rules
-from tests.clinical.helpers import Pt
+from tests.clinical.helpers import Pt, day
 
 REQ = CardRequest(patient_id="p1", hook_instance="hook-1", service_id="ckd-patient-view", config_version="v1")
 
@@ -175,7 +175,12 @@ def test_staging_card_rules() -> None:
     # a site that switches the problem-list card off still sees the stage
     off = Thresholds(cards=CardSettings(max_cards=20, rules=all_card_rules({"problem_list": CardRule(enabled=False)})))
     assert rule_ids(cards_for(Pt().ckd_g3a(), thresholds=off))[-1] == "staging"
-    possible = [c for c in cards_for(Pt().scr(100, 1.2).scr(10, 1.5)) if rule_ids([c]) == ["staging"]]
+    # [2.1] a new fall (eGFR 67 -> 51) has its own card and no staging card
+    fall = cards_for(Pt().scr(100, 1.2).scr(10, 1.5))
+    assert "staging" not in rule_ids(fall)
+    assert [c["summary"] for c in fall if rule_ids([c]) == ["new_egfr_fall"]] == [
+        f"eGFR fell to 51 (from 67 on {day(100).isoformat()}): repeat creatinine within 2 weeks"]  # fmt: skip
+    possible = [c for c in cards_for(Pt().scr(60, 1.5).scr(10, 1.55)) if rule_ids([c]) == ["staging"]]
     assert [c["summary"] for c in possible] == ["Possible CKD: repeat eGFR/ACR at ≥ 90 days"]
     # the possible-CKD card does not assert CKD in its text
     assert not re.search(r"\bCKD\b", re.sub(r"Possible CKD|CKD-EPI", "", possible[0]["detail"]))

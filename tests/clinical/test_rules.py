@@ -14,7 +14,6 @@ from service.clinical.thresholds import (
     Hyperkalaemia,
     MonitoringDue,
     NephrologyReferral,
-    Recency,
     Sglt2i,
     Thresholds,
 )
@@ -126,8 +125,8 @@ def test_metformin_reduce_and_stop() -> None:
     assert fires(Pt().scr(200, 1.8).scr(10, 1.8).med("Metformin 500 MG"), "metformin_reduce")  # eGFR ~41
     assert fires(Pt().scr(200, 3.0).scr(10, 3.0).med("Metformin 500 MG"), "metformin_stop")  # eGFR ~22
     assert fires(Pt().scr(5, 6.0).cond("Z99.2").med("Metformin 500 MG"), "metformin_stop")
-    # [2.0] metformin_stop needs a fresh eGFR, on dialysis too (as the spec is written; see docs/clinical.md §8)
-    assert not fires(Pt().cond("Z99.2").med("Metformin 500 MG"), "metformin_stop")
+    # [2.1] on dialysis metformin_stop needs no eGFR at all (2.0 needed a fresh one, on dialysis too)
+    assert fires(Pt().cond("Z99.2").med("Metformin 500 MG"), "metformin_stop")
     assert not fires(ckd().med("Metformin 500 MG"), "metformin_reduce")  # eGFR ~51
 
 
@@ -194,8 +193,8 @@ def test_aki_caution_recent_or_unresolved() -> None:
 
 
 def test_aki_caution_pauses_drug_starts() -> None:
-    # chronic G3a A3 (days 300, 200) and then creatinine 2.4 >= 1.5 × median(1.5, 1.5): flagged by S5 (d)
-    acute = Pt().scr(300, 1.5).scr(200, 1.5).scr(5, 2.4).acr(200, 400).acr(5, 400)
+    # chronic G3a A3 (days 100, 10: a fresh eGFR) and then creatinine 2.4 >= 1.5 × median(1.5, 1.5): flagged by (d)
+    acute = Pt().scr(100, 1.5).scr(10, 1.5).scr(2, 2.4).acr(100, 400).acr(10, 400)
     outcomes = {o.rule.value: o.suppressed_by for o in acute.assess().outcomes}
     assert outcomes["aki_caution"] is None
     assert outcomes["rasi"] == "aki_caution"
@@ -209,16 +208,17 @@ def test_nsaid_is_a_warning_after_recent_aki() -> None:
     assert next(o for o in a.fired if o.rule is RuleId.NSAID_AVOID).indicator == "warning"
 
 
-def test_drug_starts_and_doses_need_a_fresh_egfr() -> None:
-    # latest eGFR 400 days old > recency.max_egfr_age_days (365): no advice on a start or a dose
-    stale = Pt().scr(600, 1.5).scr(400, 1.5).acr(400, 400).cond("E11.9").med("metformin")
-    outcomes = {o.rule.value: o.suppressed_by for o in stale.assess().outcomes}
+def test_drug_starts_need_an_egfr_within_the_monitoring_interval() -> None:
+    # [2.1] §7.1 fresh: G3a/A3 is 3 tests a year (KDIGO 2012 Fig. 12): 365/3 = 121.67 days + grace 30 = 151.67
+    def patient(age: int) -> Pt:
+        return Pt().scr(age + 150, 1.5).scr(age, 1.5).acr(age + 150, 400).acr(age, 400).cond("E11.9")
+
+    assert fires(patient(151), "rasi")
+    outcomes = {o.rule.value: o.suppressed_by for o in patient(152).assess().outcomes}
     assert outcomes["rasi"] == outcomes["sglt2i"] == "egfr_not_fresh"
-    assert fires(stale, "monitoring_due")
-    assert fires(stale, "rasi", Thresholds(recency=Recency(max_egfr_age_days=400)))
-    stop = Pt().scr(600, 3.0).scr(400, 3.0).med("metformin")
-    assert not fires(stop, "metformin_stop")
-    assert fires(stop, "metformin_stop", Thresholds(recency=Recency(max_egfr_age_days=400)))
+    assert fires(patient(152), "monitoring_due")  # the same clock: a stale eGFR always asks for a new one
+    # [2.1] metformin cards fire on a stale eGFR (they ask for a recheck); 2.0 hid them
+    assert fires(Pt().scr(600, 3.0).scr(400, 3.0).med("metformin"), "metformin_stop")
 
 
 @pytest.mark.parametrize(
@@ -238,8 +238,8 @@ def test_hyperkalaemia_scope() -> None:
     assert not fires(Pt().scr(10, 1.0).obs("2823-3", 5, 6.2, "mmol/L"), "hyperkalaemia")  # eGFR ~83, no CKD
     assert not fires(ckd().obs("2823-3", 100, 6.2, "mmol/L"), "hyperkalaemia")  # older than 90 days
     assert not fires(ckd().cond("Z99.2").obs("2823-3", 5, 6.2, "mmol/L"), "hyperkalaemia")  # dialysis
-    off = Thresholds(hyperkalaemia=Hyperkalaemia(enabled=False))
-    assert not fires(ckd().obs("2823-3", 5, 6.2, "mmol/L"), "hyperkalaemia", off)
+    off = Thresholds(hyperkalaemia=Hyperkalaemia(enabled=False))  # [2.1] a safety card: a stored false is ignored
+    assert fires(ckd().obs("2823-3", 5, 6.2, "mmol/L"), "hyperkalaemia", off)
     assert not fires(ckd().obs("2823-3", 5, 5.6, "mmol/L"), "hyperkalaemia", Thresholds(
         hyperkalaemia=Hyperkalaemia(min_potassium=5.8)))  # fmt: skip
 
@@ -250,7 +250,8 @@ def test_dual_ras_blockade() -> None:
     assert fires(ckd().med("sacubitril / valsartan").med("ramipril 5 MG"), "dual_ras")  # combination counts
     assert not fires(ckd().med("lisinopril").med("spironolactone"), "dual_ras")
     assert not fires(Pt(birth="2015-01-01").med("lisinopril").med("losartan"), "dual_ras")  # adults only
-    assert not fires(ckd().med("lisinopril").med("losartan"), "dual_ras", Thresholds(dual_ras=DualRas(enabled=False)))
+    # [2.1] a safety card: a stored `dual_ras.enabled: false` is ignored
+    assert fires(ckd().med("lisinopril").med("losartan"), "dual_ras", Thresholds(dual_ras=DualRas(enabled=False)))
 
 
 @pytest.mark.parametrize(
@@ -324,6 +325,12 @@ def test_care_gaps_and_recommendation_order() -> None:
                                               "nephrology_referral", "sglt2i", "statin"]  # fmt: skip
 
 
+def test_the_21_rules_fire_through_the_adapter() -> None:
+    # [2.1] new fall: eGFR ~67 (1.2) then ~51 (1.5) 90 days later, P >= 60; conflict: 1.0 and 1.5 on one date
+    assert fires(Pt().scr(100, 1.2).scr(10, 1.5), "new_egfr_fall")
+    assert fires(Pt().scr(10, 1.0).scr(10, 1.5), "creatinine_conflict")
+
+
 def test_every_rule_is_reached_by_a_test() -> None:
     # Runs last in this module (pytest keeps file order): every rule id fired in some test above.
     assert {r.value for r in RULES} <= RULES_REACHED
@@ -334,5 +341,5 @@ def test_rule_ids_are_the_spec_ids(rule: RuleId) -> None:
     assert rule.value in {
         "problem_list", "acr_test", "rasi", "sglt2i", "finerenone", "glp1ra", "statin", "metformin_reduce",
         "metformin_stop", "nsaid_avoid", "nephrology_referral", "krt_planning", "progression_review", "aki_caution",
-        "hyperkalaemia", "dual_ras", "monitoring_due",
+        "hyperkalaemia", "dual_ras", "monitoring_due", "new_egfr_fall", "creatinine_conflict",
     }  # fmt: skip

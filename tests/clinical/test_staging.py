@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import random
 import statistics
-import time
 from datetime import date, timedelta
 from typing import Any
 
-import coverage
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -99,28 +97,19 @@ def test_aki_flags_equal_the_literal_rule(raw: list[tuple[int, int]], onset_days
     assert flagged(points, onsets) == brute_force_flags(points, onsets)
 
 
-def test_engine_with_10000_creatinine_values_stays_under_50_ms() -> None:
-    # Issue #12: the S5 windows and S18's 30-day clusters keep the cost bounded whatever the input.
+def test_engine_work_on_10000_creatinine_values_is_bounded() -> None:
+    """Issue #12, #20: the S5 windows and S18's 30-day clusters bound the work whatever the input. No wall-clock limit
+    here (a busy machine fails it): `make bench-engine` times this patient."""
     rng = random.Random(12)  # noqa: S311 - test data, not security
     p = Pt()
     for i in range(10_000):
         p.scr(i % 3000, round(rng.uniform(0.9, 1.6), 2))
-    record = record_from_bundle(p.bundle())
-    timings = []
-    tracer = coverage.Coverage.current()  # the budget is the engine's, not the coverage tracer's (about 3×)
-    if tracer is not None:
-        tracer.stop()
-    try:
-        for _ in range(3):
-            start = time.perf_counter()
-            result = assess(record, AS_OF)
-            timings.append(time.perf_counter() - start)
-    finally:
-        if tracer is not None:
-            tracer.start()
-    assert result.staging.progression is not None
-    assert len(result.staging.progression.points) <= 38
-    assert min(timings) < 0.050
+    result = assess(record_from_bundle(p.bundle()), AS_OF)
+    s = result.staging
+    assert s.progression is not None
+    assert len(s.progression.points) <= 1095 // 30 + 1  # one point per 30-day cluster within the 3-year window
+    assert len(s.creatinine) + len(s.conflicts) <= 3000  # [2.1] S4: one specimen per date (3,000 dates)
+    assert len(s.aki) == len(s.creatinine)
 
 
 @pytest.mark.parametrize(
@@ -155,7 +144,8 @@ def test_age_in_completed_years() -> None:
     ("patient", "reason"),
     [
         (Pt().scr(100, 1.0).scr(10, 1.0), "normal"),
-        (Pt().scr(100, 1.2).scr(10, 1.5), "single_abnormal"),  # 1.5 < 1.5 × 1.2: no S5 (d)
+        (Pt().scr(10, 1.5), "single_abnormal"),
+        (Pt().scr(100, 1.2).scr(10, 1.5), "new_egfr_fall"),  # [2.1] 1.5 < 1.5 × 1.2: no S5 (d); eGFR 67 -> 51
         (Pt().scr(60, 1.5).scr(10, 1.5), "abnormal_lt90d"),
         (Pt().scr(200, 1.5).scr(10, 1.5), "egfr_lt60_chronic"),
         (Pt().acr(200, 45).acr(10, 60), "albuminuria_chronic"),
@@ -371,6 +361,7 @@ def test_json_contract_has_every_key() -> None:
     assert keys == {
         "as_of", "ckd", "chronic", "reason", "g_stage", "a_stage", "kdigo_risk", "dialysis", "kidney_transplant",
         "deceased", "egfr", "albuminuria", "progression", "kfre", "excluded", "care_gaps", "recommendations",
+        "new_fall",
     }  # fmt: skip
 
 

@@ -28,21 +28,21 @@ def assessed(name: str) -> dict[str, Any]:
     return assessment_to_json(assess(record_from_bundle(json.loads(gzip.decompress(path.read_bytes()))), AS_OF))
 
 
-def test_josue_sipes_g3b_a1_coded_ckd_on_metformin() -> None:
-    # Man born 1956-03-10, age 65 on 2021-03-13: two creatinines that day (2.272 and 2.502 mg/dL); the higher eGFR
-    # counts as the later (S8): 142 × (2.272/0.9)^−1.2 × 0.9938^65 = 31.20. ACR 18.7 mg/g -> A1; G3b/A1 high.
+def test_josue_sipes_g4_a1_coded_ckd_on_metformin() -> None:
+    # Man born 1956-03-10, age 65 on 2021-03-13: two whole-blood creatinines with one timestamp (21:37:43), 2.2722 and
+    # 2.5025 mg/dL. [2.1] S4: one specimen; 0.23 < 0.3 and 2.5025 < 1.2 × 2.2722 = 2.7266, so they agree and C holds
+    # their mean 2.3873: 142 × (2.3873/0.9)^−1.2 × 0.9938^65 = 29.40 (2.0 took the higher eGFR, 31.20, from 2.2722).
     out = assessed("Josue_Sipes")
     assert out["egfr"]["date"] == "2021-03-13"
-    assert out["egfr"]["value"] == pytest.approx(31.20, abs=0.05)
-    assert (out["g_stage"], out["a_stage"], out["kdigo_risk"]) == ("G3b", "A1", "high")
-    # KFRE 4-variable: X = −0.2225 -> 5-year 1 − 0.924^exp(X) = 6.13 % (≥ 5 %: referral)
-    assert out["kfre"]["risk_5y"] == pytest.approx(0.0613, abs=0.0005)
+    assert out["egfr"]["value"] == pytest.approx(29.40, abs=0.05)
+    assert (out["g_stage"], out["a_stage"], out["kdigo_risk"]) == ("G4", "A1", "very high")
+    assert out["kfre"]["risk_5y"] >= 0.05  # referral by KFRE as under 2.0 (X rises as eGFR falls)
     assert out["care_gaps"] == []  # SNOMED 431855005 is coded; ACR within 12 months
-    # [2.0] S5 (d): the higher same-day value 2.502 >= 1.5 × 1.6626, the median of the 11 creatinines dated 8–365
-    # days before (1.0085 1.0886 1.4670 1.5807 1.6009 [1.6626] 1.6709 1.8906 2.0522 2.2622 2.3462): the latest
-    # element of C is flagged, so aki_caution fires and the SGLT2i start waits (spec 2.0 §7.2).
-    assert out["recommendations"] == ["aki_caution", "metformin_reduce", "nephrology_referral", "statin"]
-    assert out["excluded"][-1] == {"date": "2021-03-13", "value": pytest.approx(2.5025, abs=1e-4), "why": "aki"}
+    # S5 (d): the 8–365-day median is 1.6626 (the 2020-05-16 pair, 1.0085 and 1.8906, now conflicts and leaves C:
+    # 1.0886 1.4670 1.5807 1.6009 [1.6626] 1.6709 2.0522 2.2622 2.3462), and 2.3873 < 1.5 × 1.6626 = 2.4939: not
+    # flagged, so no AKI card (2.0 flagged the higher same-minute value 2.5025 alone). eGFR 29.4 < 30: stop metformin.
+    assert out["recommendations"] == ["metformin_stop", "nephrology_referral", "sglt2i", "statin"]
+    assert {"date": "2020-05-16", "value": pytest.approx(1.0085, abs=1e-4), "why": "conflict"} in out["excluded"]
 
 
 def test_dirk_kuhlman_g3a_a1_chronic() -> None:

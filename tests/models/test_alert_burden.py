@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from models.validation.alert_burden import (
+    BASELINE,
+    CURRENT,
     DEFAULT_DATA,
     DOC,
     RESULTS,
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.skipif(not DEFAULT_DATA.is_dir(), reason="../shared/dat
 
 @pytest.fixture(scope="module")
 def figures() -> dict[str, Any]:
-    return review(DEFAULT_DATA, "2.0")
+    return review(DEFAULT_DATA, CURRENT)
 
 
 def test_no_card_says_ckd_for_a_patient_without_ckd(figures: dict[str, Any]) -> None:
@@ -57,7 +59,7 @@ def test_says_ckd(summary: str, detail: str, says: bool) -> None:
 
 
 def test_validation_page_shows_the_current_figures(figures: dict[str, Any]) -> None:
-    old = json.loads((RESULTS / "alert-burden-1.0.json").read_text(encoding="utf-8"))
+    old = json.loads((RESULTS / f"alert-burden-{BASELINE}.json").read_text(encoding="utf-8"))
     text = DOC.read_text(encoding="utf-8")
     section = text[text.index(SECTION_START) : text.index(SECTION_END) + len(SECTION_END)] + "\n"
     assert section == render(old, figures)  # `make review` regenerates it

@@ -118,6 +118,12 @@ def test_thousands_of_observations_with_duplicate_ids() -> None:
               "valueQuantity": {"value": 0.8 + (i % 50) / 50, "unit": "mg/dL"}} for i in range(5000)]  # fmt: skip
     record = record_from_resources({"resourceType": "Patient", "id": "p", "gender": "female",
                                     "birthDate": "1950-01-01"}, items)  # fmt: skip
-    out = assessment_to_json(assess(record, date(2026, 1, 1)))
+    result = assess(record, date(2026, 1, 1))
+    out = assessment_to_json(result)
     assert len(record.creatinine) == 5000
-    assert out["g_stage"] is not None
+    # [2.1] S4: the results of one date (no time of day) are one specimen: each date is one element of C or one
+    # conflicting specimen, and every result of a conflicting specimen is listed in `excluded`
+    dates = {c.date for c in record.creatinine}
+    s = result.staging
+    assert len(s.creatinine) + len(s.conflicts) == len(dates)
+    assert sum(e["why"] == "conflict" for e in out["excluded"]) == sum(len(c.results) for c in s.conflicts)

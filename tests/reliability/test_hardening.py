@@ -188,7 +188,11 @@ def test_fallback_data_not_naming_the_patient_is_not_used(
     foreign = [{k: v for k, v in r.items() if k != "subject"} for r in resources(b)[1:]]
     response = call_through(client, pid(a), CannedFhir(patient=resources(a)[0], resources=foreign))
     assert response.status_code == 200
-    assert response.json == {"cards": []}  # nothing of B's shows in A's chart (before: B's G5 and KFRE)
+    # nothing of B's shows in A's chart (before issue #13: B's G5 and KFRE); since issue #21 one card says that
+    # results were left out, so the chart does not read "All clear"
+    cards = response.json["cards"]
+    assert [c["extension"]["org.ckd-cds.rule"]["id"] for c in cards] == ["results_left_out"]
+    assert "G5" not in cards[0]["detail"]
     assert last_audit(app)["rejected_resources"]["no_subject"] >= len(foreign)  # every search returned them
 
 

@@ -25,7 +25,8 @@ DRUG_STARTS = {"rasi", "sglt2i", "finerenone", "glp1ra", "statin"}
 
 EXPECTED: dict[str, list[str]] = {
     "01-normal": [],
-    "02-single-abnormal": ["staging"],  # one eGFR below 60: repeat at >= 90 days (no progression card without CKD)
+    # [2.1] eGFR 66 -> 46: a new fall (S14a), repeat within 2 weeks (NICE NG203), not "repeat at >= 90 days"
+    "02-single-abnormal": ["new_egfr_fall"],
     "03-g3a-a2-not-coded": ["rasi", "statin", "problem_list"],
     "04-diabetic-ckd-no-sglt2i": [
         "metformin_reduce", "nephrology_referral", "sglt2i", "finerenone", "statin", "problem_list",
@@ -33,7 +34,7 @@ EXPECTED: dict[str, list[str]] = {
     "05-g4-on-metformin": ["metformin_stop", "nephrology_referral", "sglt2i", "rasi", "statin", "problem_list"],
     "06-nsaid-egfr-below-60": ["nsaid_avoid", "statin", "problem_list"],
     "07-aki-spike": ["aki_caution"],
-    "08-dialysis": ["metformin_stop", "staging"],
+    "08-dialysis": ["metformin_stop"],  # [2.1] no staging card on dialysis (§7.4)
     "09-transplant": ["statin", "problem_list"],
     "10-child-with-height": ["nephrology_referral", "problem_list"],
     "11-si-units": ["nephrology_referral", "sglt2i", "rasi", "statin", "problem_list"],

@@ -1,0 +1,199 @@
+"""Hardening 2 (issue #21), as an attacker or a real EHR would send it; each case failed on the code before it.
+
+1. cross-tenant snooze, 2. safety snoozes that renew or come from anyone, 3. Medication references, 4. feedback not
+bound to the card's issuer, tenant and patient, 5. a `coding` that is a number, 11. every result rejected.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service.demo import demo_bundles
+from service.web.settings import Issuer
+from tests.conftest import make_app as make_dev_app
+from tests.web.test_auth import BASE, ISS, JWKS, token
+from tests.web.test_auth import make_app as make_jwt_app
+from tests.web.test_hooks import URL, call, prefetch_for, resources
+
+FEEDBACK = URL + "/feedback"
+REASON = {"reason": {"code": "patient-declined", "system": "https://ckd-cds.example.org/override"}}
+
+
+@pytest.fixture
+def bundles() -> dict[str, dict[str, Any]]:
+    return demo_bundles(date.today())
+
+
+def pid(bundle: dict[str, Any]) -> str:
+    return str(resources(bundle)[0]["id"])
+
+
+def as_patient(bundle: dict[str, Any], patient_id: str) -> dict[str, Any]:
+    """The same chart under another patient id (another person with the same numbers)."""
+    out: dict[str, Any] = orjson.loads(orjson.dumps(bundle).replace(pid(bundle).encode(), patient_id.encode()))
+    return out
+
+
+def chart(client: FlaskClient, bundle: dict[str, Any], headers: dict[str, str] | None = None,
+          hook_instance: str | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+    body = call(pid(bundle), prefetch=prefetch_for(bundle)) | {"hookInstance": hook_instance or str(uuid.uuid4())}
+    response = client.post(URL, json=body, headers=headers or {})
+    assert response.status_code == 200, response.json
+    return {c["extension"]["org.ckd-cds.rule"]["id"]: c for c in response.json["cards"]}
+
+
+def answer(client: FlaskClient, card: dict[str, Any], headers: dict[str, str] | None = None,
+           outcome: str = "overridden") -> None:  # fmt: skip
+    item: dict[str, Any] = {"card": card["uuid"], "outcome": outcome, "outcomeTimestamp": "2026-11-29T10:00:00Z"}
+    if outcome == "overridden":
+        item["overrideReason"] = REASON
+    assert client.post(FEEDBACK, json={"feedback": [item]}, headers=headers or {}).status_code == 200
+
+
+def jwt_for(path: str, **claims: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(aud=BASE + path, **claims)}"}
+
+
+@pytest.fixture
+def jwt_app(tmp_path: Path) -> Flask:
+    return make_jwt_app(tmp_path, Issuer(iss=ISS, jwks=JWKS))
+
+
+# --- 1: cross-tenant snooze ------------------------------------------------------------------------------------
+
+
+def test_one_tenants_override_never_hides_another_tenants_card(
+    jwt_app: Flask, bundles: dict[str, dict[str, Any]]
+) -> None:
+    """Tenant t1 overrode the hyperkalaemia card of its patient "12345"; tenant t2's "12345" is another person."""
+    client = jwt_app.test_client()
+    bundle = as_patient(bundles["15-hyperkalaemia-on-acei"], "12345")
+    t1 = chart(client, bundle, jwt_for(URL, tenant="t1"))
+    answer(client, t1["hyperkalaemia"], jwt_for(FEEDBACK, tenant="t1"))
+    assert "hyperkalaemia" not in chart(client, bundle, jwt_for(URL, tenant="t1"))  # t1's own snooze holds
+    assert "hyperkalaemia" in chart(client, bundle, jwt_for(URL, tenant="t2"))
+
+
+# --- 2: safety snoozes -----------------------------------------------------------------------------------------
+
+
+def test_unauthenticated_feedback_never_snoozes_a_safety_card(tmp_path: Path, bundles: dict[str, Any]) -> None:
+    """The development profile (no JWT): someone who knew a patient id overrode the safety cards of made-up labs."""
+    client = make_dev_app(tmp_path).test_client()
+    bundle = bundles["05-g4-on-metformin"]
+    cards = chart(client, bundle)
+    assert "metformin_stop" in cards
+    answer(client, cards["metformin_stop"])
+    assert "metformin_stop" in chart(client, bundle)
+
+
+def test_overriding_a_safety_card_again_never_extends_its_snooze(
+    jwt_app: Flask, bundles: dict[str, dict[str, Any]]
+) -> None:
+    client = jwt_app.test_client()
+    bundle = bundles["15-hyperkalaemia-on-acei"]
+    first = chart(client, bundle, jwt_for(URL))
+    answer(client, first["hyperkalaemia"], jwt_for(FEEDBACK))
+    store = jwt_app.extensions["ckd_cds"].store
+    link = next(iter(store.cards_by_uuid([first["hyperkalaemia"]["uuid"]]).values())).patient_link
+    end = store.active_snoozes(link)["hyperkalaemia"].until
+    # the snooze is lifted by hand (as if the chart had shown it again on day 8 of a longer snooze) and the same
+    # finding overridden again: no fresh 7 days
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE snoozes SET until = created_at")
+    again = chart(client, bundle, jwt_for(URL))
+    answer(client, again["hyperkalaemia"], jwt_for(FEEDBACK))
+    assert "hyperkalaemia" not in store.active_snoozes(link) or store.active_snoozes(link)["hyperkalaemia"].until <= end
+
+
+# --- 3: Medication references ----------------------------------------------------------------------------------
+
+
+def with_medication_reference(bundle: dict[str, Any], mode: str | None) -> dict[str, Any]:
+    """The metformin order as Epic writes it: medicationReference to a Medication in the same search Bundle."""
+    prefetch = copy.deepcopy(prefetch_for(bundle))
+    entries = prefetch["medications"]["entry"]
+    request = entries[0]["resource"]
+    concept = request.pop("medicationCodeableConcept")
+    request["medicationReference"] = {"reference": "Medication/met-1", "display": "metformin"}
+    medication = {"resourceType": "Medication", "id": "met-1", "code": concept}
+    entries.append({"resource": medication, **({"search": {"mode": mode}} if mode else {})})
+    return prefetch
+
+
+@pytest.mark.parametrize("mode", [None, "include", "match"])
+def test_a_medication_reference_keeps_its_drug(client: FlaskClient, bundles: dict[str, Any], mode: str | None) -> None:
+    bundle = bundles["05-g4-on-metformin"]
+    response = client.post(URL, json=call(pid(bundle), prefetch=with_medication_reference(bundle, mode)))
+    assert response.status_code == 200
+    rules = {c["extension"]["org.ckd-cds.rule"]["id"] for c in response.json["cards"]}
+    assert "metformin_stop" in rules
+
+
+# --- 4: feedback bound to issuer, tenant and patient -----------------------------------------------------------
+
+
+def test_another_issuers_feedback_changes_nothing(tmp_path: Path, bundles: dict[str, Any]) -> None:
+    other = "https://other-ehr.example.org/fhir"
+    app = make_jwt_app(tmp_path, Issuer(iss=ISS, jwks=JWKS))
+    client = app.test_client()
+    bundle = bundles["16-acei-plus-arb"]
+    cards = chart(client, bundle, jwt_for(URL))
+    store = app.extensions["ckd_cds"].store
+    with store.engine.begin() as conn:  # the cards as if issuer B had been given them; issuer A answers
+        conn.exec_driver_sql("UPDATE card_index SET iss = ?", (other,))
+    answer(client, cards["statin"], jwt_for(FEEDBACK))
+    assert "statin" in chart(client, bundle, jwt_for(URL))
+    assert all(r["overridden"] == 0 for r in store.feedback_report())
+
+
+def test_a_hook_instance_reused_for_two_patients_gives_each_its_own_cards(
+    client: FlaskClient, bundles: dict[str, Any]
+) -> None:
+    a = chart(client, bundles["03-g3a-a2-not-coded"], hook_instance="reused")
+    b = chart(client, as_patient(bundles["03-g3a-a2-not-coded"], "another-person"), hook_instance="reused")
+    assert a["statin"]["uuid"] != b["statin"]["uuid"]
+    answer(client, a["statin"])
+    assert "statin" in chart(client, as_patient(bundles["03-g3a-a2-not-coded"], "another-person"))
+
+
+# --- 5: codings that are numbers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [5, True, 1.5, {"code": "x"}])
+def test_a_coding_that_is_not_a_list_is_read_as_none(client: FlaskClient, bundles: dict[str, Any], bad: Any) -> None:
+    bundle = bundles["05-g4-on-metformin"]
+    prefetch = copy.deepcopy(prefetch_for(bundle))
+    prefetch["kidneyLabs"]["entry"][0]["resource"]["code"]["coding"] = bad
+    prefetch["conditions"]["entry"][0]["resource"]["code"]["coding"] = bad
+    prefetch["medications"]["entry"][0]["resource"]["medicationCodeableConcept"]["coding"] = bad
+    response = client.post(URL, json=call(pid(bundle), prefetch=prefetch))
+    assert response.status_code == 200
+
+
+# --- 11: every result rejected ---------------------------------------------------------------------------------
+
+
+def test_when_every_result_is_left_out_the_chart_does_not_read_all_clear(
+    client: FlaskClient, bundles: dict[str, Any]
+) -> None:
+    bundle = bundles["05-g4-on-metformin"]
+    prefetch = copy.deepcopy(prefetch_for(bundle))
+    for key, value in prefetch.items():
+        if key != "patient":
+            for entry in value["entry"]:
+                entry["resource"]["subject"] = {"reference": "Patient/someone-else"}
+    response = client.post(URL, json=call(pid(bundle), prefetch=prefetch))
+    assert response.status_code == 200
+    cards = response.json["cards"]
+    assert len(cards) == 1
+    assert "did not name this patient" in cards[0]["summary"]
