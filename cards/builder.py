@@ -23,12 +23,20 @@ import jinja2
 
 from cards.views import common_variables, evidence, referral_reasons, variables_for
 from service.clinical.assess import Assessment
-from service.clinical.codes import ICD10CM, RXNORM, SNOMED, STAGE_CODES
+from service.clinical.codes import ICD10CM, RXNORM, SNOMED, STAGE_CODES, ConditionConcept
 from service.clinical.medications import INGREDIENTS
-from service.clinical.rules import PRIORITY_ORDER, Indicator, RuleId, RuleOutcome, metformin_aki
+from service.clinical.rules import (
+    PRIORITY_ORDER,
+    Indicator,
+    RuleId,
+    RuleOutcome,
+    kfre_only_estimated,
+    metformin_aki,
+    statin_discussion,
+)
 from service.clinical.staging import ADULT_AGE, Reason
 from service.clinical.thresholds import CardSettings, Thresholds
-from service.store import SAFETY_SNOOZE_MAX_DAYS, SnoozeRule
+from service.store import MERGED_TESTS_CARD, SAFETY_SNOOZE_MAX_DAYS, SnoozeRule
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,10 @@ MAX_SUMMARY = 139  # code points; CDS Hooks requires < 140 (N-28)
 STAGING = "staging"
 UNATTRIBUTED = "unattributed"  # service.web.acquire marks left-out resources so (cards do not import the web layer)
 OVERFLOW = "overflow"
+# [2.1] §7.4: monitoring_due and acr_test firing together make one card, "Kidney tests due", with the rule id
+# monitoring_due (its override snoozes both: service.store.MERGED_TESTS_CARD marks its fingerprint)
+TESTS_DUE = MERGED_TESTS_CARD
+RULE_OF_CARD = {TESTS_DUE: "monitoring_due"}
 LEFT_OUT = "results_left_out"  # the one card of a response whose only finding is that results were left out
 SNOOZED = "snoozed"  # the one card of a response whose cards are all snoozed, one of them a safety card (§7.4 rule 5)
 DISCLAIMER = "_Decision support only; verify before acting._"
@@ -98,6 +110,10 @@ SOURCES: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {
                       (NICE_NG203, KDIGO_2024)),
     "creatinine_conflict": ("KDIGO 2012 AKI guideline (a rise is measured over time)",
                             "Conflicting creatinine results", (KDIGO_AKI,)),
+    "coded_stage_outdated": ("KDIGO 2024 CKD, ch. 1: definition and classification (ungraded)",
+                             "CKD stage on the problem list", (KDIGO_2024,)),
+    TESTS_DUE: ("KDIGO 2024 CKD, PP 2.1.1 (ungraded); KDIGO 2012 Fig. 12; ADA 2024 §11", "Kidney tests due",
+                (KDIGO_2024, ADA_2024)),
     OVERFLOW: ("Card limit of this service", "More kidney recommendations", (KDIGO_2024,)),
     SNOOZED: ("Override memory of this service", "Kidney recommendations snoozed", (KDIGO_2024,)),
     LEFT_OUT: ("FHIR data checks of this service", "Results left out", (KDIGO_2024,)),
@@ -180,8 +196,11 @@ def card_uuid(req: CardRequest, rule: str) -> str:
     return str(uuid.uuid5(PROJECT_NAMESPACE, f"{req.hook_instance}/{req.service_id}/{rule}/{req.patient_link}"))
 
 
-def evidence_block(a: Assessment) -> str:
-    return render("evidence", {"e": evidence(a)})[1]
+def evidence_block(a: Assessment, first_detail: str = "") -> str:
+    """The evidence block, once per response; [2.1] without the lines the first card's own detail already shows."""
+    text = render("evidence", {"e": evidence(a)})[1]
+    seen = {line.strip() for line in first_detail.splitlines() if line.strip().startswith("- ")}
+    return "\n".join(line for line in text.splitlines() if line.strip() not in seen)
 
 
 INCOMPLETE_TEXT = {
@@ -311,44 +330,73 @@ def stale_metformin(rule: str, a: Assessment) -> bool:
     return rule == "metformin_reduce" or not (c.aki_stale or metformin_aki(c))
 
 
-def suggestions(rule: str, a: Assessment, req: CardRequest, card_id: str) -> list[dict[str, Any]]:
-    items: list[tuple[str, str, dict[str, Any]]] = []  # (key, label, resource)
+def creatinine_request(req: CardRequest, why: str) -> dict[str, Any]:
+    return service_request(req, CREATININE_ORDER_CODE, why, lab=True)
+
+
+Item = tuple[str, str, list[dict[str, Any]]]  # (key, label, the resources its actions create)
+
+
+def suggestion_items(rule: str, a: Assessment, req: CardRequest) -> list[Item]:
+    """The §7.4 suggestion table: one item per suggestion, each with one or more create actions."""
+    c = a.context
+    acr = service_request(req, ACR_ORDER_CODE, lab=True)
     if rule == "problem_list":
-        items.append(("condition", "Add CKD to the problem list", problem_list_condition(a, req)))
-    elif rule == "acr_test":
-        items.append(("acr", "Order urine albumin-to-creatinine ratio", service_request(req, ACR_ORDER_CODE, lab=True)))
-    elif rule in ("aki_caution", "monitoring_due", "new_egfr_fall", "creatinine_conflict"):
+        return [("condition", "Add CKD to the problem list", [problem_list_condition(a, req)])]
+    if rule == "coded_stage_outdated":
+        return [("condition", "Add the current CKD stage to the problem list", [problem_list_condition(a, req)])]
+    if rule == "acr_test":
+        items: list[Item] = [("acr", "Order urine albumin-to-creatinine ratio", [acr])]
+        if not a.staging.creatinine and a.staging.egfr is None:  # [2.1] an ACR alone cannot stage CKD
+            items.append(("creatinine", "Order serum creatinine", [creatinine_request(req, "no creatinine on record")]))
+        return items
+    if rule == TESTS_DUE:
+        return [("creatinine", "Order serum creatinine", [creatinine_request(req, "CKD monitoring")]),
+                ("acr", "Order urine albumin-to-creatinine ratio", [acr])]  # fmt: skip
+    if rule == "aki_caution" and c.aki_stale:
+        return [("recheck", "Order serum creatinine and urine ACR",
+                 [creatinine_request(req, "follow-up of possible acute kidney injury"), acr])]  # fmt: skip
+    if rule in ("aki_caution", "monitoring_due", "new_egfr_fall", "creatinine_conflict"):
         why = {
             "aki_caution": "possible acute kidney injury",
             "monitoring_due": "CKD monitoring",
             "new_egfr_fall": "new fall of eGFR",
             "creatinine_conflict": "conflicting creatinine results",
         }[rule]
-        items.append(
-            ("creatinine", "Order serum creatinine", service_request(req, CREATININE_ORDER_CODE, why, lab=True))
-        )
-    elif rule in ("rasi", "sglt2i", "finerenone", "glp1ra", "statin"):
-        items = drug_drafts(rule, a, req)
-    elif rule in ("metformin_stop", "metformin_reduce") and stale_metformin(rule, a):
-        items.append(
-            (
-                "creatinine",
-                "Order serum creatinine",
-                service_request(req, CREATININE_ORDER_CODE, "eGFR not recent, on metformin", lab=True),
-            )
-        )
-    elif rule in ("nephrology_referral", "krt_planning"):
+        return [("creatinine", "Order serum creatinine", [creatinine_request(req, why)])]
+    if rule == "rasi" and c.potassium is None:  # [2.1] K+ unknown: the tests before the drug
+        return [("potassium", "Order serum potassium and creatinine before an ACE inhibitor or ARB",
+                 [service_request(req, POTASSIUM_ORDER_CODE, "before an ACE inhibitor or ARB", lab=True),
+                  creatinine_request(req, "before an ACE inhibitor or ARB")])]  # fmt: skip
+    if rule == "statin" and statin_discussion(c, {o.rule for o in a.fired}):
+        return []  # a discussion is not an order
+    if rule in ("rasi", "sglt2i", "finerenone", "glp1ra", "statin"):
+        return [(key, label, [resource]) for key, label, resource in drug_drafts(rule, a, req)]
+    if rule in ("metformin_stop", "metformin_reduce") and stale_metformin(rule, a):
+        return [("creatinine", "Order serum creatinine", [creatinine_request(req, "eGFR not recent, on metformin")])]
+    if rule in ("nephrology_referral", "krt_planning"):
         child = a.staging.age_now is not None and a.staging.age_now < ADULT_AGE
         code, label = (PAEDIATRIC_REFERRAL_CODE, "Draft paediatric nephrology referral") if child else (
             REFERRAL_CODE, "Draft nephrology referral")  # fmt: skip
         reason = ", ".join(referral_reasons(a)) or "KDIGO criteria"
-        items.append(("referral", label, service_request(req, code, reason)))
+        items = [("referral", label, [service_request(req, code, reason)])]
+        if rule == "nephrology_referral" and kfre_only_estimated(c):  # [2.1] confirm the estimated ACR
+            items.append(("acr", "Order urine albumin-to-creatinine ratio", [acr]))
+        return items
+    return []
+
+
+# [2.1] §7.4: these cards offer several independent suggestions; the others at most one
+SELECT_ANY = frozenset({TESTS_DUE, "acr_test", "nephrology_referral"})
+
+
+def suggestions(rule: str, a: Assessment, req: CardRequest, card_id: str) -> list[dict[str, Any]]:
     out = []
-    for i, (key, label, resource) in enumerate(items):
+    for i, (key, label, resources) in enumerate(suggestion_items(rule, a, req)):
         suggestion: dict[str, Any] = {
             "label": label[:120],
             "uuid": str(uuid.uuid5(uuid.UUID(card_id), key)),
-            "actions": [{"type": "create", "description": label, "resource": resource}],
+            "actions": [{"type": "create", "description": label, "resource": r} for r in resources],
         }
         if i == 0:
             suggestion["isRecommended"] = True
@@ -367,9 +415,13 @@ def assemble(rule: str, indicator: Indicator, summary: str, detail: str, req: Ca
         "summary": summary,
         "detail": detail,
         "indicator": indicator.value,
-        "source": {"label": label, "url": links[0][1], "topic": {"system": CODESYSTEM, "code": rule, "display": topic}},
+        "source": {
+            "label": label,
+            "url": links[0][1],
+            "topic": {"system": CODESYSTEM, "code": RULE_OF_CARD.get(rule, rule), "display": topic},
+        },
         "links": [{"label": name, "url": url, "type": "absolute"} for name, url in links],
-        "extension": {EXTENSION_KEY: {"id": rule, "configVersion": req.config_version}},
+        "extension": {EXTENSION_KEY: {"id": RULE_OF_CARD.get(rule, rule), "configVersion": req.config_version}},
     }
 
 
@@ -381,7 +433,7 @@ def build_card(
     items = suggestions(rule, a, req, card["uuid"])
     if items:
         card["suggestions"] = items
-        card["selectionBehavior"] = "at-most-one"
+        card["selectionBehavior"] = "any" if rule in SELECT_ANY and len(items) > 1 else "at-most-one"
     card["overrideReasons"] = [
         {"system": CODESYSTEM + "-override", "code": c, "display": d} for c, d in OVERRIDE_REASONS
     ]
@@ -399,6 +451,8 @@ def staging_indicator(a: Assessment, fired: set[str]) -> Indicator | None:
     while the AKI card fires, not for a new fall (its card says what to do, §7.4)."""
     s = a.staging
     if s.dialysis or s.new_fall is not None or RuleId.AKI_CAUTION.value in fired:
+        return None
+    if s.facts.has(ConditionConcept.CKD_DIAGNOSIS):  # [2.1] the diagnosis is on record (coded_stage_outdated)
         return None
     if s.ckd:
         return Indicator.WARNING if s.kdigo_risk is not None and s.kdigo_risk.value == "very high" else Indicator.INFO
@@ -436,7 +490,7 @@ DISPLAY_NAMES = {
     "progression_review": "CKD progression", "sglt2i": "SGLT2 inhibitor", "rasi": "ACE inhibitor or ARB",
     "finerenone": "Finerenone", "bp_above_target": "Blood pressure", "statin": "Statin",
     "glp1ra": "GLP-1 receptor agonist", "monitoring_due": "Creatinine test due", "acr_test": "Urine ACR test",
-    "coded_stage_outdated": "CKD stage on the problem list", STAGING: "CKD stage",
+    "coded_stage_outdated": "CKD stage on the problem list", STAGING: "CKD stage", TESTS_DUE: "Kidney tests due",
     "problem_list": "CKD not on the problem list",
 }  # fmt: skip
 # The values each card shows and rests on: a newer one of them is new clinical content and ends a snooze.
@@ -446,6 +500,9 @@ CARD_VALUES: dict[str, tuple[str, ...]] = {
     "metformin_reduce": ("egfr",), "metformin_stop": ("egfr",), "nsaid_avoid": ("egfr",),
     "nephrology_referral": ("egfr", "urine"), "krt_planning": ("egfr",), "progression_review": ("egfr",),
     "aki_caution": ("aki",), "hyperkalaemia": ("potassium",),
+    # [2.1] a newer creatinine specimen (agreeing or conflicting) or reported eGFR: the repeat the card asks for
+    "new_egfr_fall": ("specimen",), "creatinine_conflict": ("specimen",), "dual_ras": (), "acr_test": ("urine",),
+    "monitoring_due": ("egfr",), TESTS_DUE: ("egfr", "urine"),
 }  # fmt: skip
 G_ORDER = ("G1", "G2", "G3a", "G3b", "G4", "G5")
 A_ORDER = ("A1", "A2", "A3")
@@ -467,6 +524,16 @@ def snooze_rule(rule: str, dismissal: bool, t: Thresholds) -> SnoozeRule:
     return SnoozeRule(days=min(days, SAFETY_SNOOZE_MAX_DAYS) if safety else days, safety=safety)
 
 
+def newest_specimen(a: Assessment) -> str | None:
+    """[2.1] The newest creatinine specimen (an element of C or a conflicting specimen) or reported eGFR, as sortable
+    text (date, then untimed before timed, then time)."""
+    s = a.staging
+    stamps = [f"{c.date.isoformat()} {'1' + c.time if c.time else '0'}" for c in s.creatinine[-1:]]
+    stamps += [f"{c.date.isoformat()} {'1' + c.time if c.time else '0'}" for c in s.conflicts[-1:]]
+    stamps += [f"{p.date.isoformat()} {'1' + p.time if p.time else '0'}" for p in s.valid if p.source == "reported"]
+    return max(stamps, default=None)
+
+
 def _value_dates(a: Assessment) -> dict[str, str | None]:
     s, c = a.staging, a.context
     episodes = s.aki_episodes
@@ -476,15 +543,29 @@ def _value_dates(a: Assessment) -> dict[str, str | None]:
         "potassium": c.potassium.date.isoformat() if c.potassium else None,
         "hba1c": c.hba1c.date.isoformat() if c.hba1c else None,
         "aki": episodes[-1][0].date.isoformat() if episodes else None,
+        "specimen": newest_specimen(a),
     }
 
 
+# [2.1] §7.4 rule 3: for these cards a table replaces "a worse G or A category or a newer value" (a more urgent
+# indicator still ends the snooze): the G and A categories are left out of their fingerprint.
+OWN_EARLY_END = frozenset({"new_egfr_fall", "creatinine_conflict", "bp_above_target", "coded_stage_outdated"})
+
+
 def fingerprint(rule: str, indicator: Indicator, a: Assessment, dates: dict[str, str | None]) -> dict[str, Any]:
-    """The clinical content of a card: G and A category, urgency, and the dates of the values it rests on."""
+    """The clinical content of a card: G and A category, urgency, and the dates of the values it rests on (`rule` is
+    the card key: the merged tests card is marked, so that its override snoozes both of its rules)."""
     s = a.staging
     values = {kind: dates[kind] for kind in CARD_VALUES.get(rule, ()) if dates.get(kind)}
-    return {"g": "G5" if s.dialysis else (s.g_stage.value if s.g_stage else None),
-            "a": s.a_stage.value if s.a_stage else None, "indicator": indicator.value, "values": values}  # fmt: skip
+    own = rule in OWN_EARLY_END
+    out: dict[str, Any] = {"g": None if own else ("G5" if s.dialysis else (s.g_stage.value if s.g_stage else None)),
+                           "a": None if own else (s.a_stage.value if s.a_stage else None),
+                           "indicator": indicator.value, "values": values}  # fmt: skip
+    if rule == "coded_stage_outdated":  # ends on any change of the lab stage, either form
+        out["stage"] = f"{s.g_stage.value if s.g_stage else None}/{s.a_stage.value if s.a_stage else None}"
+    if rule == TESTS_DUE:
+        out[MERGED_TESTS_CARD] = True
+    return out
 
 
 def clinically_worse(now: dict[str, Any], then: dict[str, Any]) -> bool:
@@ -498,6 +579,8 @@ def clinically_worse(now: dict[str, Any], then: dict[str, Any]) -> bool:
     if rank(A_ORDER, now.get("a")) > rank(A_ORDER, then.get("a")):
         return True
     if URGENCY.get(str(now.get("indicator")), 0) > URGENCY.get(str(then.get("indicator")), 0):
+        return True
+    if "stage" in then and now.get("stage") != then.get("stage"):
         return True
     before = then.get("values") or {}
     return any(kind not in before or day > before[kind] for kind, day in (now.get("values") or {}).items())
@@ -535,19 +618,70 @@ def all_snoozed_card(rules: list[str], note: str, req: CardRequest) -> dict[str,
     return assemble(SNOOZED, Indicator.INFO, summary, note, req)
 
 
+def card_priority(key: str, a: Assessment) -> int:
+    """§7.4 [2.1]: the priority order; the statin in its discussion form comes after acr_test."""
+    if key == "statin" and statin_discussion(a.context, {o.rule for o in a.fired}):
+        return PRIORITY["acr_test"] * 10 + 5
+    return PRIORITY[RULE_OF_CARD.get(key, key)] * 10
+
+
 def wanted_cards(a: Assessment) -> list[tuple[str, Indicator]]:
-    """Every card to show, in §7.4 priority order, after the site's card policy."""
+    """Every card to show, in §7.4 priority order, after the site's card policy; [2.1] monitoring_due with acr_test
+    as one "Kidney tests due" card."""
     if a.staging.deceased:
         return []  # S19: no card, not even the staging card
     policy = a.context.thresholds.cards
     wanted = [(o.rule.value, o.indicator) for o in a.fired if card_enabled(o.rule.value, policy)]
     shown = {rule for rule, _ in wanted}
-    indicator = staging_indicator(a, {o.rule.value for o in a.fired})
-    # the problem-list card states the stage and risk, so it replaces the staging card (§7.4)
-    if indicator is not None and RuleId.PROBLEM_LIST.value not in shown and policy.rule(STAGING).enabled:
+    if {"monitoring_due", "acr_test"} <= shown:
+        indicator_ = next(ind for rule, ind in wanted if rule == "monitoring_due")
+        wanted = [(r, i) for r, i in wanted if r not in ("monitoring_due", "acr_test")] + [(TESTS_DUE, indicator_)]
+    fired = {o.rule.value for o in a.fired}
+    indicator = staging_indicator(a, fired)
+    # the problem-list card states the stage and risk, and coded_stage_outdated updates it: each replaces the
+    # staging card (§7.4)
+    replaced = shown & {RuleId.PROBLEM_LIST.value, RuleId.CODED_STAGE_OUTDATED.value}
+    if indicator is not None and not replaced and policy.rule(STAGING).enabled:
         wanted.append((STAGING, indicator))
-    wanted.sort(key=lambda ri: PRIORITY[ri[0]])
-    return [(rule, site_indicator(rule, ind, policy)) for rule, ind in wanted]
+    wanted.sort(key=lambda ri: card_priority(ri[0], a))
+    return [(rule, site_indicator(RULE_OF_CARD.get(rule, rule), ind, policy)) for rule, ind in wanted]
+
+
+TESTS_CARDS = ("monitoring_due", "acr_test", TESTS_DUE)
+CREATININE_CODE = "2160-0"
+
+
+def _orders_creatinine(action: dict[str, Any]) -> bool:
+    resource = action.get("resource") or {}
+    codings = (resource.get("code") or {}).get("coding") or []
+    return resource.get("resourceType") == "ServiceRequest" and any(c.get("code") == CREATININE_CODE for c in codings)
+
+
+def one_creatinine_draft(cards: list[tuple[str, dict[str, Any]]]) -> None:
+    """[2.1] §7.4: at most one serum-creatinine ServiceRequest per response, on the first card (priority order, after
+    snoozes and the cap) that would carry one; every other such card drops it and names the carrier."""
+    carrier: str | None = None
+    for key, card in cards:
+        carries = any(_orders_creatinine(act) for sug in card.get("suggestions", []) for act in sug["actions"])
+        if not carries:
+            continue
+        if carrier is None:
+            carrier = key
+            continue
+        kept = []
+        for sug in card["suggestions"]:
+            sug["actions"] = [act for act in sug["actions"] if not _orders_creatinine(act)]
+            if sug["actions"]:
+                kept.append(sug)
+        if kept:
+            kept[0]["isRecommended"] = True
+            card["suggestions"] = kept
+            if len(kept) == 1:
+                card["selectionBehavior"] = "at-most-one"
+        else:
+            card.pop("suggestions", None)
+            card.pop("selectionBehavior", None)
+        card["detail"] += f"\n\nCreatinine: requested on the '{DISPLAY_NAMES.get(carrier, carrier)}' card above."
 
 
 def build_cards(a: Assessment, req: CardRequest, wanted: list[tuple[str, Indicator]] | None = None) -> BuiltCards:
@@ -556,35 +690,40 @@ def build_cards(a: Assessment, req: CardRequest, wanted: list[tuple[str, Indicat
     wanted = wanted_cards(a) if wanted is None else wanted
     snoozed = [rule for rule, _ in wanted if rule in req.snoozed]
     wanted = [(rule, ind) for rule, ind in wanted if rule not in req.snoozed]
+    if a.context.aki_stale and any(rule == "aki_caution" for rule, _ in wanted):
+        # [2.1] the stale AKI card already asks for creatinine and urine ACR: no tests-due card beside it
+        wanted = [(rule, ind) for rule, ind in wanted if rule not in TESTS_CARDS]
     limit = a.context.thresholds.cards.max_cards
     common = common_variables(a) if wanted else {}
-    cards = [build_card(rule, ind, a, req, common) for rule, ind in wanted]
+    built = [(rule, build_card(rule, ind, a, req, common)) for rule, ind in wanted]
     omitted: list[dict[str, Any]] = []
     note = snoozed_note(req.snoozed, snoozed, a.context.thresholds.service.timezone) if snoozed else ""
-    if len(cards) > limit:
-        cards, omitted = cards[: limit - 1], cards[limit - 1 :]
-        cards.append(overflow_card(omitted, req))
-    if not cards and any(rule in SAFETY_CARDS for rule in snoozed):
-        cards = [all_snoozed_card(snoozed, note, req)]
-    elif not cards and UNATTRIBUTED in req.incomplete:
-        cards = [left_out_card(req)]
-    elif cards:
-        first = cards[0]
-        first["detail"] = f"{first['detail']}\n\n{evidence_block(a)}"
+    if len(built) > limit:
+        built, rest = built[: limit - 1], built[limit - 1 :]
+        omitted = [card for _, card in rest]
+        built.append((OVERFLOW, overflow_card(omitted, req)))
+    one_creatinine_draft(built)
+    if not built and any(rule in SAFETY_CARDS for rule in snoozed):
+        built = [(SNOOZED, all_snoozed_card(snoozed, note, req))]
+    elif not built and UNATTRIBUTED in req.incomplete:
+        built = [(LEFT_OUT, left_out_card(req))]
+    elif built:
+        first = built[0][1]
+        first["detail"] = f"{first['detail']}\n\n{evidence_block(a, first['detail'])}"
         if snoozed:  # on the overflow card when there is one, else with the evidence
-            last = cards[-1] if omitted else first
+            last = built[-1][1] if omitted else first
             last["detail"] = f"{last['detail']}\n\n{note}"
     notice = incomplete_notice(req.incomplete)
-    for card in cards:  # partial data is never presented as complete: the notice goes on every card
+    for _, card in built:  # partial data is never presented as complete: the notice goes on every card
         card["detail"] = f"{card['detail']}\n\n{notice}{DISCLAIMER}"
     dates = _value_dates(a)
     index = [
         {"card": c["uuid"], "rule": c["extension"][EXTENSION_KEY]["id"], "indicator": c["indicator"],
          "suggestions": [s["uuid"] for s in c.get("suggestions", [])],
-         "fingerprint": fingerprint(c["extension"][EXTENSION_KEY]["id"], Indicator(c["indicator"]), a, dates)}
-        for c in cards
+         "fingerprint": fingerprint(key, Indicator(c["indicator"]), a, dates)}
+        for key, c in built
     ]  # fmt: skip
-    return BuiltCards(cards=cards, index=index, overflow=len(omitted), snoozed=snoozed)
+    return BuiltCards(cards=[c for _, c in built], index=index, overflow=len(omitted), snoozed=snoozed)
 
 
 def suppressed(outcomes: list[RuleOutcome]) -> list[str]:

@@ -10,17 +10,25 @@ so nothing a FHIR server sends can reach a card's Markdown.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from service.clinical.assess import Assessment
 from service.clinical.categories import AStage, GStage
-from service.clinical.codes import STAGE_CODES
+from service.clinical.codes import STAGE_CODES, ConditionConcept
 from service.clinical.medications import INGREDIENTS, RAS_BLOCKERS, DrugClass
-from service.clinical.progression import Progression
+from service.clinical.progression import INTERVAL_MIN_POINTS, Progression
 from service.clinical.record import LabValue, UrineKind
-from service.clinical.rules import MONITORING_TESTS_PER_YEAR, latest_kidney_test, metformin_aki
+from service.clinical.rules import (
+    MONITORING_TESTS_PER_YEAR,
+    coded_stage_form,
+    kfre_only_estimated,
+    latest_kidney_test,
+    metformin_aki,
+    statin_discussion,
+)
 from service.clinical.staging import ADULT_AGE, AkiCriterion, EgfrPoint, Reason
 
 EQUATION_NAMES = {
@@ -120,12 +128,13 @@ def stage_label(a: Assessment) -> str:
 
 
 def trend_text(p: Progression | None) -> str | None:
-    """The S18 trend over its window; the interval and projections only when defined (spec 2.0 §7.4)."""
+    """The S18 trend over its window, in plain words (spec 2.1 §7.4); the interval ("95 % CI") only from 5 points,
+    and the projections only when defined."""
     t = None if p is None else p.trajectory
     if t is None:
         return None
-    interval = f"95 % CI {t.ci95[0]:+.1f} to {t.ci95[1]:+.1f}; " if t.ci95 else ""
-    text = (f"{t.slope_per_year:+.1f} mL/min/1.73 m² per year ({interval}Theil–Sen over {t.n} points, "
+    interval = f"95 % CI {t.ci95[0]:+.1f} to {t.ci95[1]:+.1f}; " if t.ci95 and t.n >= INTERVAL_MIN_POINTS else ""
+    text = (f"{t.slope_per_year:+.1f} mL/min/1.73 m² per year ({interval}trend over {t.n} results, "
             f"{t.first.isoformat()} to {t.last.isoformat()})")  # fmt: skip
     projections = [f"eGFR {level} in about {years:.1f} years" for level, years in
                    ((30, t.years_to_30), (15, t.years_to_15)) if years is not None]  # fmt: skip
@@ -166,6 +175,9 @@ class Evidence:
     death: str | None
     aki_excluded: int
     reported: bool
+    averaged: int = 0  # [2.1] §1 data quality: specimens whose agreeing results were averaged
+    conflicting: int = 0  # [2.1] results set aside because their specimen conflicts
+    whole_blood: int = 0  # [2.1] whole-blood results set aside beside a serum one
 
 
 def kfre_line(a: Assessment) -> str | None:
@@ -187,7 +199,8 @@ def evidence(a: Assessment) -> Evidence:
     if a.kfre is not None and a.mortality_5y is not None:
         death = (
             f"competing risk: 5-year risk of kidney failure {percent(a.kfre.risk_5y)} vs death "
-            f"{percent(a.mortality_5y)} (flchain model, adults 50+, age, sex and eGFR; context, not a trigger)"
+            f"{percent(a.mortality_5y)} (age- and sex-based risk of death for adults 50 or older, with eGFR; context, "
+            "not a trigger)"
         )
     return Evidence(
         as_of=s.as_of.isoformat(),
@@ -200,6 +213,9 @@ def evidence(a: Assessment) -> Evidence:
         death=death,
         aki_excluded=sum(1 for e in s.excluded if e.why == "aki"),
         reported=any(p.source == "reported" for p in window),
+        averaged=s.averaged_specimens,
+        conflicting=sum(1 for e in s.excluded if e.why == "conflict"),
+        whole_blood=sum(1 for e in s.excluded if e.why == "whole_blood_with_serum"),
     )  # fmt: skip
 
 
@@ -279,6 +295,32 @@ def monitoring_text(a: Assessment) -> dict[str, Any]:
     per_year = MONITORING_TESTS_PER_YEAR[s.g_stage or GStage.G1][s.a_stage or AStage.A1]
     return {"latest": latest.isoformat() if latest else None, "per_year": per_year,
             "cell": stage_label(a)}  # fmt: skip
+
+
+# [2.1] §7.2 aki_caution: the patient's own active drugs to hold while acutely unwell, by class
+HOLD_CLASSES = (DrugClass.NSAID, DrugClass.ACEI, DrugClass.ARB, DrugClass.ARNI, DrugClass.DRI, DrugClass.STEROIDAL_MRA,
+                DrugClass.NS_MRA, DrugClass.SGLT2I, DrugClass.METFORMIN, DrugClass.LITHIUM)  # fmt: skip
+
+
+def drugs_to_hold(a: Assessment) -> list[str]:
+    """Ingredient names (from the ingredient list, never FHIR text) of the active drugs in HOLD_CLASSES."""
+    return a.context.ingredients(*HOLD_CLASSES)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+
+
+def markdown_text(value: str, limit: int = 120) -> str:
+    """FHIR text made safe for card Markdown: control characters dropped, Markdown characters escaped, length capped
+    (untrusted input; issue #13)."""
+    clean = "".join(ch if ch.isprintable() else " " for ch in value)[:limit]
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", clean)
+
+
+def coded_stage_text(stages: frozenset[str]) -> str:
+    """[2.1] The worst stage the codes state, as §8.6 states it without the G ("3", "3a", "4")."""
+    rank = {"1": 0, "2": 1, "3a": 2, "3": 3, "3b": 3, "4": 4, "5": 5}
+    return max(stages, key=lambda x: (rank[x], x != "3")) if stages else ""
 
 
 def completed_months(start: date, end: date) -> int:
@@ -378,8 +420,12 @@ def variables_for(rule: str, a: Assessment, common: dict[str, Any]) -> dict[str,
                  "risk": s.kdigo_risk.value if s.kdigo_risk else None}  # fmt: skip
     elif rule == "acr_test":
         last_acr = next((u for u in reversed(s.urine) if u.kind is UrineKind.ACR), None)
+        # [2.1] the risks that hold, never an eGFR of 60 or more
+        risks = [r for r, holds in (("hypertension", c.has(ConditionConcept.HYPERTENSION)),
+                                    (f"eGFR {common['egfr']}", c.egfr_below(60))) if holds]  # fmt: skip
         extra = {"months": round(t.acr_test.max_age_days / 30.4), "ckd": s.ckd, "diabetes": c.diabetes,
-                 "last_acr": last_acr.date.isoformat() if last_acr else None}  # fmt: skip
+                 "last_acr": last_acr.date.isoformat() if last_acr else None,
+                 "risks": " or ".join(risks) or "kidney risk factors"}  # fmt: skip
     elif rule == "rasi":
         extra = {"diabetes": c.diabetes, "k_high": k is not None and k.value > t.rasi.max_potassium,
                  "max_potassium": one_decimal(t.rasi.max_potassium)}  # fmt: skip
@@ -392,7 +438,8 @@ def variables_for(rule: str, a: Assessment, common: dict[str, Any]) -> dict[str,
         extra = {"mode": t.glp1ra.mode, "hba1c": one_decimal(h.value) if h else None,
                  "hba1c_date": h.date.isoformat() if h else None}  # fmt: skip
     elif rule == "statin":
-        extra = {"why": statin_reason(a)}
+        extra = {"why": statin_reason(a), "discuss": statin_discussion(c, {o.rule for o in a.fired}),
+                 "age": s.age_now}  # fmt: skip
     elif rule in ("metformin_reduce", "metformin_stop"):
         extra = {"stop": f"{t.metformin.stop_below_egfr:g}", "reduce": f"{t.metformin.reduce_below_egfr:g}",
                  "dialysis": s.dialysis, **freshness(a), **aki_values(a),
@@ -412,12 +459,20 @@ def variables_for(rule: str, a: Assessment, common: dict[str, Any]) -> dict[str,
         extra = conflict_values(a)
     elif rule in ("nephrology_referral", "krt_planning"):
         extra = {"why": ", ".join(referral_reasons(a)) or "KDIGO criteria", "kfre": kfre_line(a),
-                 "progression": progression_lines(s.progression), "krt_why": krt_reason(a)}  # fmt: skip
+                 "progression": progression_lines(s.progression), "krt_why": krt_reason(a),
+                 "acr_estimated": kfre_only_estimated(c),
+                 "transplant": s.age_now is None or s.age_now < t.krt_planning.transplant_max_age}  # fmt: skip
     elif rule == "progression_review":
         extra = {"why": "rapid eGFR decline" if s.progression and s.progression.rapid else "certain drop in eGFR",
                  "progression": progression_lines(s.progression)}  # fmt: skip
     elif rule == "aki_caution":
-        extra = {"lines": aki_lines(a)}
+        extra = {"lines": aki_lines(a), "hold": ", ".join(drugs_to_hold(a)), **aki_values(a)}
+    elif rule == "coded_stage_outdated":
+        key = s.g_stage.value if s.g_stage else "unstaged"
+        icd, snomed, display = STAGE_CODES[key]
+        extra = {"form": coded_stage_form(c), "coded": coded_stage_text(s.facts.coded_stages),
+                 "codes": "; ".join(markdown_text(t) for t in s.facts.unstaged_codes), "icd10": icd,
+                 "snomed": snomed, "code_display": display}  # fmt: skip
     elif rule == "hyperkalaemia":
         raising = [name for cls, name in POTASSIUM_RAISING.items() if c.on(cls)]
         extra = {"raising": ", ".join(raising), "critical": k is not None and k.value >= 6.0}
@@ -425,6 +480,15 @@ def variables_for(rule: str, a: Assessment, common: dict[str, Any]) -> dict[str,
         extra = dual_ras_values(a)
     elif rule == "monitoring_due":
         extra = monitoring_text(a)
+    elif rule == "tests_due":  # [2.1] monitoring_due and acr_test as one card
+        last_acr = next((u for u in reversed(s.urine) if u.kind is UrineKind.ACR), None)
+        extra = {
+            **monitoring_text(a),
+            "last_acr": last_acr.date.isoformat() if last_acr else None,
+            "acr_days": (s.as_of - last_acr.date).days if last_acr else None,
+            "latest_days": (s.as_of - date.fromisoformat(m)).days if (m := monitoring_text(a)["latest"]) else None,
+        }
+        # fmt: skip
     else:
         raise KeyError(rule)
     return {**common, **extra}

@@ -21,9 +21,10 @@ from service.clinical.rules import (
     RuleId,
     RuleOutcome,
     evaluate_rules,
+    statin_discussion,
     sumida_for_rules,
 )
-from service.clinical.staging import ADULT_AGE, EgfrPoint, Staging, acr_mg_g, days, stage
+from service.clinical.staging import ADULT_AGE, EgfrPoint, Reason, Staging, acr_mg_g, days, stage
 from service.clinical.thresholds import Thresholds
 
 KFRE_STAGES = (GStage.G3A, GStage.G3B, GStage.G4, GStage.G5)
@@ -55,8 +56,14 @@ class Assessment:
 
     @property
     def recommendations(self) -> list[str]:
+        """[2.0] Fired rules that are not care gaps, in §7.4 priority order; [2.1] the statin in its discussion form
+        takes a later place (after the monitoring cards, so after every other recommendation)."""
         fired = {o.rule for o in self.fired}
-        return [rule.value for rule in RECOMMENDATION_ORDER if rule in fired]
+        out = [rule.value for rule in RECOMMENDATION_ORDER if rule in fired]
+        if RuleId.STATIN in fired and statin_discussion(self.context, fired):
+            out.remove(RuleId.STATIN.value)
+            out.append(RuleId.STATIN.value)
+        return out
 
 
 def latest_within(values: list[LabValue], as_of: date, max_age_days: int) -> LabValue | None:
@@ -87,9 +94,12 @@ def extra_labs(record: PatientRecord, as_of: date, max_age: int) -> ExtraLabs | 
 
 
 def compute_kfre(record: PatientRecord, s: Staging, t: Thresholds) -> tuple[KfreResult | None, bool]:
-    """§6.2: KFRE only for adults with CKD G3a–G5, not on KRT, with known sex and an obtainable ACR."""
+    """§6.2: KFRE only for adults with a chronic eGFR below 60 (CKD G3a–G5), not on KRT, with known sex and an
+    obtainable ACR."""
     age = s.age_now
-    eligible = s.ckd and s.g_stage in KFRE_STAGES and age is not None and age >= ADULT_AGE
+    # [2.1] §6.2: the eGFR itself must be chronic (the Tangri cohorts had an established eGFR below 60)
+    chronic_egfr = s.reason in (Reason.EGFR_LT60_CHRONIC, Reason.EGFR_AND_ALBUMINURIA_CHRONIC)
+    eligible = chronic_egfr and s.g_stage in KFRE_STAGES and age is not None and age >= ADULT_AGE
     if not eligible or age is None or s.dialysis or s.kidney_transplant or s.sex is None or s.egfr is None:
         return None, False
     acr, estimated = kfre_acr(s)
@@ -115,6 +125,7 @@ def assess(record: PatientRecord, as_of: date, thresholds: Thresholds | None = N
         potassium=latest_within(record.potassium, as_of, t.potassium.max_age_days),
         hba1c=latest_within(record.hba1c, as_of, t.glp1ra.hba1c_max_age_days),
         sumida_acr=sumida_for_rules(s),
+        kfre_acr_estimated=estimated,
     )
     return Assessment(
         staging=s,

@@ -124,14 +124,35 @@ SNOMED_CONCEPTS: dict[ConditionConcept, frozenset[str]] = {
         {
             "431855005", "431856006", "433144002", "700378005", "700379002", "431857002", "433146000",
             "46177005", "714152005", "714153000", "236436003", "709044004",
+            # [2.1] diabetic kidney disease (no stage): synthetichealth/synthea kidney_conditions.json
+            "127013003", "90781000119102", "157141000119108",
         }
     ),
     ConditionConcept.T2D: frozenset({"44054006"}),
     ConditionConcept.T1D: frozenset({"46635009"}),
     ConditionConcept.DIABETES_OTHER: frozenset({"73211009"}),
-    ConditionConcept.HYPERTENSION: frozenset({"38341003"}),
-    ConditionConcept.HEART_FAILURE: frozenset({"84114007"}),
+    # [2.1] 59621000 essential hypertension (synthetichealth/synthea hypertension.json)
+    ConditionConcept.HYPERTENSION: frozenset({"38341003", "59621000"}),
+    # [2.1] 88805009 chronic congestive heart failure (synthetichealth/synthea congestive_heart_failure.json)
+    ConditionConcept.HEART_FAILURE: frozenset({"84114007", "88805009"}),
 }  # fmt: skip
+
+# --- [2.1] Coded CKD stages (spec §8.6): the G category a CKD diagnosis code states ("none": no stage stated). A
+# stage-3 code is compared as G3b; end-stage codes as G5. Names from PEDSnet CKD and hypertension sets.
+NO_STAGE = "none"
+ICD10_STAGES: dict[str, str] = {
+    "N18.1": "1", "N18.2": "2", "N18.3": "3", "N18.30": "3", "N18.31": "3a", "N18.32": "3b", "N18.4": "4",
+    "N18.5": "5", "N18.6": "5", "I12.0": "5", "I13.11": "5", "I13.2": "5",
+    "N18.9": NO_STAGE, "E10.22": NO_STAGE, "E11.22": NO_STAGE, "I12.9": NO_STAGE, "I13.0": NO_STAGE,
+    "I13.10": NO_STAGE,
+}  # fmt: skip
+SNOMED_STAGES: dict[str, str] = {
+    "431855005": "1", "431856006": "2", "433144002": "3", "700378005": "3a", "700379002": "3b", "431857002": "4",
+    "433146000": "5", "46177005": "5", "714152005": "5", "714153000": "5", "236436003": "5",
+    "709044004": NO_STAGE, "127013003": NO_STAGE, "90781000119102": NO_STAGE, "157141000119108": NO_STAGE,
+}  # fmt: skip
+# The stated stage as a G category for comparison with g_stage (§8.6: "3" compares as G3b)
+STAGE_AS_G = {"1": "G1", "2": "G2", "3": "G3b", "3a": "G3a", "3b": "G3b", "4": "G4", "5": "G5"}
 
 
 def normalise_icd10(code: str) -> str:

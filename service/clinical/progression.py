@@ -32,6 +32,11 @@ CLUSTER_DAYS = 30  # values < 30 days after a cluster's first value join it (S18
 TREND_MIN_POINTS = 3
 TREND_MIN_SPAN_DAYS = 365
 BASELINE_DAYS = 365  # baseline points: within a year of the first point (S18.5)
+# [2.1] S18 step 4: "rapid" also needs ≥ 4 points or a fitted fall > 20 % over the window (exactly 20 % is not enough)
+RAPID_MIN_POINTS = 4
+RAPID_MIN_FITTED_FALL = 0.20
+# [2.1] S18 step 6: the interval is shown on cards only from 5 points
+INTERVAL_MIN_POINTS = 5
 RAPID_DECLINE_PER_YEAR = 5.0  # KDIGO 2012 Rec 2.1.3
 CERTAIN_DROP_RATIO = 0.75  # KDIGO 2012 Rec 2.1.3: ≥ 25 % fall
 DAYS_PER_YEAR = 365.25
@@ -109,6 +114,14 @@ class Trajectory:
     first: date
     last: date
     fitted_now: float  # the trend's eGFR at the last point's date
+    intercept: float = math.nan  # scipy's intercept: median(y) − slope × median(x), x in years from the first point
+    x_last: float = 0.0  # the last point's time in years from the first
+
+    @property
+    def fitted_fall(self) -> float:
+        """[2.1] S18 step 4: (f(0) − f(x_last)) / f(0) of the fitted line f(x) = intercept + slope × x."""
+        return (self.intercept - (self.intercept + self.slope_per_year * self.x_last)) / self.intercept
+
     years_to_30: float | None  # projected, only for a falling trend still above 30
     years_to_15: float | None
 
@@ -128,11 +141,14 @@ class Progression:
 
     @property
     def rapid(self) -> bool | None:
-        """KDIGO rapid progression: slope < −5 per year and the 95 % interval below 0 (or undefined by ties)."""
+        """KDIGO rapid progression: slope < −5 per year and the 95 % interval below 0 (or undefined by ties), and
+        [2.1] 4 points or more, or a fitted fall over the window above 20 % (with 3 points Sen's interval is only the
+        range of three slopes; KDIGO 2024 PP 2.1.3)."""
         t = self.trajectory
         if t is None:
             return None
-        return t.slope_per_year < -RAPID_DECLINE_PER_YEAR and (t.ci95 is None or t.ci95[1] < 0)
+        falling = t.slope_per_year < -RAPID_DECLINE_PER_YEAR and (t.ci95 is None or t.ci95[1] < 0)
+        return falling and (t.n >= RAPID_MIN_POINTS or t.fitted_fall > RAPID_MIN_FITTED_FALL)
 
     @property
     def flagged(self) -> bool:
@@ -172,7 +188,8 @@ def trend(points: list[Point]) -> Trajectory | None:
     ci95 = None if math.isnan(low) or math.isnan(high) else (low, high)
     return Trajectory(
         slope_per_year=slope, ci95=ci95, n=len(points), first=first, last=points[-1].date, fitted_now=fitted,
-        years_to_30=years_until(30, fitted, slope), years_to_15=years_until(15, fitted, slope),
+        years_to_30=years_until(30, fitted, slope), years_to_15=years_until(15, fitted, slope), intercept=intercept,
+        x_last=float(x[-1]),
     )  # fmt: skip
 
 

@@ -90,6 +90,8 @@ class ConditionFact:
     onset_datetime: date | None = None
     onset_period_start: date | None = None
     recorded: date | None = None
+    stages: frozenset[str] = frozenset()  # [2.1] §8.6 stages its CKD diagnosis codes state ("3a", "4", "none")
+    code_text: str = ""  # [2.1] the CKD diagnosis code and display, for coded_stage_outdated (escaped on cards)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

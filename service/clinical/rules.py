@@ -16,11 +16,11 @@ from datetime import date
 from enum import StrEnum
 
 from service.clinical.categories import AStage, GStage
-from service.clinical.codes import ConditionConcept
+from service.clinical.codes import STAGE_AS_G, ConditionConcept
 from service.clinical.kfre import KfreResult
 from service.clinical.medications import INGREDIENTS, RAS_BLOCKERS, DrugClass
 from service.clinical.record import LabValue, MedicationFact, UrineKind, UrineUnit, classification_value
-from service.clinical.staging import ADULT_AGE, Staging, days
+from service.clinical.staging import ADULT_AGE, Reason, Staging, days
 from service.clinical.thresholds import Thresholds
 
 
@@ -44,6 +44,7 @@ class RuleId(StrEnum):
     PROGRESSION_REVIEW = "progression_review"
     NEW_EGFR_FALL = "new_egfr_fall"  # [2.1]
     CREATININE_CONFLICT = "creatinine_conflict"  # [2.1]
+    CODED_STAGE_OUTDATED = "coded_stage_outdated"  # [2.1]
 
 
 class Indicator(StrEnum):
@@ -59,12 +60,14 @@ PRIORITY_ORDER = (
     RuleId.AKI_CAUTION, RuleId.HYPERKALAEMIA, RuleId.DUAL_RAS, RuleId.METFORMIN_STOP, RuleId.NSAID_AVOID,
     RuleId.NEW_EGFR_FALL, RuleId.CREATININE_CONFLICT, RuleId.METFORMIN_REDUCE, RuleId.KRT_PLANNING,
     RuleId.NEPHROLOGY_REFERRAL, RuleId.PROGRESSION_REVIEW, RuleId.SGLT2I, RuleId.RASI, RuleId.FINERENONE,
-    RuleId.STATIN, RuleId.GLP1RA, RuleId.MONITORING_DUE, RuleId.ACR_TEST, RuleId.PROBLEM_LIST,
+    RuleId.STATIN, RuleId.GLP1RA, RuleId.MONITORING_DUE, RuleId.ACR_TEST, RuleId.CODED_STAGE_OUTDATED,
+    RuleId.PROBLEM_LIST,
 )  # fmt: skip
 CARE_GAPS = {
     RuleId.PROBLEM_LIST: "ckd_not_on_problem_list",
     RuleId.ACR_TEST: "no_acr_12_months",
     RuleId.MONITORING_DUE: "egfr_monitoring_overdue",
+    RuleId.CODED_STAGE_OUTDATED: "ckd_stage_outdated",
 }
 RECOMMENDATION_ORDER = tuple(rule for rule in PRIORITY_ORDER if rule not in CARE_GAPS)
 DRUG_STARTS = (RuleId.RASI, RuleId.SGLT2I, RuleId.FINERENONE)
@@ -109,6 +112,7 @@ class RuleContext:
     potassium: LabValue | None
     hba1c: LabValue | None
     sumida_acr: float | None  # estimated ACR of the latest urine test when it is a PCR
+    kfre_acr_estimated: bool = False  # §6.3: the KFRE's ACR came from a PCR or dipstick
     _drug_classes: frozenset[DrugClass] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -367,6 +371,17 @@ def rule_statin(c: RuleContext) -> RuleOutcome | None:
     return _fire(RuleId.STATIN)
 
 
+def statin_discussion(c: RuleContext, fired: set[RuleId]) -> str | None:
+    """[2.1] §7.2 statin: "age" from `statin.discuss_from_age`, or "krt" at G5 while `krt_planning` fires; the card
+    is then "Discuss a statin", with no draft and a later place (the age wording when both hold)."""
+    s = c.staging
+    if s.age_now is not None and s.age_now >= c.thresholds.statin.discuss_from_age:
+        return "age"
+    if s.g_stage is GStage.G5 and RuleId.KRT_PLANNING in fired:
+        return "krt"
+    return None
+
+
 def rule_metformin_reduce(c: RuleContext) -> RuleOutcome | None:
     """Metformin at eGFR 30–44: reduce dose, recheck (FDA label 2016; Lipska, Diabetes Care 2011). [2.1] Fires with a
     stale eGFR too (the card asks for a recheck); suppressed while `metformin_stop` fires."""
@@ -439,16 +454,34 @@ def progression_flag(c: RuleContext) -> bool:
 
 
 def rule_nephrology_referral(c: RuleContext) -> RuleOutcome | None:
-    """Refer to nephrology (KDIGO 2012 Rec 5.1.1; KDIGO 2024 Rec 2.2.1 1A, PP 2.2.1, PP 2.2.2)."""
+    """Refer to nephrology (KDIGO 2012 Rec 5.1.1; KDIGO 2024 Rec 2.2.1 1A, PP 2.2.1, PP 2.2.2); [2.1] any CKD in a
+    child (KDIGO 2024 ch. 5: paediatric nephrology), and quantitative A3 as a warning (on a par with GFR < 30)."""
     s, t = c.staging, c.thresholds.nephrology_referral
     if not s.ckd:
         return None
     a3_quant = c.u_quant and s.a_stage is AStage.A3
     progression = t.on_progression and progression_flag(c)
-    if not (c.egfr_below(t.max_egfr) or a3_quant or c.kfre_referral or progression):
+    child = s.age_now is not None and s.age_now < ADULT_AGE
+    if not (c.egfr_below(t.max_egfr) or a3_quant or c.kfre_referral or progression or child):
         return None
-    indicator = Indicator.WARNING if c.egfr_below(30) or c.kfre_referral else Indicator.INFO
-    return _fire(RuleId.NEPHROLOGY_REFERRAL, indicator, "krt" if c.krt else None)
+    warning = c.egfr_below(30) or c.kfre_referral or a3_quant or child
+    return _fire(RuleId.NEPHROLOGY_REFERRAL, Indicator.WARNING if warning else Indicator.INFO,
+                 "krt" if c.krt else None)  # fmt: skip
+
+
+def kfre_only_estimated(c: RuleContext) -> bool:
+    """[2.1] The only referral criterion met is a KFRE one and the KFRE ACR is estimated (§6.3): the card says so and
+    adds a urine ACR order."""
+    s, t = c.staging, c.thresholds.nephrology_referral
+    if not (c.kfre_referral and c.kfre_acr_estimated):
+        return False
+    others = (
+        c.egfr_below(t.max_egfr)
+        or (c.u_quant and s.a_stage is AStage.A3)
+        or (t.on_progression and progression_flag(c))
+        or (s.age_now is not None and s.age_now < ADULT_AGE)
+    )
+    return not others
 
 
 def rule_krt_planning(c: RuleContext) -> RuleOutcome | None:
@@ -469,10 +502,14 @@ def rule_progression_review(c: RuleContext) -> RuleOutcome | None:
 
 
 def rule_aki_caution(c: RuleContext) -> RuleOutcome | None:
-    """Recent AKI: eGFR equations assume a steady state; do not stage, repeat creatinine (KDIGO 2012 AKI)."""
+    """Recent AKI: eGFR equations assume a steady state; do not stage, repeat creatinine (KDIGO 2012 AKI). [2.1] A
+    flagged creatinine never rechecked (`aki_stale`) is info, a warning when its own eGFR is below 30."""
     if not c.recent_aki:
         return None
-    return _fire(RuleId.AKI_CAUTION, Indicator.WARNING, "dialysis" if c.staging.dialysis else None)
+    indicator = Indicator.WARNING
+    if c.aki_stale and not (c.cr_latest_egfr is not None and c.cr_latest_egfr < 30):
+        indicator = Indicator.INFO
+    return _fire(RuleId.AKI_CAUTION, indicator, "dialysis" if c.staging.dialysis else None)
 
 
 def rule_hyperkalaemia(c: RuleContext) -> RuleOutcome | None:
@@ -519,6 +556,30 @@ def rule_monitoring_due(c: RuleContext) -> RuleOutcome | None:
     return _fire(RuleId.MONITORING_DUE)
 
 
+G_RANK = {"G1": 0, "G2": 1, "G3a": 2, "G3b": 3, "G4": 4, "G5": 5}
+
+
+def coded_stage_form(c: RuleContext) -> str | None:
+    """[2.1] §7.2 coded_stage_outdated: "outdated" when the lab stage is worse than every coded stage, "unstaged"
+    when every counted CKD diagnosis code states no stage; None otherwise."""
+    s = c.staging
+    if not (s.ckd and not s.dialysis and s.reason in (Reason.EGFR_LT60_CHRONIC, Reason.EGFR_AND_ALBUMINURIA_CHRONIC)
+            and c.has(ConditionConcept.CKD_DIAGNOSIS) and s.g_stage is not None):  # fmt: skip
+        return None
+    stated = s.facts.coded_stages
+    if not stated:
+        return "unstaged"
+    if all(G_RANK[s.g_stage.value] > G_RANK[STAGE_AS_G[x]] for x in stated):
+        return "outdated"
+    return None
+
+
+def rule_coded_stage_outdated(c: RuleContext) -> RuleOutcome | None:
+    """[2.1] The coded CKD stage is out of date, or no code states a stage (KDIGO 2024 ch. 1: classify by cause, G and
+    A category). Waits while `aki_caution` or `new_egfr_fall` fires (`evaluate_rules`)."""
+    return _fire(RuleId.CODED_STAGE_OUTDATED) if coded_stage_form(c) else None
+
+
 RULES: dict[RuleId, Rule] = {
     RuleId.PROBLEM_LIST: rule_problem_list,
     RuleId.ACR_TEST: rule_acr_test,
@@ -539,6 +600,7 @@ RULES: dict[RuleId, Rule] = {
     RuleId.MONITORING_DUE: rule_monitoring_due,
     RuleId.NEW_EGFR_FALL: rule_new_egfr_fall,
     RuleId.CREATININE_CONFLICT: rule_creatinine_conflict,
+    RuleId.CODED_STAGE_OUTDATED: rule_coded_stage_outdated,
 }
 
 
@@ -559,7 +621,8 @@ def _precedence(o: RuleOutcome, fired: set[RuleId], c: RuleContext) -> RuleOutco
         return _fire(o.rule, o.indicator, "egfr_not_fresh")
     if o.rule in DRUG_STARTS and (pausing := sorted(fired & PAUSE_DRUG_STARTS)):
         return _fire(o.rule, o.indicator, pausing[0].value)
-    if o.rule is RuleId.PROBLEM_LIST and (waiting := sorted(fired & {RuleId.AKI_CAUTION, RuleId.NEW_EGFR_FALL})):
+    documenting = (RuleId.PROBLEM_LIST, RuleId.CODED_STAGE_OUTDATED)
+    if o.rule in documenting and (waiting := sorted(fired & {RuleId.AKI_CAUTION, RuleId.NEW_EGFR_FALL})):
         return _fire(o.rule, o.indicator, waiting[0].value)
     if o.rule is RuleId.NEW_EGFR_FALL and RuleId.AKI_CAUTION in fired:
         return _fire(o.rule, o.indicator, "aki_caution")

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from service.clinical.categories import DIPSTICK_CATEGORY, AStage, GStage, Risk, g_stage, heat_map, ratio_a_stage
-from service.clinical.codes import ConditionConcept
+from service.clinical.codes import NO_STAGE, ConditionConcept
 from service.clinical.equations import Sex, egfr_ckd_epi_2021_cr, egfr_ckid_u25_cr
 from service.clinical.kfre import MG_G_PER_MG_MMOL, acr_from_dipstick, acr_from_pcr
 from service.clinical.progression import Progression, progression
@@ -165,6 +165,8 @@ class Facts:
 
     concepts: frozenset[ConditionConcept]
     aki_onsets: tuple[date, ...]
+    coded_stages: frozenset[str] = frozenset()  # [2.1] §8.6 stages the counted CKD diagnosis codes state ("3a", "4")
+    unstaged_codes: tuple[str, ...] = ()  # [2.1] counted CKD diagnosis codes that state no stage (code and display)
 
     @property
     def diabetes(self) -> bool:
@@ -208,6 +210,7 @@ class Staging:
     new_fall: NewFall | None = None  # [2.1] S14a
     latest_creatinine_egfr: EgfrPoint | None = None  # [2.1] §7.1 cr_latest_egfr: W's element for the latest of C
     conflict_highest_egfr: float | None = None  # [2.1] §7.2 creatinine_conflict: eGFR of the pending highest result
+    averaged_specimens: int = 0  # [2.1] §1 data quality: specimens whose agreeing results gave their mean
 
     @property
     def aki_episodes(self) -> list[tuple[LabValue, AkiFinding]]:
@@ -229,6 +232,8 @@ def condition_facts(record: PatientRecord, as_of: date) -> Facts:
     """Counted condition concepts and AKI onsets at `as_of` (S1, S5 AKI onsets, S13)."""
     concepts: set[ConditionConcept] = set()
     onsets: list[date] = []
+    stated: set[str] = set()
+    unstaged: list[str] = []
     for cond in record.conditions:
         dated = cond.onset_datetime or cond.recorded
         if dated is not None and dated > as_of:
@@ -238,7 +243,12 @@ def condition_facts(record: PatientRecord, as_of: date) -> Facts:
             onsets.append(aki_onset)  # an AKI onset counts whatever its status (S5)
         if cond.counted:
             concepts |= cond.concepts
-    return Facts(concepts=frozenset(concepts), aki_onsets=tuple(sorted(onsets)))
+            if ConditionConcept.CKD_DIAGNOSIS in cond.concepts:
+                stated |= cond.stages - {NO_STAGE}
+                if cond.stages == {NO_STAGE} and cond.code_text:
+                    unstaged.append(cond.code_text)
+    return Facts(concepts=frozenset(concepts), aki_onsets=tuple(sorted(onsets)), coded_stages=frozenset(stated),
+                 unstaged_codes=tuple(unstaged))  # fmt: skip
 
 
 def aki_flags(series: list[LabValue], onsets: tuple[date, ...]) -> list[AkiFinding | None]:
@@ -378,6 +388,7 @@ class Specimen(NamedTuple):
     element: int | None
     conflict: Conflict | None
     set_aside: tuple[LabValue, ...]
+    averaged: bool = False
 
 
 def creatinine_series(results: list[LabValue]) -> tuple[list[LabValue], list[Specimen]]:
@@ -406,7 +417,7 @@ def creatinine_series(results: list[LabValue]) -> tuple[list[LabValue], list[Spe
             series.append(judged[0])
         elif agree([r.value for r in judged]):
             mean = sum(r.value for r in judged) / len(judged)
-            specimens.append(Specimen(len(series), None, set_aside))
+            specimens.append(Specimen(len(series), None, set_aside, averaged=True))
             series.append(LabValue(date=first.date, value=mean, time=first.time))
         else:
             conflict = Conflict(first.date, first.time, tuple(judged), len(series))
@@ -655,6 +666,7 @@ def stage(record: PatientRecord, as_of: date) -> Staging:
         new_fall=fall,
         latest_creatinine_egfr=egfr_of.get(len(creatinine) - 1),
         conflict_highest_egfr=highest_egfr(record, conflicts[-1]) if pending else None,
+        averaged_specimens=sum(spec.averaged for spec in specimens),
     )
 
 

@@ -78,6 +78,7 @@ class Glp1ra:
 class Statin:
     min_age: int = 50
     young_with_diabetes: bool = True
+    discuss_from_age: int = 80  # [2.1] §7.2: "discuss a statin", no draft (USPSTF 2022, ACC/AHA 2018, NICE NG238)
     suggested_agents: tuple[str, ...] = ("atorvastatin",)
     starting_dose: dict[str, str] = field(default_factory=lambda: {"atorvastatin": "atorvastatin 20 mg once daily"})
 
@@ -105,6 +106,7 @@ class NephrologyReferral:
 class KrtPlanning:
     max_egfr: float = 15
     kfre_2y: float = 0.40
+    transplant_max_age: int = 75  # [2.1] §7.2: the card names transplant evaluation only below this age
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,7 +180,7 @@ class CardRule:
 CARD_IDS = (
     "problem_list", "acr_test", "aki_caution", "metformin_stop", "metformin_reduce", "nsaid_avoid", "sglt2i",
     "rasi", "finerenone", "glp1ra", "statin", "nephrology_referral", "krt_planning", "progression_review", "staging",
-    "hyperkalaemia", "dual_ras", "monitoring_due", "new_egfr_fall", "creatinine_conflict",
+    "hyperkalaemia", "dual_ras", "monitoring_due", "new_egfr_fall", "creatinine_conflict", "coded_stage_outdated",
 )  # fmt: skip
 
 

@@ -327,14 +327,23 @@ class RecordBuilder:
 
     def add_condition(self, cond: Resource) -> None:
         concepts: set[codes.ConditionConcept] = set()
+        stages: set[str] = set()
+        named: list[str] = []
         for coding in _codings(cond.get("code")):
             code, system = coding.get("code"), coding.get("system")
             if not isinstance(code, str):
                 continue
+            stage = None
             if system == codes.ICD10CM:
                 concepts |= codes.icd10_concepts(code)
+                stage = codes.ICD10_STAGES.get(codes.normalise_icd10(code))
             elif system == codes.SNOMED:
                 concepts |= codes.snomed_concepts(code)
+                stage = codes.SNOMED_STAGES.get(code)
+            if stage is not None:
+                stages.add(stage)
+                display = text(coding.get("display"))
+                named.append(f"{code} {display}" if display else code)
         if not concepts:
             return
         period = cond.get("onsetPeriod")
@@ -345,6 +354,8 @@ class RecordBuilder:
                 onset_datetime=parse_date(cond.get("onsetDateTime")),
                 onset_period_start=parse_date(period.get("start")) if isinstance(period, dict) else None,
                 recorded=parse_date(cond.get("recordedDate")),
+                stages=frozenset(stages),
+                code_text="; ".join(named),
             )
         )
 

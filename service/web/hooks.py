@@ -18,6 +18,7 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request
 
 from cards.builder import (
+    RULE_OF_CARD,
     CardRequest,
     build_cards,
     card_fingerprints,
@@ -326,9 +327,12 @@ def snoozed_rules(
     active = state().store.active_snoozes(link)
     if not active:
         return {}
-    now = card_fingerprints(assessment, wanted)
-    return {rule: active[rule].until for rule, fp in now.items()
-            if rule in active and not clinically_worse(fp, active[rule].fingerprint)}  # fmt: skip
+    now = card_fingerprints(assessment, wanted)  # by card key: the merged tests card answers to monitoring_due
+    return {
+        key: active[rule].until
+        for key, fp in now.items()
+        if (rule := RULE_OF_CARD.get(key, key)) in active and not clinically_worse(fp, active[rule].fingerprint)
+    }
 
 
 def card_index_rows(index: list[dict[str, Any]], body: dict[str, Any], service: CdsService, version: str,

@@ -11,7 +11,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -136,6 +136,7 @@ def feedback_history(app: Flask) -> None:
         return {c["extension"]["org.ckd-cds.rule"]["id"]: c for c in cards}
 
     answers = []
+    now = datetime.now(UTC).isoformat()  # answers in the week the cards were shown (a fixed date drifts across weeks)
     for slug, reason in (("03-g3a-a2-not-coded", "patient-declined"), ("06-nsaid-egfr-below-60", "contraindicated"),
                          ("09-transplant", "already-addressed")):  # fmt: skip
         cards = open_chart(slug)
@@ -143,12 +144,12 @@ def feedback_history(app: Flask) -> None:
             {
                 "card": cards["statin"]["uuid"],
                 "outcome": "overridden",
-                "outcomeTimestamp": "2026-11-29T10:00:00Z",
+                "outcomeTimestamp": now,
                 "overrideReason": {"reason": {"code": reason}},
             }
         )
         problem = cards["problem_list"]
-        answers.append({"card": problem["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-11-29T10:00:00Z",
+        answers.append({"card": problem["uuid"], "outcome": "accepted", "outcomeTimestamp": now,
                         "acceptedSuggestions": [{"id": problem["suggestions"][0]["uuid"]}]})  # fmt: skip
     response = client.post("/cds-services/ckd-patient-view/feedback", json={"feedback": answers})
     assert response.status_code == 200

@@ -144,7 +144,10 @@ def test_rasi_with_high_potassium_says_lower_it_first_and_drafts_nothing() -> No
     assert "suggestions" not in card
     unknown = next(c for c in cards_for(Pt().ckd_g3a().acr(10, 400)) if rule_ids([c]) == ["rasi"])
     assert "check K⁺ and creatinine before starting and 2–4 weeks after" in unknown["detail"]
-    assert len(unknown["suggestions"]) == 2
+    # [2.1] K+ unknown: one suggestion whose two actions order potassium (2823-3) and creatinine (2160-0), no drug
+    [tests] = unknown["suggestions"]
+    assert [a["resource"]["code"]["coding"][0]["code"] for a in tests["actions"]] == ["2823-3", "2160-0"]
+    assert all(a["resource"]["resourceType"] == "ServiceRequest" for a in tests["actions"])
 
 
 def test_finerenone_potassium_and_dose() -> None:
@@ -169,8 +172,11 @@ def test_finerenone_potassium_and_dose() -> None:
 
 
 def test_staging_card_rules() -> None:
-    # CKD coded: the staging card states the stage; CKD not coded: the problem-list card replaces it
-    assert "staging" in rule_ids(cards_for(Pt().ckd_g3a().cond("N18.31")))
+    # [2.1] CKD coded: no staging card (the diagnosis is on record; coded_stage_outdated when the stage is out of
+    # date); CKD not coded: the problem-list card replaces it
+    assert "staging" not in rule_ids(cards_for(Pt().ckd_g3a().cond("N18.31")))
+    assert "coded_stage_outdated" not in rule_ids(cards_for(Pt().ckd_g3a().cond("N18.31")))  # G3a coded, G3a now
+    assert "coded_stage_outdated" in rule_ids(cards_for(Pt().ckd_g3a().cond("N18.2")))  # G2 coded, G3a now
     assert "staging" not in rule_ids(cards_for(Pt().ckd_g3a()))
     # a site that switches the problem-list card off still sees the stage
     off = Thresholds(cards=CardSettings(max_cards=20, rules=all_card_rules({"problem_list": CardRule(enabled=False)})))
@@ -199,7 +205,9 @@ def test_trend_interval_and_projections_only_when_defined() -> None:
     # G4 falling (eGFR ~26 -> ~20): no "eGFR 30 in N years" for a value already below 30
     g4 = Pt().scr(700, 2.6).scr(400, 2.9).scr(100, 3.2).scr(10, 3.3).acr(10, 400)
     text = "\n".join(c["detail"] for c in cards_for(g4))
-    assert "Theil–Sen over" in text
+    assert "trend over 4 results" in text  # [2.1] plain words, no "Theil–Sen"
+    assert "Theil" not in text
+    assert "95 % CI" not in text  # [2.1] the interval only from 5 points
     assert "eGFR 30 in" not in text
 
 

@@ -55,11 +55,14 @@ def test_three_year_window() -> None:
 
 def test_rapid_needs_every_pair_falling_with_three_points() -> None:
     # 60, 55, 50 at 730, 365, 0 days before: pairwise slopes (per 365.25-day year) all −5.003..., median below −5,
-    # and with 3 points Sen's interval is [min, max] of the slopes: high < 0 -> rapid.
+    # and with 3 points Sen's interval is [min, max] of the slopes: high < 0. [2.1] But the fitted fall is
+    # (60 − 50.0) / 60 = 16.7 % ≤ 20 % with only 3 points: not rapid (2.0: rapid).
     falling = progression(at((730, 60), (365, 55), (0, 50)), AS_OF)
     assert falling is not None
     assert falling.slope_per_year == pytest.approx(-5 * 365.25 / 365)
-    assert falling.rapid is True
+    assert falling.trajectory is not None
+    assert falling.trajectory.fitted_fall == pytest.approx(10 / 60)
+    assert falling.rapid is False
     # 60, 45, 50: slopes −15.0, −5.0, +5.0 (per 365.25 days): median −5.003 < −5 but high > 0: noise, not rapid
     mixed = progression(at((730, 60), (365, 45), (0, 50)), AS_OF)
     assert mixed is not None
@@ -180,3 +183,21 @@ def test_tie_term_counts_groups_of_equal_values_as_sen(values: list[int]) -> Non
 
     counts = [values.count(v) for v in set(values)]
     assert _tie_term(sorted(float(v) for v in values)) == float(sum(t * (t - 1) * (2 * t + 5) for t in counts if t > 1))
+
+
+@pytest.mark.parametrize(
+    ("series", "slope", "fall", "rapid"),
+    [
+        # spec 2.1 S18 worked examples (reported eGFR; days from the first point)
+        (((365, 62), (182, 55), (0, 48)), -14.0, 0.226, True),  # 3 points, fitted fall 22.6 %
+        (((365, 50), (182, 45.5), (0, 41)), -9.0, 0.180, False),  # 3 points, 18.0 %: not rapid (2.0: rapid)
+        (((517, 50), (365, 47), (182, 44), (0, 41)), -6.2, 0.177, True),  # 4 points, every pair falling
+    ],
+)
+def test_rapid_in_spec_21(series: tuple[tuple[int, float], ...], slope: float, fall: float, rapid: bool) -> None:
+    p = progression(at(*series), AS_OF)
+    assert p is not None
+    assert p.trajectory is not None
+    assert p.trajectory.slope_per_year == pytest.approx(slope, abs=0.05)
+    assert p.trajectory.fitted_fall == pytest.approx(fall, abs=0.0005)
+    assert p.rapid is rapid

@@ -329,6 +329,8 @@ def test_the_21_rules_fire_through_the_adapter() -> None:
     # [2.1] new fall: eGFR ~67 (1.2) then ~51 (1.5) 90 days later, P >= 60; conflict: 1.0 and 1.5 on one date
     assert fires(Pt().scr(100, 1.2).scr(10, 1.5), "new_egfr_fall")
     assert fires(Pt().scr(10, 1.0).scr(10, 1.5), "creatinine_conflict")
+    # coded N18.31 (G3a) while the labs show G4 (creatinine 2.5: eGFR ~28, chronic)
+    assert fires(Pt().scr(200, 2.5).scr(10, 2.5).cond("N18.31"), "coded_stage_outdated")
 
 
 def test_every_rule_is_reached_by_a_test() -> None:
@@ -341,5 +343,5 @@ def test_rule_ids_are_the_spec_ids(rule: RuleId) -> None:
     assert rule.value in {
         "problem_list", "acr_test", "rasi", "sglt2i", "finerenone", "glp1ra", "statin", "metformin_reduce",
         "metformin_stop", "nsaid_avoid", "nephrology_referral", "krt_planning", "progression_review", "aki_caution",
-        "hyperkalaemia", "dual_ras", "monitoring_due", "new_egfr_fall", "creatinine_conflict",
+        "hyperkalaemia", "dual_ras", "monitoring_due", "new_egfr_fall", "creatinine_conflict", "coded_stage_outdated",
     }  # fmt: skip

@@ -37,7 +37,9 @@ def test_josue_sipes_g4_a1_coded_ckd_on_metformin() -> None:
     assert out["egfr"]["value"] == pytest.approx(29.40, abs=0.05)
     assert (out["g_stage"], out["a_stage"], out["kdigo_risk"]) == ("G4", "A1", "very high")
     assert out["kfre"]["risk_5y"] >= 0.05  # referral by KFRE as under 2.0 (X rises as eGFR falls)
-    assert out["care_gaps"] == []  # SNOMED 431855005 is coded; ACR within 12 months
+    # [2.1] SNOMED 431855005 (CKD stage 1) is coded while the labs show G4: the coded stage is out of date; ACR
+    # within 12 months
+    assert out["care_gaps"] == ["ckd_stage_outdated"]
     # S5 (d): the 8–365-day median is 1.6626 (the 2020-05-16 pair, 1.0085 and 1.8906, now conflicts and leaves C:
     # 1.0886 1.4670 1.5807 1.6009 [1.6626] 1.6709 2.0522 2.2622 2.3462), and 2.3873 < 1.5 × 1.6626 = 2.4939: not
     # flagged, so no AKI card (2.0 flagged the higher same-minute value 2.5025 alone). eGFR 29.4 < 30: stop metformin.

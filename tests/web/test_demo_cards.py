@@ -37,7 +37,8 @@ EXPECTED: dict[str, list[str]] = {
     "08-dialysis": ["metformin_stop"],  # [2.1] no staging card on dialysis (§7.4)
     "09-transplant": ["statin", "problem_list"],
     "10-child-with-height": ["nephrology_referral", "problem_list"],
-    "11-si-units": ["nephrology_referral", "sglt2i", "rasi", "statin", "problem_list"],
+    # [2.1] eGFR 41 -> 35 over 3 results (a 15 % fitted fall) is no longer "rapid" (S18): no referral
+    "11-si-units": ["sglt2i", "rasi", "statin", "problem_list"],
     "12-progression-high-kfre": ["krt_planning", "statin", "problem_list"],  # one referral, on the KRT card
     "13-acute-fall-over-weeks": ["aki_caution"],  # S5 (d): not "possible CKD"
     "14-recovered-between-lows": ["staging"],  # S10: the recovery ends the run, so not yet chronic
