@@ -482,13 +482,14 @@ def variables_for(rule: str, a: Assessment, common: dict[str, Any]) -> dict[str,
         extra = monitoring_text(a)
     elif rule == "tests_due":  # [2.1] monitoring_due and acr_test as one card
         last_acr = next((u for u in reversed(s.urine) if u.kind is UrineKind.ACR), None)
+        monitoring = monitoring_text(a)
+        latest = monitoring["latest"]
         extra = {
-            **monitoring_text(a),
+            **monitoring,
             "last_acr": last_acr.date.isoformat() if last_acr else None,
             "acr_days": (s.as_of - last_acr.date).days if last_acr else None,
-            "latest_days": (s.as_of - date.fromisoformat(m)).days if (m := monitoring_text(a)["latest"]) else None,
+            "latest_days": (s.as_of - date.fromisoformat(latest)).days if latest else None,
         }
-        # fmt: skip
     else:
         raise KeyError(rule)
     return {**common, **extra}

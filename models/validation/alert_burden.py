@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from cards.builder import CardRequest, build_cards  # noqa: E402
-from service.clinical.assess import assess  # noqa: E402
+from service.clinical.assess import Assessment, assess  # noqa: E402
+from service.clinical.medications import DrugClass  # noqa: E402
 from service.clinical.thresholds import Thresholds  # noqa: E402
 from service.fhir.adapter import bundle_entries, record_from_bundle  # noqa: E402
 from service.population.generate import patient_bundles  # noqa: E402
@@ -75,6 +76,11 @@ class PatientCards:
     shown: list[str]  # rule ids of the cards returned, in order
     every: list[str]  # rule ids of every card before the cap
     ckd_text_without_ckd: int
+    # [2.1] issue #20: the four lines that must be zero
+    statin_on_statin: int = 0  # a statin card for a patient already on a statin
+    aki_one_specimen: int = 0  # an AKI card whose rise rests on two results of one date and time
+    new_fall_below_30_no_warning: int = 0  # a new fall below 30 with neither a warning new-fall card nor an AKI card
+    stale_drug_start: int = 0  # a drug-start card on an eGFR older than the monitoring interval (plus grace)
 
 
 def review_patient(bundle: dict[str, Any], thresholds: Thresholds, uncapped: Thresholds) -> PatientCards:
@@ -85,13 +91,42 @@ def review_patient(bundle: dict[str, Any], thresholds: Thresholds, uncapped: Thr
     cards = build_cards(a, req).cards
     every = build_cards(assess(record_from_bundle(bundle), AS_OF, uncapped), req).cards
     ckd = a.staging.ckd
+    shown = [rule_of(c) for c in cards]
     return PatientCards(
         ckd=ckd,
         deceased=is_deceased(patient, AS_OF),
-        shown=[rule_of(c) for c in cards],
+        shown=shown,
         every=[rule_of(c) for c in every],
         ckd_text_without_ckd=0 if ckd else sum(says_ckd(c) for c in cards),
+        **zero_lines(a, cards),
     )
+
+
+def zero_lines(a: Assessment, cards: list[dict[str, Any]]) -> dict[str, int]:
+    """[2.1] The four checks of issue #20 for one chart, each 1 when the chart shows the defect."""
+    s, c = a.staging, a.context
+    by_rule = {rule_of(card): card for card in cards}
+    aki_same = False
+    if "aki_caution" in by_rule and s.aki_episodes:
+        scr, finding = s.aki_episodes[-1]
+        aki_same = finding.reference_date == scr.date and finding.reference_time == scr.time
+    fall = s.new_fall
+    warned = by_rule.get("new_egfr_fall", {}).get("indicator") in ("warning", "critical") or "aki_caution" in by_rule
+    return {
+        "statin_on_statin": int("statin" in by_rule and c.on(DrugClass.STATIN)),
+        "aki_one_specimen": int(aki_same),
+        "new_fall_below_30_no_warning": int(fall is not None and fall.latest.staging_value < 30 and not warned
+                                            and not s.deceased),  # S19: no card at all for the deceased
+        "stale_drug_start": int(any(r in by_rule for r in ("rasi", "sglt2i", "finerenone")) and not c.fresh),
+    }
+
+
+ZERO_LINES = {
+    "statin_on_statin": "statin card for a patient already on a statin",
+    "aki_one_specimen": "AKI card resting on two results of one specimen",
+    "new_fall_below_30_no_warning": "new fall below eGFR 30 without a warning",
+    "stale_drug_start": "drug-start card on an eGFR older than the monitoring interval",
+}
 
 
 def review(data: Path, label: str) -> dict[str, Any]:
@@ -125,6 +160,7 @@ def review(data: Path, label: str) -> dict[str, Any]:
         "charts_over_cap": len(over_cap),
         "overflow_cards": sum(p.shown.count(OVERFLOW) for p in patients),
         "omitted_per_rule": dict(sorted(omitted.items())),
+        **{key: sum(getattr(p, key) for p in patients) for key in ZERO_LINES},
     }
 
 
@@ -154,6 +190,8 @@ def render(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
         row("cards per patient with cards: mean / median / max", per),
         row("**cards saying CKD for patients without CKD** (must be 0)", lambda r: f"**{r['ckd_text_without_ckd']}**"),
         row("**cards for deceased patients** (must be 0)", lambda r: f"**{r['cards_for_deceased']}**"),
+        *(row(f"**{name}** (must be 0 from 2.1)", lambda r, key=key: f"**{r[key]}**" if key in r else "not measured")
+          for key, name in ZERO_LINES.items()),
         row(f"charts with more than {new['max_cards']} cards (the cap)", lambda r: r["charts_over_cap"]),
         row("overflow cards shown (\"N more kidney recommendations\")", lambda r: r["overflow_cards"]),
         row("cards cut by the cap, per rule (2.0: listed on the overflow card)", omitted),

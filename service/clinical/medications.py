@@ -8,8 +8,11 @@ which RxNorm SCD displays always contain ("Lisinopril 10 MG Oral Tablet").
 
 from __future__ import annotations
 
+import json
 import re
 from enum import StrEnum
+from functools import cache
+from pathlib import Path
 
 
 class DrugClass(StrEnum):
@@ -122,6 +125,32 @@ _NAME_PATTERN = re.compile(r"\b(" + "|".join(sorted(INGREDIENTS, key=len, revers
 _TOPICAL = re.compile(r"\b(topical|gel|cream|ointment|patch|transdermal|ophthalmic|otic|spray)\b", re.IGNORECASE)
 
 
+TABLE = Path(__file__).resolve().parent / "data" / "rxnorm_products.json"
+
+
+@cache
+def product_table() -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """[2.1] §7.3: RxNorm product code -> ingredients, and brand name (lower case) -> ingredients, from the generated
+    table (service/clinical/data/PROVENANCE.md)."""
+    data = json.loads(TABLE.read_text(encoding="utf-8"))
+    products = {code: frozenset(row["ingredients"]) for code, row in data["products"].items()}
+    brands = {name: frozenset(names) for name, names in data["brands"].items()}
+    return products, brands
+
+
+@cache
+def _brand_pattern() -> re.Pattern[str] | None:
+    brands = product_table()[1]
+    if not brands:
+        return None
+    return re.compile(r"\b(" + "|".join(re.escape(b) for b in sorted(brands, key=len, reverse=True)) + r")\b", re.I)
+
+
+def ingredients_from_product(code: str) -> frozenset[str]:
+    """The ingredients of an RxNorm product code (SCD, SBD, SCDC, pack), or none when the table does not list it."""
+    return product_table()[0].get(code, frozenset())
+
+
 def class_of(ingredient: str) -> DrugClass:
     return INGREDIENTS[ingredient][0]
 
@@ -139,6 +168,10 @@ def classes_from_atc(code: str) -> set[DrugClass]:
 def ingredients_from_text(text: str) -> set[str]:
     """Ingredient names found as whole words in a display or text; an NSAID in a topical form is dropped."""
     found = {m.lower() for m in _NAME_PATTERN.findall(text)}
+    brand = _brand_pattern()
+    if brand is not None:  # [2.1] brand names through the table ("Zocor" -> simvastatin)
+        for name in brand.findall(text):
+            found |= product_table()[1][name.lower()]
     if _TOPICAL.search(text):
         found = {name for name in found if class_of(name) is not DrugClass.NSAID}
     return found

@@ -157,6 +157,7 @@ class AkiFinding(NamedTuple):
     criterion: AkiCriterion
     reference_date: date | None = None  # the earlier value (a, b), or the coded onset (c)
     reference_value: float | None = None  # the earlier value (a, b) or the baseline median (d), mg/dL
+    reference_time: str | None = None  # [2.1] the earlier value's time of day (a, b)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -303,14 +304,10 @@ def _finding(
     """The first criterion of S5 that holds for value v on day t, given the windows before it."""
     if low2 and v - values[low2[0]] >= AKI_ABSOLUTE_RISE_MG_DL:
         j = low2[0]
-        return AkiFinding(
-            criterion=AkiCriterion.ABSOLUTE_RISE, reference_date=series[j].date, reference_value=values[j]
-        )
+        return AkiFinding(AkiCriterion.ABSOLUTE_RISE, series[j].date, values[j], series[j].time)
     if low7 and v >= AKI_RELATIVE_FACTOR * values[low7[0]] - AKI_RELATIVE_TOLERANCE:
         j = low7[0]
-        return AkiFinding(
-            criterion=AkiCriterion.RELATIVE_RISE, reference_date=series[j].date, reference_value=values[j]
-        )
+        return AkiFinding(AkiCriterion.RELATIVE_RISE, series[j].date, values[j], series[j].time)
     if onsets and (onset := _coded_onset(onsets, t)) is not None:
         return AkiFinding(criterion=AkiCriterion.CODED, reference_date=date.fromordinal(onset))
     if window:

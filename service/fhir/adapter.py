@@ -25,6 +25,7 @@ from service.clinical.medications import (
     DrugClass,
     class_of,
     classes_from_atc,
+    ingredients_from_product,
     ingredients_from_text,
 )
 from service.clinical.record import (
@@ -400,6 +401,10 @@ def medication_fact(concept: Any) -> MedicationFact | None:
         return None
     codings = _codings(concept)
     ingredients = {RXCUI_TO_INGREDIENT[c["code"]] for c in codings if _is(c, codes.RXNORM, RXCUI_TO_INGREDIENT)}
+    if not ingredients:  # [2.1] §7.3: product codes through the offline table, never as if they were ingredients
+        for c in codings:
+            if c.get("system") == codes.RXNORM and isinstance(c.get("code"), str):
+                ingredients |= ingredients_from_product(c["code"])
     classes: set[DrugClass] = set()
     if not ingredients:
         for c in codings:

@@ -35,6 +35,21 @@ def test_no_card_says_ckd_for_a_patient_without_ckd(figures: dict[str, Any]) -> 
     assert figures["ckd_text_without_ckd"] == 0
 
 
+@pytest.mark.parametrize("line", ["statin_on_statin", "aki_one_specimen", "new_fall_below_30_no_warning",
+                                  "stale_drug_start"])  # fmt: skip
+def test_the_four_zero_lines_of_spec_21(figures: dict[str, Any], line: str) -> None:
+    """Issue #20: on the Synthea set no statin card for a patient on a statin (28 of 34 under 2.0), no AKI card on one
+    specimen, no new fall below 30 without a warning, no drug start on a stale eGFR."""
+    assert figures[line] == 0
+
+
+def test_the_checks_have_patients_to_fail_on(figures: dict[str, Any]) -> None:
+    # the statin line is only meaningful if statin cards are still shown where due, and the new-fall line if there
+    # are new falls below 30 (the Synthea alternating-creatinine patients)
+    assert figures["cards_per_rule"].get("statin", 0) > 0
+    assert figures["cards_per_rule"].get("new_egfr_fall", 0) > 0
+
+
 def test_no_card_for_a_deceased_patient(figures: dict[str, Any]) -> None:
     assert figures["deceased"] > 50  # S19 has patients to act on in this data set
     assert figures["cards_for_deceased"] == 0
