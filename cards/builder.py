@@ -27,6 +27,7 @@ from service.clinical.codes import ICD10CM, RXNORM, SNOMED, STAGE_CODES, Conditi
 from service.clinical.medications import INGREDIENTS
 from service.clinical.rules import (
     PRIORITY_ORDER,
+    SAFETY_RULES,
     Indicator,
     RuleId,
     RuleOutcome,
@@ -479,8 +480,7 @@ def card_enabled(rule: str, policy: CardSettings) -> bool:
 
 # Clinical spec 2.1 §7.4 rule 2: safety cards are never quiet for longer than SAFETY_SNOOZE_MAX_DAYS after an
 # override, whatever the configuration, and only a verified caller can snooze them (issue #21).
-SAFETY_CARDS = frozenset({"aki_caution", "hyperkalaemia", "dual_ras", "metformin_stop", "nsaid_avoid",
-                          "new_egfr_fall", "creatinine_conflict"})  # fmt: skip
+SAFETY_CARDS = SAFETY_RULES
 # Clinical spec 2.1 §7.4, display names: how the snooze line, the all-snoozed card and pointers name each card.
 DISPLAY_NAMES = {
     "aki_caution": "Possible AKI", "hyperkalaemia": "High potassium", "dual_ras": "Dual RAS blockade",

@@ -57,6 +57,8 @@ AKI_CRITERIA = {
     AkiCriterion.RELATIVE_RISE: "≥ 1.5 × a value within 7 days (KDIGO AKI criterion)",
     AkiCriterion.CODED: "within 30 days of a coded acute kidney injury",
     AkiCriterion.BASELINE_RISE: "≥ 1.5 × the median of the previous 8–365 days (NHS England AKI algorithm baseline)",
+    AkiCriterion.AKD_WINDOW: "still ≥ 1.5 × the baseline of an acute kidney injury within 90 days (acute kidney "
+    "disease)",
 }
 POTASSIUM_RAISING = {
     DrugClass.ACEI: "ACE inhibitor", DrugClass.ARB: "ARB", DrugClass.DRI: "direct renin inhibitor",
@@ -278,7 +280,9 @@ def aki_lines(a: Assessment) -> list[str]:
         scr, finding = episodes[-1]
         line = f"creatinine {scr.value:.2f} mg/dL on {scr.date.isoformat()}: {AKI_CRITERIA[finding.criterion]}"
         ref_date, ref_value = finding.reference_date, finding.reference_value
-        if ref_value is not None and ref_date is not None:  # (a), (b): the earlier value
+        if finding.criterion is AkiCriterion.AKD_WINDOW and ref_value is not None and ref_date is not None:
+            line += f": baseline {ref_value:.2f} mg/dL of the episode flagged on {ref_date.isoformat()}"
+        elif ref_value is not None and ref_date is not None:  # (a), (b): the earlier value
             line += f", against {ref_value:.2f} mg/dL on {ref_date.isoformat()}"
         elif ref_value is not None:  # (d): the past year's median
             line += f", against a median of {ref_value:.2f} mg/dL"

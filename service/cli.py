@@ -27,7 +27,15 @@ from service.clinical.equations import (
 )
 from service.clinical.kfre import MG_G_PER_MG_MMOL, ExtraLabs, Region, kfre
 from service.clinical.thresholds import thresholds_to_dict
-from service.config import ConfigError, config_version, load_thresholds, obsolete_notes, read_config_file
+from service.config import (
+    SAFETY_NOTE,
+    ConfigError,
+    config_version,
+    load_thresholds,
+    obsolete_notes,
+    read_config_file,
+    safety_downgrades,
+)
 from service.fhir.adapter import AdapterError, record_from_bundle, site_code_map
 
 EXIT_USAGE = 2
@@ -185,6 +193,8 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
         return live_config()
     path = args.file if args.config_command == "validate" else args.config
     thresholds = load_thresholds(path)
+    if args.config_command == "validate" and (downgrades := safety_downgrades(read_config_file(path))):
+        raise ConfigError(f"config {downgrades[0]}: {SAFETY_NOTE}")  # a new file is refused; a stored one loads
     if args.config_command == "validate":
         notes = obsolete_notes(read_config_file(path))
         for note in notes:

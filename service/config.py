@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from functools import cache
@@ -13,6 +14,7 @@ import jsonschema
 import yaml
 
 from service.clinical.medications import INGREDIENTS
+from service.clinical.rules import SAFETY_RULES
 from service.clinical.thresholds import Thresholds, thresholds_from_dict, thresholds_to_dict
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -27,27 +29,59 @@ class ConfigError(ValueError):
 # one still loads, without it, and says so (the console history, `ckd-cds config validate`).
 OBSOLETE_KEYS: dict[tuple[str, str], str] = {
     ("trajectory", "lookback_days"): "clinical spec 2.0 (S18) fixes the trend window at 3 years",
+    ("recency", "max_egfr_age_days"): "clinical spec 2.1 (§7.1) withdrew it: a fresh eGFR follows the KDIGO "
+    "monitoring interval of the patient's stage plus monitoring_due.grace_days",
 }
+SAFETY_NOTE = "a safety card cannot be switched off or downgraded (clinical spec 2.1 §7.5)"
+
+
+def safety_downgrades(data: Any) -> list[str]:
+    """[2.1] §7.5: the dotted keys of a document that switch a safety card off or lower its indicator (2.0 allowed
+    `hyperkalaemia.enabled` and `dual_ras.enabled` false). A new configuration carrying one is refused; a stored
+    version still loads, with the value ignored."""
+    if not isinstance(data, dict):
+        return []
+    found = [f"{section}.enabled" for section in ("hyperkalaemia", "dual_ras")
+             if isinstance(data.get(section), dict) and data[section].get("enabled") is False]  # fmt: skip
+    cards = data.get("cards")
+    rules = cards.get("rules") if isinstance(cards, dict) else None
+    if isinstance(rules, dict):
+        for rule in sorted(SAFETY_RULES & rules.keys()):
+            values = rules[rule]
+            if not isinstance(values, dict):
+                continue
+            if values.get("enabled") is False:
+                found.append(f"cards.rules.{rule}.enabled")
+            if values.get("indicator") in ("info", "warning"):
+                found.append(f"cards.rules.{rule}.indicator")
+    return found
 
 
 def obsolete_notes(data: Any) -> list[str]:
-    """One line per obsolete key present in a configuration document."""
+    """One line per obsolete key, and per ignored safety-card downgrade, present in a configuration document."""
     if not isinstance(data, dict):
         return []
-    return [f"{section}.{key} is obsolete and ignored: {why}" for (section, key), why in OBSOLETE_KEYS.items()
-            if isinstance(data.get(section), dict) and key in data[section]]  # fmt: skip
+    notes = [f"{section}.{key} is obsolete and ignored: {why}" for (section, key), why in OBSOLETE_KEYS.items()
+             if isinstance(data.get(section), dict) and key in data[section]]  # fmt: skip
+    return notes + [f"{key} is ignored: {SAFETY_NOTE}" for key in safety_downgrades(data)]
 
 
 def without_obsolete(data: Any) -> Any:
-    """The document without obsolete keys (and without a section they leave empty); other input unchanged."""
+    """The document without obsolete keys and safety-card downgrades (and without a section they leave empty)."""
     if not isinstance(data, dict) or not obsolete_notes(data):
         return data
-    out = {section: dict(values) if isinstance(values, dict) else values for section, values in data.items()}
+    out = copy.deepcopy(data)
     for section, key in OBSOLETE_KEYS:
         if isinstance(out.get(section), dict):
             out[section].pop(key, None)
             if not out[section]:
                 del out[section]
+    for key in safety_downgrades(data):
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node[part]
+        del node[last]
     return out
 
 
@@ -75,7 +109,11 @@ def validate_data(data: Any) -> Thresholds:
 
 
 def validation_errors(data: Any) -> dict[str, str]:
-    """Every problem, keyed by dotted field path (for inline errors in the admin page); empty when valid."""
+    """Every problem, keyed by dotted field path (for inline errors in the admin page); empty when valid. [2.1] A new
+    configuration that switches a safety card off or lowers its indicator is refused, naming the key."""
+    downgrades = safety_downgrades(data)
+    if downgrades:
+        return {key: SAFETY_NOTE for key in downgrades}
     data = {} if data is None else without_obsolete(data)
     validator = jsonschema.Draft202012Validator(schema())
     errors: dict[str, str] = {}

@@ -115,7 +115,7 @@ def compute_kfre(record: PatientRecord, s: Staging, t: Thresholds) -> tuple[Kfre
 def assess(record: PatientRecord, as_of: date, thresholds: Thresholds | None = None) -> Assessment:
     """Stage the patient, estimate KFRE and evaluate every recommendation rule at `as_of`."""
     t = thresholds or Thresholds()
-    s = stage(record, as_of)
+    s = stage(record, as_of, t.staging.akd_window)
     risk, estimated = compute_kfre(record, s, t)
     context = RuleContext(
         staging=s,

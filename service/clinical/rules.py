@@ -53,6 +53,11 @@ class Indicator(StrEnum):
     CRITICAL = "critical"
 
 
+# [2.1] §7.4 override memory rule 2, §7.5: the safety cards. Never snoozed for more than 7 days, only by a verified
+# caller (issue #21), and configuration can neither switch them off nor lower their indicator.
+SAFETY_RULES = frozenset({"aki_caution", "hyperkalaemia", "dual_ras", "metformin_stop", "nsaid_avoid", "new_egfr_fall",
+                          "creatinine_conflict"})  # fmt: skip
+
 # §7.4 [2.0] clinical priority: safety, then specialist care, then therapy, then monitoring and documentation. The
 # order of cards, of `recommendations`, and of what survives the card cap. The staging card sits between
 # `acr_test` and `problem_list` (cards.builder).

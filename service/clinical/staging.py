@@ -44,6 +44,9 @@ AKI_CODED_AFTER_DAYS = 30
 # KDIGO AKD: creatinine up > 50 % within 3 months).
 AKI_BASELINE_MIN_DAYS = 8
 AKI_BASELINE_MAX_DAYS = 365
+# [2.1] S5 (e): the acute kidney disease window, 90 days after a value flagged by (a), (b) or (d) (KDIGO AKD: 7–90
+# days after an AKI-initiating event; ADQI 16), relative test only; `staging.akd_window` switches it off.
+AKD_WINDOW_DAYS = 90
 # KDIGO 2012/2024 CKD definition: abnormality for > 3 months, taken as ≥ 90 days; eGFR < 60 (strict).
 CHRONICITY_DAYS = 90
 EGFR_ABNORMAL_BELOW = 60.0
@@ -149,6 +152,7 @@ class AkiCriterion(StrEnum):
     RELATIVE_RISE = "b"  # ≥ 1.5 × a value within 7 days
     CODED = "c"  # within −2…+30 days of a coded N17 onset
     BASELINE_RISE = "d"  # ≥ 1.5 × the median of the values 8–365 days before
+    AKD_WINDOW = "e"  # [2.1] within 90 days of a flagged value, still ≥ 1.5 × that episode's baseline
 
 
 class AkiFinding(NamedTuple):
@@ -252,13 +256,14 @@ def condition_facts(record: PatientRecord, as_of: date) -> Facts:
                  unstaged_codes=tuple(unstaged))  # fmt: skip
 
 
-def aki_flags(series: list[LabValue], onsets: tuple[date, ...]) -> list[AkiFinding | None]:
-    """S5: for each element of C (in the S4 order), the first of criteria (a)–(d) that flags it, or None.
+def aki_flags(series: list[LabValue], onsets: tuple[date, ...], akd_window: bool = True) -> list[AkiFinding | None]:
+    """S5: for each element of C (in the S4 order), the first of criteria (a)–(e) that flags it, or None.
 
     Linear in the series: (a) and (b) hold for some earlier value exactly when they hold for the lowest earlier value
     of their window (a sliding minimum: a deque of indices with increasing values), and (d) reads the median of a
-    window kept sorted (bisect in, bisect out). A property test holds this equal to the rule read literally, and a
-    test bounds the work for 10,000 values (`make bench-engine` times it).
+    window kept sorted (bisect in, bisect out). [2.1] (e) holds exactly when it holds for the lowest baseline among the
+    elements of the last 90 days that have one (another sliding minimum). A property test holds this equal to the
+    rule read literally, and a test bounds the work for 10,000 values (`make bench-engine` times it).
     """
     n = len(series)
     ordinals = [c.date.toordinal() for c in series]
@@ -267,6 +272,7 @@ def aki_flags(series: list[LabValue], onsets: tuple[date, ...]) -> list[AkiFindi
     low2: deque[int] = deque()  # elements before i within 2 days, increasing values
     low7: deque[int] = deque()  # elements before i within 7 days
     window: list[float] = []  # values dated 8–365 days before i, sorted
+    episodes: deque[tuple[int, float, int]] = deque()  # [2.1] (day, baseline, index) within 90 days, increasing
     entered = left = 0
     findings: list[AkiFinding | None] = []
     for i in range(n):
@@ -287,8 +293,34 @@ def aki_flags(series: list[LabValue], onsets: tuple[date, ...]) -> list[AkiFindi
         while left < entered and t - ordinals[left] > AKI_BASELINE_MAX_DAYS:
             del window[bisect.bisect_left(window, values[left])]
             left += 1
-        findings.append(_finding(series, values, v, t, low2, low7, window, onset_ordinals))
+        while episodes and t - episodes[0][0] > AKD_WINDOW_DAYS:
+            episodes.popleft()
+        finding = _finding(series, values, v, t, low2, low7, window, onset_ordinals)
+        if finding is None and akd_window and episodes:
+            _, baseline, f = min(episodes, key=lambda e: e[1])
+            if v >= AKI_RELATIVE_FACTOR * baseline - AKI_RELATIVE_TOLERANCE:
+                finding = AkiFinding(AkiCriterion.AKD_WINDOW, series[f].date, baseline, series[f].time)
+        findings.append(finding)
+        baseline_ = _baseline(values, v, low2, low7, window)
+        if akd_window and baseline_ is not None:
+            episodes.append((t, baseline_, i))
     return findings
+
+
+def _baseline(values: list[float], v: float, low2: deque[int], low7: deque[int], window: list[float]) -> float | None:
+    """[2.1] S5 (e): the baseline of a value flagged by (a), (b) or (d): the lowest of the earlier values that meet
+    (a) or (b) for it (the lowest of each window, when it meets) and the past year's median if (d) holds."""
+    candidates = []
+    if low2 and v - values[low2[0]] >= AKI_ABSOLUTE_RISE_MG_DL:
+        candidates.append(values[low2[0]])
+    if low7 and v >= AKI_RELATIVE_FACTOR * values[low7[0]] - AKI_RELATIVE_TOLERANCE:
+        candidates.append(values[low7[0]])
+    if window:
+        size, mid = len(window), len(window) // 2
+        median = window[mid] if size % 2 else (window[mid - 1] + window[mid]) / 2
+        if v >= AKI_RELATIVE_FACTOR * median - AKI_RELATIVE_TOLERANCE:
+            candidates.append(median)
+    return min(candidates, default=None)
 
 
 def _finding(
@@ -301,7 +333,7 @@ def _finding(
     window: list[float],
     onsets: list[int],
 ) -> AkiFinding | None:
-    """The first criterion of S5 that holds for value v on day t, given the windows before it."""
+    """The first criterion of S5 (a)–(d) that holds for value v on day t, given the windows before it."""
     if low2 and v - values[low2[0]] >= AKI_ABSOLUTE_RISE_MG_DL:
         j = low2[0]
         return AkiFinding(AkiCriterion.ABSOLUTE_RISE, series[j].date, values[j], series[j].time)
@@ -435,12 +467,14 @@ def excluded_in_order(specimens: list[Specimen], by_element: dict[int, Excluded]
     return out
 
 
-def conflict_finding(series: list[LabValue], conflict: Conflict, onsets: tuple[date, ...]) -> AkiFinding | None:
+def conflict_finding(
+    series: list[LabValue], conflict: Conflict, onsets: tuple[date, ...], akd_window: bool = True
+) -> AkiFinding | None:
     """[2.1] §7.1 conflict_aki: the conflicting specimen's highest result placed at the specimen's place in C and
     judged by S5 against the elements before it (for the card only: it never enters C)."""
     highest = max(conflict.results, key=lambda r: r.value)
     probe = [*series[: conflict.position], LabValue(date=conflict.date, value=highest.value, time=conflict.time)]
-    return aki_flags(probe, onsets)[-1]
+    return aki_flags(probe, onsets, akd_window)[-1]
 
 
 def highest_egfr(record: PatientRecord, conflict: Conflict) -> float | None:
@@ -596,14 +630,14 @@ def kdigo_risk(ckd: bool, dialysis: bool, g: GStage | None, a: AStage | None) ->
     return heat_map(g, a)
 
 
-def stage(record: PatientRecord, as_of: date) -> Staging:
-    """Run S1–S19 for one patient at `as_of`."""
+def stage(record: PatientRecord, as_of: date, akd_window: bool = True) -> Staging:
+    """Run S1–S19 for one patient at `as_of`; `akd_window`: S5 (e), `staging.akd_window` (spec 2.1 §1)."""
     if record.birth_date is not None and not 0 <= age_at(record.birth_date, as_of) <= MAX_AGE_YEARS:
         record = dataclasses.replace(record, birth_date=None)
     facts = condition_facts(record, as_of)
     results = [c for c in record.creatinine if c.date <= as_of]
     creatinine, specimens = creatinine_series(results)
-    flags = aki_flags(creatinine, facts.aki_onsets)
+    flags = aki_flags(creatinine, facts.aki_onsets, akd_window)
     computed, by_element, egfr_of = computed_egfrs(record, creatinine, flags)
     excluded = excluded_in_order(specimens, by_element)
     reported = reported_fallbacks(record, as_of, {c.date for c in results})  # conflicting results count (S7)
@@ -659,7 +693,7 @@ def stage(record: PatientRecord, as_of: date) -> Staging:
         aki=flags,
         conflicts=conflicts,
         conflict_pending=pending,
-        conflict_aki=conflict_finding(creatinine, conflicts[-1], facts.aki_onsets) if pending else None,
+        conflict_aki=conflict_finding(creatinine, conflicts[-1], facts.aki_onsets, akd_window) if pending else None,
         new_fall=fall,
         latest_creatinine_egfr=egfr_of.get(len(creatinine) - 1),
         conflict_highest_egfr=highest_egfr(record, conflicts[-1]) if pending else None,

@@ -125,11 +125,6 @@ class Potassium:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Recency:
-    max_egfr_age_days: int = 365  # [2.0] drug starts and doses rest on an eGFR this recent
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Hyperkalaemia:
     enabled: bool = True
     min_potassium: float = 5.5
@@ -144,6 +139,11 @@ class DualRas:
 class MonitoringDue:
     enabled: bool = True
     grace_days: int = 30
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StagingSettings:
+    akd_window: bool = True  # [2.1] S5 (e): the one staging switch (spec §1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -234,11 +234,11 @@ class Thresholds:
     progression_review: ProgressionReview = field(default_factory=ProgressionReview)
     aki_caution: AkiCaution = field(default_factory=AkiCaution)
     potassium: Potassium = field(default_factory=Potassium)
-    recency: Recency = field(default_factory=Recency)
     hyperkalaemia: Hyperkalaemia = field(default_factory=Hyperkalaemia)
     dual_ras: DualRas = field(default_factory=DualRas)
     monitoring_due: MonitoringDue = field(default_factory=MonitoringDue)
     feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
+    staging: StagingSettings = field(default_factory=StagingSettings)
     kfre: KfreSettings = field(default_factory=KfreSettings)
     mortality_context: MortalityContext = field(default_factory=MortalityContext)
     service: ServiceSettings = field(default_factory=ServiceSettings)

@@ -193,3 +193,36 @@ def test_config_validate_names_an_obsolete_key_instead_of_failing(
     code, out, err = run(["config", "validate", str(path)], capsys)
     assert (code, out) == (2, None)
     assert "'trajectory' was unexpected" in err  # the section itself no longer exists
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("hyperkalaemia:\n  enabled: false\n", "hyperkalaemia.enabled"),
+        ("dual_ras:\n  enabled: false\n", "dual_ras.enabled"),
+        ("cards:\n  rules:\n    aki_caution:\n      enabled: false\n", "cards.rules.aki_caution.enabled"),
+        ("cards:\n  rules:\n    nsaid_avoid:\n      indicator: info\n", "cards.rules.nsaid_avoid.indicator"),
+    ],
+)
+def test_config_validate_refuses_switching_off_a_safety_card(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str
+) -> None:
+    """Clinical spec 2.1 §7.5: a new configuration that disables or downgrades a safety card is refused (exit 2)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    code, out, err = run(["config", "validate", str(path)], capsys)
+    assert (code, out) == (2, None)
+    assert key in err
+    assert "safety card" in err
+    path.write_text("cards:\n  rules:\n    nsaid_avoid:\n      indicator: critical\n", encoding="utf-8")
+    assert run(["config", "validate", str(path)], capsys)[0] == 0  # raising it is allowed
+
+
+def test_config_validate_names_the_withdrawn_recency_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("recency:\n  max_egfr_age_days: 300\n", encoding="utf-8")
+    code, out, err = run(["config", "validate", str(path)], capsys)
+    assert code == 0
+    assert out is not None
+    assert out["obsolete"][0].startswith("recency.max_egfr_age_days is obsolete and ignored: clinical spec 2.1")
+    assert "ckd-cds: note: recency.max_egfr_age_days" in err

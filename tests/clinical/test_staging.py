@@ -38,6 +38,27 @@ def flagged(points: list[LabValue], onsets: tuple[date, ...] = ()) -> list[bool]
     return [f is not None for f in aki_flags(points, onsets)]
 
 
+def test_akd_window_worked_examples_from_spec_21() -> None:
+    # S5 (e): C = (2024-09-01, 1.0), (2024-12-01, 1.0), (2025-02-27, 0.9), (2025-03-01, 1.6), (2025-05-30, 1.4):
+    # 2025-03-01 flagged by (a), baseline min(0.9 (a), 0.9 (b), 1.0 (d)) = 0.9; 2025-05-30 (day 90): 1.4 ≥ 1.35 (e)
+    def c(*points: tuple[str, float]) -> list[LabValue]:
+        return [LabValue(date=date.fromisoformat(d), value=v) for d, v in points]
+
+    example = c(("2024-09-01", 1.0), ("2024-12-01", 1.0), ("2025-02-27", 0.9), ("2025-03-01", 1.6),
+                ("2025-05-30", 1.4))  # fmt: skip
+    findings = aki_flags(example, ())
+    assert [f.criterion.value if f else None for f in findings] == [None, None, None, "a", "e"]
+    assert findings[-1] is not None
+    assert findings[-1].reference_value == pytest.approx(0.9)
+    # the same value on 2025-05-31 (day 91) is outside the window and valid
+    assert aki_flags([*example[:-1], LabValue(date=date(2025, 5, 31), value=1.4)], ())[-1] is None
+    # switched off (staging.akd_window: false): valid
+    assert aki_flags(example, (), akd_window=False)[-1] is None
+    # no 0.3 mg/dL arm: 3.4 flagged by (d) (median 2.2), baseline 2.2; 2.55 (day 45) is 0.35 above but < 3.3: valid
+    high = c(("2024-10-01", 2.2), ("2025-01-05", 2.2), ("2025-03-01", 3.4), ("2025-04-15", 2.55))
+    assert [f.criterion.value if f else None for f in aki_flags(high, ())] == [None, None, "d", None]
+
+
 def test_aki_worked_example_from_spec() -> None:
     # Spec §5.2: (day 0, 1.0), (day 2, 1.4), (day 5, 1.3) -> only day 2 flagged.
     assert flagged(series((0, 1.0), (2, 1.4), (5, 1.3))) == [False, True, False]
@@ -71,18 +92,30 @@ def test_aki_baseline_rise_windows(points: tuple[tuple[int, float], ...], expect
     assert flagged(series(*points)) == expected
 
 
-def brute_force_flags(points: list[LabValue], onsets: tuple[date, ...]) -> list[bool]:
-    """S5 read literally, O(n²): the oracle for the sliding-window implementation."""
+def brute_force_flags(points: list[LabValue], onsets: tuple[date, ...], akd: bool = True) -> list[bool]:
+    """S5 read literally, O(n²): the oracle for the sliding-window implementation; [2.1] with (e)."""
     out = []
+    baselines: list[float | None] = []  # (e): the baseline of each element flagged by (a), (b) or (d)
     for i, cur in enumerate(points):
         before = points[:i]
         gaps = [((cur.date - p.date).days, p.value) for p in before]
-        a = any(0 <= g <= 2 and cur.value - v >= 0.2995 for g, v in gaps)
-        b = any(0 <= g <= 7 and cur.value >= 1.5 * v - 1e-9 for g, v in gaps)
+        a_refs = [v for g, v in gaps if 0 <= g <= 2 and cur.value - v >= 0.2995]
+        b_refs = [v for g, v in gaps if 0 <= g <= 7 and cur.value >= 1.5 * v - 1e-9]
         c = any(-2 <= (cur.date - o).days <= 30 for o in onsets)
         base = [v for g, v in gaps if 8 <= g <= 365]
         d = bool(base) and cur.value >= 1.5 * statistics.median(base) - 1e-9
-        out.append(a or b or c or d)
+        refs = a_refs + b_refs + ([statistics.median(base)] if d else [])
+        flagged_ = bool(a_refs or b_refs or c or d)
+        e = (
+            akd
+            and not flagged_
+            and any(
+                ref is not None and 0 <= (cur.date - p.date).days <= 90 and cur.value >= 1.5 * ref - 1e-9
+                for p, ref in zip(before, baselines, strict=True)
+            )
+        )
+        baselines.append(min(refs) if refs else None)
+        out.append(flagged_ or e)
     return out
 
 
@@ -95,6 +128,9 @@ def test_aki_flags_equal_the_literal_rule(raw: list[tuple[int, int]], onset_days
     points = sorted(series(*((d, v / 100) for d, v in raw)), key=lambda p: (p.date, p.value))
     onsets = tuple(date(2025, 1, 1) + timedelta(days=d) for d in onset_days)
     assert flagged(points, onsets) == brute_force_flags(points, onsets)
+    assert [f is not None for f in aki_flags(points, onsets, akd_window=False)] == brute_force_flags(
+        points, onsets, akd=False
+    )
 
 
 def test_engine_work_on_10000_creatinine_values_is_bounded() -> None:

@@ -216,3 +216,27 @@ def test_a_stored_version_with_an_obsolete_key_still_loads_and_says_so(app: Flas
     restored = client.post(f"/admin/api/config/restore/{saved.version}", headers=BEARER)
     assert restored.status_code == 200
     assert "trajectory" not in configs.latest().document
+
+
+def test_a_stored_version_that_disabled_a_safety_card_loads_with_the_card_on(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Clinical spec 2.1 §7.5: 2.0 allowed hyperkalaemia.enabled false; such a stored version still loads (the service
+    never refuses to start over it), the value is ignored and the history says so; a new save with it is refused."""
+    configs = app.extensions["ckd_cds"].configs
+    old = {"hyperkalaemia": {"enabled": False}, "sglt2i": {"min_egfr": 25}}
+    saved = configs.save(old, base_version=configs.latest_number(), author="2.0", comment="saved under spec 2.0")
+    app.extensions["ckd_cds"].config.reload()
+    thresholds, _ = app.extensions["ckd_cds"].config.current()
+    assert thresholds.sglt2i.min_egfr == 25
+    history = client.get("/admin/api/config/history", headers=BEARER).json["versions"]
+    entry = next(v for v in history if v["version"] == saved.version)
+    assert entry["notes"] == ["hyperkalaemia.enabled is ignored: a safety card cannot be switched off or downgraded "
+                              "(clinical spec 2.1 §7.5)"]  # fmt: skip
+    bundle = demo_bundles(date.today())["15-hyperkalaemia-on-acei"]
+    response = client.post("/cds-services/ckd-patient-view", json=call(resources(bundle)[0]["id"],
+                           prefetch=prefetch_for(bundle)))  # fmt: skip
+    assert "hyperkalaemia" in {c["extension"]["org.ckd-cds.rule"]["id"] for c in response.json["cards"]}
+    refused = save(client, {"dual_ras": {"enabled": False}}, configs.latest_number())
+    assert refused.status_code == 400
+    assert "dual_ras.enabled" in refused.get_data(as_text=True)
