@@ -218,9 +218,7 @@ def test_a_stored_version_with_an_obsolete_key_still_loads_and_says_so(app: Flas
     assert "trajectory" not in configs.latest().document
 
 
-def test_a_stored_version_that_disabled_a_safety_card_loads_with_the_card_on(
-    app: Flask, client: FlaskClient
-) -> None:
+def test_a_stored_version_that_disabled_a_safety_card_loads_with_the_card_on(app: Flask, client: FlaskClient) -> None:
     """Clinical spec 2.1 §7.5: 2.0 allowed hyperkalaemia.enabled false; such a stored version still loads (the service
     never refuses to start over it), the value is ignored and the history says so; a new save with it is refused."""
     configs = app.extensions["ckd_cds"].configs
