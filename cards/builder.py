@@ -73,6 +73,7 @@ FDA_ENTRESTO = (
     "FDA Entresto (sacubitril/valsartan) label",
     "https://www.accessdata.fda.gov/drugsatfda_docs/label/2015/207620Orig1s000lbl.pdf",
 )
+KDIGO_BP = ("KDIGO 2021 blood pressure in CKD guideline", "https://kdigo.org/guidelines/blood-pressure-in-ckd/")
 ADA_2024 = ("ADA Standards of Care 2024", "https://diabetesjournals.org/care/issue/47/Supplement_1")
 NICE_NG203 = ("NICE NG203", "https://www.nice.org.uk/guidance/ng203")
 KFRE_SITE = ("About the Kidney Failure Risk Equation", "https://kidneyfailurerisk.com/")
@@ -111,6 +112,8 @@ SOURCES: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {
                       (NICE_NG203, KDIGO_2024)),
     "creatinine_conflict": ("KDIGO 2012 AKI guideline (a rise is measured over time)",
                             "Conflicting creatinine results", (KDIGO_AKI,)),
+    "bp_above_target": ("KDIGO 2021 Blood Pressure in CKD, Rec 3.1.1 (2B); transplant ch. 4 (2C)", "Blood pressure",
+                        (KDIGO_BP,)),
     "coded_stage_outdated": ("KDIGO 2024 CKD, ch. 1: definition and classification (ungraded)",
                              "CKD stage on the problem list", (KDIGO_2024,)),
     TESTS_DUE: ("KDIGO 2024 CKD, PP 2.1.1 (ungraded); KDIGO 2012 Fig. 12; ADA 2024 §11", "Kidney tests due",
@@ -208,6 +211,7 @@ INCOMPLETE_TEXT = {
     "kidneyLabs": "older creatinine/eGFR results", "urineLabs": "older urine albumin/protein results",
     "conditions": "some conditions", "medications": "some medicines",
     "supportLabs": "height, potassium, HbA1c or KFRE-8 labs",
+    "procedures": "dialysis and transplant procedures", "bloodPressure": "blood pressure readings",
 }  # fmt: skip
 
 
@@ -549,6 +553,7 @@ def _value_dates(a: Assessment) -> dict[str, str | None]:
 
 # [2.1] §7.4 rule 3: for these cards a table replaces "a worse G or A category or a newer value" (a more urgent
 # indicator still ends the snooze): the G and A categories are left out of their fingerprint.
+SBP_SNOOZE_RISE = 10  # [2.1] §7.4 rule 3: bp_above_target returns when SBP_mean ≥ mean at override + 10 mm Hg
 OWN_EARLY_END = frozenset({"new_egfr_fall", "creatinine_conflict", "bp_above_target", "coded_stage_outdated"})
 
 
@@ -565,6 +570,8 @@ def fingerprint(rule: str, indicator: Indicator, a: Assessment, dates: dict[str,
         out["stage"] = f"{s.g_stage.value if s.g_stage else None}/{s.a_stage.value if s.a_stage else None}"
     if rule == TESTS_DUE:
         out[MERGED_TESTS_CARD] = True
+    if rule == "bp_above_target" and (found := a.context.sbp_mean) is not None:
+        out["sbp"] = found[0]  # unrounded: the snooze ends when the mean rises by 10 mm Hg or more (§7.4 rule 3)
     return out
 
 
@@ -581,6 +588,8 @@ def clinically_worse(now: dict[str, Any], then: dict[str, Any]) -> bool:
     if URGENCY.get(str(now.get("indicator")), 0) > URGENCY.get(str(then.get("indicator")), 0):
         return True
     if "stage" in then and now.get("stage") != then.get("stage"):
+        return True
+    if "sbp" in then and now.get("sbp") is not None and now["sbp"] >= then["sbp"] + SBP_SNOOZE_RISE:
         return True
     before = then.get("values") or {}
     return any(kind not in before or day > before[kind] for kind, day in (now.get("values") or {}).items())

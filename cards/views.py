@@ -327,6 +327,26 @@ def coded_stage_text(stages: frozenset[str]) -> str:
     return max(stages, key=lambda x: (rank[x], x != "3")) if stages else ""
 
 
+def bp_values(a: Assessment) -> dict[str, Any]:
+    """[2.1] bp_above_target: the mean (floored), each reading with its date and the diastolic taken with it."""
+    c, t = a.context, a.context.thresholds.bp
+    found = c.sbp_mean
+    if found is None:  # the rule fires only with a mean
+        raise KeyError("bp_above_target")
+    mean, used = found
+    diastolic: dict[tuple[date, str | None], list[float]] = {}
+    for r in c.diastolic:
+        diastolic.setdefault((r.date, r.time), []).append(r.value)
+    lines = []
+    for r in used:
+        dia = diastolic.get((r.date, r.time))
+        pair = f"{math.floor(r.value)}/{math.floor(sum(dia) / len(dia))}" if dia else f"{math.floor(r.value)} systolic"
+        lines.append(f"{pair} mm Hg on {r.date.isoformat()}")
+    return {"mean": math.floor(mean), "n": len(used), "readings": lines, "target": t.systolic_target,
+            "site_target": t.systolic_target != 120, "transplant": a.staging.kidney_transplant,
+            "on_ras": c.on(DrugClass.ACEI, DrugClass.ARB, DrugClass.DRI)}  # fmt: skip
+
+
 def completed_months(start: date, end: date) -> int:
     """[2.1] §7.4 wording: completed calendar months from `start` to `end`, counted as S3 counts completed years."""
     return (end.year - start.year) * 12 + end.month - start.month - (end.day < start.day)
@@ -484,6 +504,8 @@ def variables_for(rule: str, a: Assessment, common: dict[str, Any]) -> dict[str,
         extra = dual_ras_values(a)
     elif rule == "monitoring_due":
         extra = monitoring_text(a)
+    elif rule == "bp_above_target":
+        extra = bp_values(a)
     elif rule == "tests_due":  # [2.1] monitoring_due and acr_test as one card
         last_acr = next((u for u in reversed(s.urine) if u.kind is UrineKind.ACR), None)
         monitoring = monitoring_text(a)

@@ -126,6 +126,8 @@ def assess(record: PatientRecord, as_of: date, thresholds: Thresholds | None = N
         hba1c=latest_within(record.hba1c, as_of, t.glp1ra.hba1c_max_age_days),
         sumida_acr=sumida_for_rules(s),
         kfre_acr_estimated=estimated,
+        systolic=tuple(record.systolic),
+        diastolic=tuple(record.diastolic),
     )
     return Assessment(
         staging=s,
@@ -204,6 +206,16 @@ def _kfre_json(a: Assessment) -> dict[str, Any] | None:
     }
 
 
+def _blood_pressure_json(a: Assessment) -> dict[str, Any] | None:
+    """[2.1] §9.4: the readings SBP_mean used, for every patient (registry); null below 2 readings."""
+    found = a.context.sbp_mean
+    if found is None:
+        return None
+    mean, used = found
+    return {"systolic_mean": mean, "n": len(used), "first_date": used[0].date.isoformat(),
+            "last_date": used[-1].date.isoformat()}  # fmt: skip
+
+
 def _new_fall_json(s: Staging) -> dict[str, Any] | None:
     """[2.1] S14a, §9.4: unrounded values and the fall as a fraction."""
     f = s.new_fall
@@ -232,6 +244,7 @@ def assessment_to_json(a: Assessment) -> dict[str, Any]:
         "progression": _progression_json(a),
         "kfre": _kfre_json(a),
         "new_fall": _new_fall_json(s),
+        "blood_pressure": _blood_pressure_json(a),
         "excluded": [{"date": e.date.isoformat(), "value": e.value, "why": e.why} for e in s.excluded],
         "care_gaps": a.care_gaps,
         "recommendations": a.recommendations,

@@ -33,6 +33,14 @@ PCR = frozenset({"2890-2", "34366-5", "13801-6"})
 DIPSTICK = frozenset({"20454-5", "5804-0", "2887-8", "50561-0", "57735-3"})
 DIPSTICK_MG_DL = frozenset({"5804-0"})  # the only dipstick code read as a quantity in mg/dL
 HEIGHT = frozenset({"8302-2"})  # HL7 FHIR R4 vital-signs body height
+# [2.1] §8.1/§9.5 blood pressure (HL7 FHIR R4 vital signs): systolic and diastolic alone or as panel components
+SYSTOLIC = frozenset({"8480-6"})
+DIASTOLIC = frozenset({"8462-4"})
+BP_PANELS = frozenset({"85354-9", "55284-4"})
+# [2.1] §8.4: Procedure codes read by S13 (SNOMED CT; PEDSnet dialysis and transplant sets; 265764009 is the session
+# Procedure synthetichealth/synthea writes for dialysis patients)
+DIALYSIS_PROCEDURES = frozenset({"108241001", "302497006", "71192002", "265764009"})
+TRANSPLANT_PROCEDURES = frozenset({"70536003"})
 POTASSIUM = frozenset({"2823-3", "6298-4", "77142-8", "39789-3", "32713-0"})  # PEDSnet SerumPotassium
 HBA1C_PERCENT = frozenset({"4548-4", "17856-6", "4549-2", "17855-8"})  # PEDSnet HemoglobinA1CTest
 HBA1C_IFCC = frozenset({"59261-8"})  # mmol/mol, converted to NGSP %

@@ -112,6 +112,26 @@ class Rejected:
     why: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcedureFact:
+    """[2.1] A counted dialysis or kidney transplant Procedure (S13), with its raw dates; S13 picks the date."""
+
+    kind: str  # "dialysis" or "transplant"
+    status: str  # "completed" or "in-progress"
+    performed: date | None = None  # performedDateTime
+    start: date | None = None  # performedPeriod.start
+    end: date | None = None  # performedPeriod.end
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BloodPressure:
+    """[2.1] One blood-pressure value (mm Hg) with its date and time of day (S2)."""
+
+    date: date
+    time: str | None
+    value: float
+
+
 @dataclass(slots=True, kw_only=True)
 class PatientRecord:
     """One patient's data, in canonical units, ready for the engine."""
@@ -133,4 +153,7 @@ class PatientRecord:
     calcium: list[LabValue] = field(default_factory=list)
     conditions: list[ConditionFact] = field(default_factory=list)
     medications: list[MedicationFact] = field(default_factory=list)
+    procedures: list[ProcedureFact] = field(default_factory=list)  # [2.1] S13
+    systolic: list[BloodPressure] = field(default_factory=list)  # [2.1] §7.1 SBP
+    diastolic: list[BloodPressure] = field(default_factory=list)  # [2.1] shown with the systolic, never a trigger
     rejected: list[Rejected] = field(default_factory=list)

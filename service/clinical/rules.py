@@ -19,8 +19,8 @@ from service.clinical.categories import AStage, GStage
 from service.clinical.codes import STAGE_AS_G, ConditionConcept
 from service.clinical.kfre import KfreResult
 from service.clinical.medications import INGREDIENTS, RAS_BLOCKERS, DrugClass
-from service.clinical.record import LabValue, MedicationFact, UrineKind, UrineUnit, classification_value
-from service.clinical.staging import ADULT_AGE, Reason, Staging, days
+from service.clinical.record import BloodPressure, LabValue, MedicationFact, UrineKind, UrineUnit, classification_value
+from service.clinical.staging import ADULT_AGE, Reason, Staging, days, time_order
 from service.clinical.thresholds import Thresholds
 
 
@@ -45,6 +45,7 @@ class RuleId(StrEnum):
     NEW_EGFR_FALL = "new_egfr_fall"  # [2.1]
     CREATININE_CONFLICT = "creatinine_conflict"  # [2.1]
     CODED_STAGE_OUTDATED = "coded_stage_outdated"  # [2.1]
+    BP_ABOVE_TARGET = "bp_above_target"  # [2.1]
 
 
 class Indicator(StrEnum):
@@ -65,8 +66,8 @@ PRIORITY_ORDER = (
     RuleId.AKI_CAUTION, RuleId.HYPERKALAEMIA, RuleId.DUAL_RAS, RuleId.METFORMIN_STOP, RuleId.NSAID_AVOID,
     RuleId.NEW_EGFR_FALL, RuleId.CREATININE_CONFLICT, RuleId.METFORMIN_REDUCE, RuleId.KRT_PLANNING,
     RuleId.NEPHROLOGY_REFERRAL, RuleId.PROGRESSION_REVIEW, RuleId.SGLT2I, RuleId.RASI, RuleId.FINERENONE,
-    RuleId.STATIN, RuleId.GLP1RA, RuleId.MONITORING_DUE, RuleId.ACR_TEST, RuleId.CODED_STAGE_OUTDATED,
-    RuleId.PROBLEM_LIST,
+    RuleId.BP_ABOVE_TARGET, RuleId.STATIN, RuleId.GLP1RA, RuleId.MONITORING_DUE, RuleId.ACR_TEST,
+    RuleId.CODED_STAGE_OUTDATED, RuleId.PROBLEM_LIST,
 )  # fmt: skip
 CARE_GAPS = {
     RuleId.PROBLEM_LIST: "ckd_not_on_problem_list",
@@ -118,6 +119,8 @@ class RuleContext:
     hba1c: LabValue | None
     sumida_acr: float | None  # estimated ACR of the latest urine test when it is a PCR
     kfre_acr_estimated: bool = False  # §6.3: the KFRE's ACR came from a PCR or dipstick
+    systolic: tuple[BloodPressure, ...] = ()  # [2.1] every systolic reading (§9.5)
+    diastolic: tuple[BloodPressure, ...] = ()
     _drug_classes: frozenset[DrugClass] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -257,6 +260,27 @@ class RuleContext:
             named = {i for i in med.ingredients if i in INGREDIENTS and INGREDIENTS[i][0] in RAS_BLOCKERS}
             names |= named or {cls.value for cls in med.classes & RAS_BLOCKERS}
         return sorted(names)
+
+    @property
+    def sbp(self) -> list[BloodPressure]:
+        """[2.1] §7.1 SBP: the systolic readings within `bp.lookback_days`, one per date and time of day (their mean;
+        the untimed readings of a date are one), ordered as S4 orders specimens."""
+        lookback = self.thresholds.bp.lookback_days
+        groups: dict[tuple[date, str | None], list[float]] = {}
+        for r in self.systolic:
+            if 0 <= days(r.date, self.as_of) <= lookback:
+                groups.setdefault((r.date, r.time), []).append(r.value)
+        readings = [BloodPressure(date=d, time=t, value=sum(v) / len(v)) for (d, t), v in groups.items()]
+        return sorted(readings, key=lambda r: time_order(r.date, r.time))
+
+    @property
+    def sbp_mean(self) -> tuple[float, list[BloodPressure]] | None:
+        """[2.1] §7.1 SBP_mean: the mean of the latest 3 readings (fewer when there are fewer); None below 2."""
+        readings = self.sbp
+        if len(readings) < SBP_MIN_READINGS:
+            return None
+        used = readings[-SBP_LATEST:]
+        return sum(r.value for r in used) / len(used), used
 
     @property
     def arni_acei(self) -> bool:
@@ -585,6 +609,24 @@ def rule_coded_stage_outdated(c: RuleContext) -> RuleOutcome | None:
     return _fire(RuleId.CODED_STAGE_OUTDATED) if coded_stage_form(c) else None
 
 
+# [2.1] §7.1 SBP_mean: the latest 3 readings, at least 2 (KDIGO 2021: average ≥ 2 readings on ≥ 2 occasions; to verify)
+SBP_LATEST = 3
+SBP_MIN_READINGS = 2
+
+
+def rule_bp_above_target(c: RuleContext) -> RuleOutcome | None:
+    """[2.1] Blood pressure above target in CKD (KDIGO 2021 BP in CKD, Rec 3.1.1, 2B: systolic < 120 mm Hg when
+    tolerated; transplant recipients < 130/80, 2C): adults with CKD, not on dialysis; a mean of the latest readings
+    at or above target + margin."""
+    s, t = c.staging, c.thresholds.bp
+    if not (c.adult and s.ckd and not s.dialysis and t.enabled):
+        return None
+    found = c.sbp_mean
+    if found is None or found[0] < t.systolic_target + t.margin:
+        return None
+    return _fire(RuleId.BP_ABOVE_TARGET)
+
+
 RULES: dict[RuleId, Rule] = {
     RuleId.PROBLEM_LIST: rule_problem_list,
     RuleId.ACR_TEST: rule_acr_test,
@@ -606,6 +648,7 @@ RULES: dict[RuleId, Rule] = {
     RuleId.NEW_EGFR_FALL: rule_new_egfr_fall,
     RuleId.CREATININE_CONFLICT: rule_creatinine_conflict,
     RuleId.CODED_STAGE_OUTDATED: rule_coded_stage_outdated,
+    RuleId.BP_ABOVE_TARGET: rule_bp_above_target,
 }
 
 

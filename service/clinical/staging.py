@@ -24,6 +24,7 @@ from service.clinical.record import (
     Comparator,
     LabValue,
     PatientRecord,
+    ProcedureFact,
     UrineKind,
     UrineTest,
     UrineUnit,
@@ -612,6 +613,47 @@ def build_albuminuria(test: UrineTest, category: AStage, sex: Sex | None, facts:
     )
 
 
+# [2.1] S13: maintenance dialysis from Procedures: sessions on ≥ 3 distinct dates, the latest within 90 days (design
+# choices of the specification: three sessions a week for haemodialysis; one or two sessions are acute dialysis)
+MAINTENANCE_DIALYSIS_DATES = 3
+DIALYSIS_RECENT_DAYS = 90
+
+
+def procedure_date(p: ProcedureFact, as_of: date) -> date | None:
+    """[2.1] S13: performedDateTime; else performedPeriod.end (as_of when the end is after it); else as_of for an
+    ongoing in-progress Procedure; else performedPeriod.start. None when it has no date or began after as_of (S1)."""
+    began = p.performed or p.start
+    if began is not None and began > as_of:
+        return None
+    if p.performed is not None:
+        return p.performed
+    if p.end is not None:
+        return min(p.end, as_of)
+    if p.status == "in-progress" and p.start is not None:
+        return as_of
+    return p.start
+
+
+def procedure_status(procedures: list[ProcedureFact], as_of: date) -> tuple[bool, bool]:
+    """[2.1] S13: (dialysis, kidney_transplant) from Procedures."""
+    sessions: set[date] = set()
+    transplants: list[date] = []
+    for p in procedures:
+        when = procedure_date(p, as_of)
+        if when is None:
+            continue
+        if p.kind == "dialysis":
+            sessions.add(when)
+        else:
+            transplants.append(when)
+    dialysis = False
+    if len(sessions) >= MAINTENANCE_DIALYSIS_DATES:
+        latest = max(sessions)
+        recent = 0 <= days(latest, as_of) <= DIALYSIS_RECENT_DAYS
+        dialysis = recent and not any(days(latest, t) >= 0 for t in transplants)
+    return dialysis, bool(transplants)
+
+
 def is_deceased(record: PatientRecord, as_of: date) -> bool:
     """S19 [2.0]: deceasedBoolean true, or a deceasedDateTime on or before `as_of`."""
     return record.deceased_boolean or (record.deceased_date is not None and record.deceased_date <= as_of)
@@ -657,8 +699,9 @@ def stage(record: PatientRecord, as_of: date, akd_window: bool = True) -> Stagin
 
     e_chronic, e_why = chronicity(valid)
     e_chronic_raw, _ = chronicity(every)
-    dialysis = facts.has(ConditionConcept.DIALYSIS)
-    transplant = facts.has(ConditionConcept.TRANSPLANT)
+    proc_dialysis, proc_transplant = procedure_status(record.procedures, as_of)
+    dialysis = facts.has(ConditionConcept.DIALYSIS) or proc_dialysis
+    transplant = facts.has(ConditionConcept.TRANSPLANT) or proc_transplant
     g = g_stage(valid[-1].staging_value) if valid else None
 
     ckd, reason = decide(dialysis, transplant, e_chronic, a_chronic)

@@ -125,6 +125,16 @@ class Potassium:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BloodPressureSettings:
+    """[2.1] bp_above_target (KDIGO 2021 BP in CKD Rec 3.1.1: systolic < 120 mm Hg when tolerated)."""
+
+    enabled: bool = True
+    systolic_target: int = 120
+    margin: int = 10
+    lookback_days: int = 365
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Hyperkalaemia:
     enabled: bool = True
     min_potassium: float = 5.5
@@ -181,6 +191,7 @@ CARD_IDS = (
     "problem_list", "acr_test", "aki_caution", "metformin_stop", "metformin_reduce", "nsaid_avoid", "sglt2i",
     "rasi", "finerenone", "glp1ra", "statin", "nephrology_referral", "krt_planning", "progression_review", "staging",
     "hyperkalaemia", "dual_ras", "monitoring_due", "new_egfr_fall", "creatinine_conflict", "coded_stage_outdated",
+    "bp_above_target",
 )  # fmt: skip
 
 
@@ -239,6 +250,7 @@ class Thresholds:
     monitoring_due: MonitoringDue = field(default_factory=MonitoringDue)
     feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
     staging: StagingSettings = field(default_factory=StagingSettings)
+    bp: BloodPressureSettings = field(default_factory=BloodPressureSettings)
     kfre: KfreSettings = field(default_factory=KfreSettings)
     mortality_context: MortalityContext = field(default_factory=MortalityContext)
     service: ServiceSettings = field(default_factory=ServiceSettings)

@@ -29,11 +29,13 @@ from service.clinical.medications import (
     ingredients_from_text,
 )
 from service.clinical.record import (
+    BloodPressure,
     Comparator,
     ConditionFact,
     LabValue,
     MedicationFact,
     PatientRecord,
+    ProcedureFact,
     Rejected,
     ReportedEgfr,
     UrineKind,
@@ -65,7 +67,12 @@ PLAUSIBLE = {
     "calcium": (2.0, 25.0),  # mg/dL
     "bicarbonate": (2.0, 60.0),  # mmol/L
     "ratio": (0.0, 100_000.0),  # urine ACR/PCR in mg/g (mg/mmol × 8.84 compared)
+    # [2.1] blood pressure in mm Hg: beyond these no live reading (same rule as above; a team decision, issue #20)
+    "systolic": (30.0, 300.0),
+    "diastolic": (10.0, 200.0),
 }
+BP_UNITS = frozenset({"mm[hg]", "mmhg"})  # §9.5: mm[Hg] (UCUM) or mmHg; other units ignored
+COUNTED_PROCEDURE_STATUS = frozenset({"completed", "in-progress"})
 BIRTH_YEAR_MIN = 1880  # nobody alive was born earlier (oldest verified human lifespan: 122 years)
 
 
@@ -298,10 +305,12 @@ class RecordBuilder:
         if not isinstance(resource, dict):
             return
         kind = resource.get("resourceType")
-        if kind not in ("Observation", "Condition", "MedicationRequest"):
+        if kind not in ("Observation", "Condition", "MedicationRequest", "Procedure"):
             return
         if self.is_other_patient(resource):
             self.reject(resource, "other_patient")
+        elif kind == "Procedure":
+            self.add_procedure(resource)
         elif kind == "Observation":
             self.add_observation(resource)
         elif kind == "Condition":
@@ -359,6 +368,28 @@ class RecordBuilder:
                 code_text="; ".join(named),
             )
         )
+
+    def add_procedure(self, proc: Resource) -> None:
+        """[2.1] S13, §9.5: SNOMED CT dialysis and kidney transplant Procedures, completed or in progress."""
+        status = text(proc.get("status"))
+        if status not in COUNTED_PROCEDURE_STATUS:
+            return
+        found = {c.get("code") for c in _codings(proc.get("code")) if c.get("system") == codes.SNOMED}
+        kind = (
+            "transplant"
+            if found & codes.TRANSPLANT_PROCEDURES
+            else "dialysis"
+            if found & codes.DIALYSIS_PROCEDURES
+            else None
+        )
+        if kind is None:
+            return
+        period = proc.get("performedPeriod")
+        period = period if isinstance(period, dict) else {}
+        self.record.procedures.append(ProcedureFact(
+            kind=kind, status=status, performed=parse_date(proc.get("performedDateTime")),
+            start=parse_date(period.get("start")), end=parse_date(period.get("end")),
+        ))  # fmt: skip
 
     def add_medication_request(self, req: Resource, medications: dict[str, Resource]) -> None:
         if text(req.get("status")) not in COUNTED_MEDICATION_STATUS:
@@ -563,6 +594,48 @@ def read_dipstick(builder: RecordBuilder, obs: Resource, code: str, when: date) 
     return None
 
 
+def _bp_value(builder: RecordBuilder, quantity: Any, kind: str) -> float | str:
+    """A blood-pressure valueQuantity in mm Hg, or the reason it is not used."""
+    if not isinstance(quantity, dict):
+        return "no_value"
+    value, unit = quantity.get("value"), text(quantity.get("unit")) or text(quantity.get("code"))
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return "not_numeric"
+    if unit is None or unit.lower().replace(" ", "") not in BP_UNITS:
+        return "unknown_unit"
+    if not plausible(kind, float(value)):
+        return "implausible"
+    return float(value)
+
+
+def read_blood_pressure(builder: RecordBuilder, obs: Resource, code: str, when: date) -> str | None:
+    """[2.1] §9.5: 8480-6 or 8462-4 alone, or a panel (85354-9, 55284-4) read from its 8480-6 and 8462-4 components
+    (a component without a valueQuantity, or with its own dataAbsentReason, is ignored)."""
+    time = time_of_day(observation_datetime(obs))
+    parts: list[tuple[str, Any]] = []
+    if code in codes.BP_PANELS:
+        for component in as_list(obs.get("component")):
+            if not isinstance(component, dict) or component.get("dataAbsentReason") is not None:
+                continue
+            for c in _codings(component.get("code")):
+                if c.get("system") in (codes.LOINC, None) and c.get("code") in codes.SYSTOLIC | codes.DIASTOLIC:
+                    parts.append((str(c["code"]), component.get("valueQuantity")))
+                    break
+    else:
+        parts.append((code, obs.get("valueQuantity")))
+    why, stored = "no_value", 0
+    for part_code, quantity in parts:
+        kind = "systolic" if part_code in codes.SYSTOLIC else "diastolic"
+        value = _bp_value(builder, quantity, kind)
+        if isinstance(value, str):
+            why = value
+            continue
+        target = builder.record.systolic if kind == "systolic" else builder.record.diastolic
+        target.append(BloodPressure(date=when, time=time, value=value))
+        stored += 1
+    return None if stored else why
+
+
 OBSERVATION_READERS: dict[str, ObservationReader] = {
     **{c: read_creatinine for c in codes.CREATININE},
     **{c: _lab(lambda r: r.cystatin, CYSTATIN_UNITS, "cystatin") for c in codes.CYSTATIN_C},
@@ -577,6 +650,7 @@ OBSERVATION_READERS: dict[str, ObservationReader] = {
     **{c: _lab(lambda r: r.phosphate, PHOSPHATE_UNITS, "phosphate") for c in codes.PHOSPHATE},
     **{c: _lab(lambda r: r.bicarbonate, BICARBONATE_UNITS, "bicarbonate") for c in codes.BICARBONATE},
     **{c: _lab(lambda r: r.calcium, CALCIUM_UNITS, "calcium") for c in codes.CALCIUM},
+    **{c: read_blood_pressure for c in codes.SYSTOLIC | codes.DIASTOLIC | codes.BP_PANELS},  # [2.1]
 }
 
 

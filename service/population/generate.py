@@ -6,7 +6,8 @@ Writes files per resource type (`Patient.0.ndjson`, `Observation.0.ndjson`, ...;
 Bulk Data export does.
 Patient copies beyond the originals get `-<k>` appended to every id and reference, and every date moved by `k` days,
 so each copy is a distinct, internally consistent patient. By default only the types the engine reads are written
-(Patient, Observation, Condition, MedicationRequest, Medication); `--all-types` keeps every type, as a real export.
+(Patient, Observation, Condition, MedicationRequest, Medication, Procedure); `--all-types` keeps every type, as a
+real export.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, TextIO
 from service.demo import DATE_KEYS
 from service.fhir.loader import as_put_transaction
 
-READ_TYPES = frozenset({"Patient", "Observation", "Condition", "MedicationRequest", "Medication"})
+READ_TYPES = frozenset({"Patient", "Observation", "Condition", "MedicationRequest", "Medication", "Procedure"})
 REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([^/]+)$")
 Resource = dict[str, Any]
 

@@ -19,11 +19,13 @@ from service.fhir.adapter import OBSERVATION_READERS, SiteCodeMap, loinc_codes
 KEEP: dict[str, tuple[str, ...]] = {  # what service.fhir.adapter reads, per resource type
     "Patient": ("resourceType", "id", "gender", "birthDate", "deceasedBoolean", "deceasedDateTime"),
     "Observation": ("resourceType", "id", "status", "code", "subject", "effectiveDateTime", "effectivePeriod",
-                    "issued", "valueQuantity", "valueCodeableConcept", "valueString", "dataAbsentReason"),
+                    "issued", "valueQuantity", "valueCodeableConcept", "valueString", "dataAbsentReason",
+                    "component"),  # [2.1] blood-pressure panels
+    "Procedure": ("resourceType", "id", "status", "code", "subject", "performedDateTime", "performedPeriod"),
     "Condition": ("resourceType", "id", "code", "subject", "clinicalStatus", "verificationStatus", "onsetDateTime",
                   "onsetPeriod", "recordedDate"),
     "MedicationRequest": ("resourceType", "id", "status", "subject", "medicationCodeableConcept",
-                          "medicationReference", "contained"),
+                          "medicationReference", "contained", "authoredOn"),
     "Medication": ("resourceType", "id", "code"),
 }  # fmt: skip
 COLUMNS = ["patient", "kind", "file", "block", "line", "resource"]

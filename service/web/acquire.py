@@ -118,6 +118,12 @@ class FetchSettings:
     max_response_bytes: int = 10 * 1024 * 1024
 
 
+# [2.1] the procedures fallback reads to the last page within fhir.budget_s; these bounds only guard memory (years of
+# dialysis sessions, three a week, are about 160 a year)
+EVERY_PAGE_MAX_PAGES = 100
+EVERY_PAGE_ENTRY_FACTOR = 10
+
+
 class ResponseTooLarge(requests.RequestException):
     """A FHIR response above FetchSettings.max_response_bytes; never read further."""
 
@@ -270,13 +276,16 @@ class FhirFetch:
             raise ValueError("FHIR response is not a JSON object")
         return data
 
-    def search(self, path: str, state: KeyState) -> list[Resource]:
-        """Follow `next` links up to the page and entry caps; stop (truncated) at the deadline or a foreign link."""
+    def search(self, path: str, state: KeyState, every_page: bool = False) -> list[Resource]:
+        """Follow `next` links up to the page and entry caps; stop (truncated) at the deadline or a foreign link.
+        [2.1] `every_page` (procedures): to the last page within the budget, under a larger entry cap."""
         bundle = self.get(path)
         resources = bundle_resources(bundle)
         state.pages = 1
+        max_pages = EVERY_PAGE_MAX_PAGES if every_page else self.fetch.max_pages
+        max_entries = self.fetch.max_entries * (EVERY_PAGE_ENTRY_FACTOR if every_page else 1)
         while (url := next_link(bundle)) is not None:
-            if state.pages >= self.fetch.max_pages or len(resources) >= self.fetch.max_entries:
+            if state.pages >= max_pages or len(resources) >= max_entries:
                 state.truncated = True
                 break
             if not under_base(url, self.base):
@@ -292,7 +301,7 @@ class FhirFetch:
                 break
             resources += bundle_resources(bundle)
             state.pages += 1
-        return resources[: self.fetch.max_entries]
+        return resources[:max_entries]
 
 
 def fetch_key(fhir: FhirFetch, key: PrefetchKey, path: str, state: KeyState) -> list[Resource] | None:
@@ -303,7 +312,7 @@ def fetch_key(fhir: FhirFetch, key: PrefetchKey, path: str, state: KeyState) -> 
         if key.kind == "read":
             result: list[Resource] | None = [fhir.get(path)]
         else:
-            result = fhir.search(path, state)
+            result = fhir.search(path, state, key.every_page)
         state.http_status = 200
     except FHIRNotFoundException:
         state.http_status, result = 404, None  # a read that finds nothing: no data, like null

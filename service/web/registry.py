@@ -21,6 +21,7 @@ class PrefetchKey:
     template: str
     required: bool
     kind: str = "search"  # "read" or "search"
+    every_page: bool = False  # [2.1] the fallback follows `next` to the last page, within the budget (procedures)
 
     @property
     def expect(self) -> str:
@@ -59,6 +60,10 @@ def ckd_prefetch(site_codes: tuple[SiteCode, ...] = ()) -> tuple[PrefetchKey, ..
     """
     kidney, urine = code_param(KIDNEY_CODES, site_codes), code_param(URINE_CODES, site_codes)
     support = code_param(SUPPORT_CODES, site_codes)
+    bp = code_param(codes.BP_PANELS | codes.SYSTOLIC, site_codes)
+    procedures = ",".join(
+        f"{codes.SNOMED}|{c}" for c in sorted(codes.DIALYSIS_PROCEDURES | codes.TRANSPLANT_PROCEDURES)
+    )
     obs = f"Observation?patient={PATIENT_TOKEN}&code="
     return (
         PrefetchKey(name="patient", template=f"Patient/{PATIENT_TOKEN}", required=True, kind="read"),
@@ -71,6 +76,14 @@ def ckd_prefetch(site_codes: tuple[SiteCode, ...] = ()) -> tuple[PrefetchKey, ..
             required=True,
         ),
         PrefetchKey(name="supportLabs", template=f"{obs}{support}&_sort=-date&_count=50", required=False),
+        # [2.1] clinical spec §9.5: dialysis and transplant from Procedures (S13), blood pressure (bp_above_target)
+        PrefetchKey(
+            name="procedures",
+            template=f"Procedure?patient={PATIENT_TOKEN}&code={procedures}&_sort=-date&_count=200",
+            required=False,
+            every_page=True,
+        ),
+        PrefetchKey(name="bloodPressure", template=f"{obs}{bp}&_sort=-date&_count=20", required=False),
     )
 
 
@@ -92,7 +105,7 @@ class CdsService:
             "title": self.title,
             "description": self.description,
             "prefetch": {k.name: k.template for k in self.prefetch(site_codes)},
-            "usageRequirements": "Read access to Patient, Observation, Condition and MedicationRequest "
+            "usageRequirements": "Read access to Patient, Observation, Condition, MedicationRequest and Procedure "
             "(patient/*.read or user/*.read scopes) for data not sent in prefetch.",
         }
 

@@ -331,6 +331,9 @@ def test_the_21_rules_fire_through_the_adapter() -> None:
     assert fires(Pt().scr(10, 1.0).scr(10, 1.5), "creatinine_conflict")
     # coded N18.31 (G3a) while the labs show G4 (creatinine 2.5: eGFR ~28, chronic)
     assert fires(Pt().scr(200, 2.5).scr(10, 2.5).cond("N18.31"), "coded_stage_outdated")
+    # systolic 138, 134 and 128: mean 133.3 >= 120 + 10
+    bp = ckd().obs("8480-6", 100, 138, "mm[Hg]").obs("8480-6", 50, 134, "mm[Hg]").obs("8480-6", 5, 128, "mm[Hg]")
+    assert fires(bp, "bp_above_target")
 
 
 def test_every_rule_is_reached_by_a_test() -> None:
@@ -344,4 +347,5 @@ def test_rule_ids_are_the_spec_ids(rule: RuleId) -> None:
         "problem_list", "acr_test", "rasi", "sglt2i", "finerenone", "glp1ra", "statin", "metformin_reduce",
         "metformin_stop", "nsaid_avoid", "nephrology_referral", "krt_planning", "progression_review", "aki_caution",
         "hyperkalaemia", "dual_ras", "monitoring_due", "new_egfr_fall", "creatinine_conflict", "coded_stage_outdated",
+        "bp_above_target",
     }  # fmt: skip

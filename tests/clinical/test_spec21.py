@@ -206,3 +206,115 @@ def test_dual_ras_counts_distinct_ingredients(drugs: tuple[str, ...], indicator:
         p.med(d)
     o = outcome(p, RuleId.DUAL_RAS)
     assert (o.indicator if o else None) == indicator
+
+
+# --- S13 Procedures ----------------------------------------------------------------------------------------------
+
+
+def procedure(p: Pt, code: str, when: str, status: str = "completed", **period: str) -> Pt:
+    resource: dict[str, Any] = {"resourceType": "Procedure", "id": p._id(), "status": status,
+                                "subject": {"reference": "Patient/p1"},
+                                "code": {"coding": [{"system": "http://snomed.info/sct", "code": code}]}}  # fmt: skip
+    if when:
+        resource["performedDateTime"] = when
+    if period:
+        resource["performedPeriod"] = period
+    p.resources.append(resource)
+    return p
+
+
+def sessions(*dates: str, transplant: str | None = None) -> Pt:
+    p = Pt().ckd_g3a()
+    for d in dates:
+        procedure(p, "302497006", d)
+    if transplant:
+        procedure(p, "70536003", transplant)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("dates", "transplant", "dialysis", "graft"),
+    [
+        # spec 2.1 S13 worked examples, as_of 2025-06-30
+        (("2025-03-28", "2025-03-30", "2025-04-01"), None, True, False),  # latest 90 days before
+        (("2025-03-27", "2025-03-29", "2025-03-31"), None, False, False),  # 91 days
+        (("2025-05-02", "2025-05-04"), None, False, False),  # two sessions: acute dialysis
+        (("2025-04-14", "2025-04-16", "2025-04-18"), "2025-04-18", False, True),  # transplant on the latest date
+    ],
+)
+def test_dialysis_and_transplant_from_procedures(
+    dates: tuple[str, ...], transplant: str | None, dialysis: bool, graft: bool
+) -> None:
+    out = sessions(*dates, transplant=transplant).json()
+    assert (out["dialysis"], out["kidney_transplant"]) == (dialysis, graft)
+
+
+def test_procedure_dates_follow_s13() -> None:
+    # an in-progress session with a start and no end is dated as_of; one that began after as_of is ignored; a
+    # period ending after as_of is dated as_of
+    p = Pt().ckd_g3a()
+    procedure(p, "265764009", "2025-06-01")
+    procedure(p, "265764009", "2025-06-03")
+    procedure(p, "265764009", "", status="in-progress", start="2025-06-29")
+    assert p.json()["dialysis"] is True
+    q = Pt().ckd_g3a()
+    for d in ("2025-06-01", "2025-06-03"):
+        procedure(q, "265764009", d)
+    procedure(q, "265764009", "2025-07-02")  # after as_of: ignored, two dates left
+    assert q.json()["dialysis"] is False
+    procedure(q, "265764009", "", status="completed", start="2025-06-29", end="2025-07-01")
+    assert q.json()["dialysis"] is True
+    r = Pt().ckd_g3a()
+    for d in ("2025-06-01", "2025-06-03", "2025-06-05"):
+        procedure(r, "265764009", d, status="not-done")  # not counted
+    assert r.json()["dialysis"] is False
+
+
+# --- bp_above_target ---------------------------------------------------------------------------------------------
+
+
+def with_bp(p: Pt, *readings: tuple[int, float]) -> Pt:
+    for ago, value in readings:
+        p.obs("8480-6", ago, value, "mm[Hg]")
+    return p
+
+
+def test_sbp_mean_of_the_latest_three() -> None:
+    # 150 (300 days ago, not among the latest 3), 132, 128, 130: mean 130.0 >= 130: fires; exactly at the margin
+    p = with_bp(Pt().ckd_g3a(), (300, 150), (200, 132), (100, 128), (5, 130))
+    out = p.json()
+    assert out["blood_pressure"] == {"systolic_mean": pytest.approx(130.0), "n": 3,
+                                     "first_date": day(200).isoformat(), "last_date": day(5).isoformat()}  # fmt: skip
+    assert "bp_above_target" in out["recommendations"]
+    # 129.9 on average: below 130
+    q = with_bp(Pt().ckd_g3a(), (200, 132), (100, 128), (5, 129.7))
+    assert "bp_above_target" not in q.json()["recommendations"]
+    # one reading is not enough; readings older than bp.lookback_days (365) do not count
+    assert with_bp(Pt().ckd_g3a(), (5, 170)).json()["blood_pressure"] is None
+    assert with_bp(Pt().ckd_g3a(), (400, 170), (5, 170)).json()["blood_pressure"] is None
+
+
+def test_bp_panel_components_and_same_time_readings() -> None:
+    p = Pt().ckd_g3a()
+    for ago, sys_, dia in ((100, 140, 90), (5, 136, 84)):
+        p.resources.append({"resourceType": "Observation", "id": p._id(), "status": "final",
+                            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day(ago).isoformat(),
+                            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+                            "component": [
+                                {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                                 "valueQuantity": {"value": sys_, "unit": "mm[Hg]"}},
+                                {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                                 "valueQuantity": {"value": dia, "unit": "mm[Hg]"}}]})  # fmt: skip
+    p.obs("8480-6", 5, 140, "mm[Hg]")  # the same date, no time: one reading with the panel's, their mean 138
+    out = p.json()
+    assert out["blood_pressure"]["n"] == 2
+    assert out["blood_pressure"]["systolic_mean"] == pytest.approx((140 + 138) / 2)
+    assert with_bp(Pt().ckd_g3a(), (100, 140), (5, 140)).obs("8480-6", 3, 200, "kPa").json()["blood_pressure"][
+        "n"] == 2  # fmt: skip
+
+
+def test_no_bp_card_for_children_dialysis_or_without_ckd() -> None:
+    high = ((100, 160), (5, 160))
+    assert "bp_above_target" not in with_bp(Pt().scr(10, 1.0), *high).json()["recommendations"]  # no CKD
+    assert "bp_above_target" not in with_bp(Pt().ckd_g3a().cond("Z99.2"), *high).json()["recommendations"]
+    assert "bp_above_target" in with_bp(Pt().ckd_g3a(), *high).json()["recommendations"]

@@ -397,7 +397,7 @@ def test_json_contract_has_every_key() -> None:
     assert keys == {
         "as_of", "ckd", "chronic", "reason", "g_stage", "a_stage", "kdigo_risk", "dialysis", "kidney_transplant",
         "deceased", "egfr", "albuminuria", "progression", "kfre", "excluded", "care_gaps", "recommendations",
-        "new_fall",
+        "new_fall", "blood_pressure",
     }  # fmt: skip
 
 

@@ -43,7 +43,10 @@ def test_josue_sipes_g4_a1_coded_ckd_on_metformin() -> None:
     # S5 (d): the 8–365-day median is 1.6626 (the 2020-05-16 pair, 1.0085 and 1.8906, now conflicts and leaves C:
     # 1.0886 1.4670 1.5807 1.6009 [1.6626] 1.6709 2.0522 2.2622 2.3462), and 2.3873 < 1.5 × 1.6626 = 2.4939: not
     # flagged, so no AKI card (2.0 flagged the higher same-minute value 2.5025 alone). eGFR 29.4 < 30: stop metformin.
-    assert out["recommendations"] == ["metformin_stop", "nephrology_referral", "sglt2i", "statin"]
+    # [2.1] blood pressure (55284-4 panels): systolic 167.0 (2021-01-16), 179.4 (02-13), 179.6 (03-13), mean 175.3 >=
+    # 120 + 10: bp_above_target, after the drug starts and before the statin (§7.4 order)
+    assert out["blood_pressure"]["systolic_mean"] == pytest.approx((166.9956 + 179.4025 + 179.6044) / 3, abs=1e-3)
+    assert out["recommendations"] == ["metformin_stop", "nephrology_referral", "sglt2i", "bp_above_target", "statin"]
     assert {"date": "2020-05-16", "value": pytest.approx(1.0085, abs=1e-4), "why": "conflict"} in out["excluded"]
 
 

@@ -45,6 +45,8 @@ def prefetch_for(bundle: dict[str, Any]) -> dict[str, Any]:
         "conditions": searchset({"Condition"}),
         "medications": searchset({"MedicationRequest"}),
         "supportLabs": searchset({"Observation"}, {"8302-2", "2823-3", "4548-4"}),
+        "procedures": searchset({"Procedure"}),  # [2.1] clinical spec §9.5
+        "bloodPressure": searchset({"Observation"}, {"85354-9", "55284-4", "8480-6"}),
     }
 
 
@@ -227,13 +229,14 @@ def test_prefetch_templates_use_only_2_0_tokens_and_the_n16_subset(key: Any) -> 
     tokens = re.findall(r"\{\{(.*?)\}\}", key.template)
     assert tokens == ["context.patientId"]  # N-15: root-level context fields only; no FHIRPath, no dates
     path, _, query = key.template.partition("?")
-    assert re.fullmatch(r"(Patient/\{\{context\.patientId\}\}|Observation|Condition|MedicationRequest)", path)
+    assert re.fullmatch(r"(Patient/\{\{context\.patientId\}\}|Observation|Condition|MedicationRequest|Procedure)", path)
     params = urllib.parse.parse_qs(query)
     assert set(params) <= ALLOWED_PARAMS  # N-16: token equality, _sort, _count
     if "_sort" in params:
         assert params["_sort"] == ["-date"]  # R4 syntax, not sort:desc=date
     for code in ",".join(params.get("code", [])).split(",") if params.get("code") else []:
-        assert re.fullmatch(r"http://loinc\.org\|\d+-\d", code)
+        # LOINC for Observations; [2.1] SNOMED CT for the Procedures of S13 (clinical spec §9.5)
+        assert re.fullmatch(r"http://loinc\.org\|\d+-\d|http://snomed\.info/sct\|\d+", code)
 
 
 @pytest.mark.parametrize("server", ["http://[x", "http://", "ftp://ehr.example.org/fhir", "ehr.example.org/fhir"])
