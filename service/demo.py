@@ -73,8 +73,32 @@ class Demo:
         self.resources.append(build.condition(self._id(), self.pid, code, display=display, **kw))
         return self
 
-    def med(self, display: str) -> Demo:
-        self.resources.append(build.medication_request(self._id(), self.pid, display))
+    def med(self, display: str, rxcui: str | None = None, started: int | None = None) -> Demo:
+        authored = _d(started) if started is not None else None
+        self.resources.append(build.medication_request(self._id(), self.pid, display, rxcui=rxcui, authored=authored))
+        return self
+
+    def scr_at(self, ago: int, clock: str, value: float, code: str = "2160-0") -> Demo:
+        """A creatinine with a time of day (spec 2.1 S2): results with one date and time are one specimen."""
+        when = f"{_d(ago).isoformat()}T{clock}Z"
+        display = (
+            "Creatinine [Mass/volume] in Blood" if code == "38483-4" else "Creatinine [Mass/volume] in Serum or Plasma"
+        )
+        self.resources.append(build.observation(self._id(), self.pid, code, when, value, "mg/dL", display=display))
+        return self
+
+    def bp(self, ago: int, systolic: float, diastolic: float) -> Demo:
+        """A blood-pressure panel (LOINC 85354-9) with its systolic and diastolic components (spec 2.1 §9.5)."""
+        panel = build.observation(self._id(), self.pid, "85354-9", _d(ago), None, None,
+                                  display="Blood pressure panel with all children optional")  # fmt: skip
+        panel["component"] = [
+            {"code": {"coding": [{"system": "http://loinc.org", "code": code, "display": name}]},
+             "valueQuantity": {"value": value, "unit": "mm[Hg]", "system": "http://unitsofmeasure.org",
+                               "code": "mm[Hg]"}}
+            for code, name, value in (("8480-6", "Systolic blood pressure", systolic),
+                                      ("8462-4", "Diastolic blood pressure", diastolic))
+        ]  # fmt: skip
+        self.resources.append(panel)
         return self
 
     def bundle(self) -> Resource:
@@ -228,6 +252,85 @@ def scenarios() -> list[Demo]:
         .med("Lisinopril 20 MG Oral Tablet")
         .med("Ibuprofen 400 MG Oral Tablet")
         .med("Metformin hydrochloride 500 MG Oral Tablet"),
+        # --- clinical spec 2.1 (issue #20) ---
+        Demo(
+            "19-new-fall-below-30",
+            "Adolph_Smith",
+            "Creatinine 3.1 a year ago, 0.87 twice since, 3.12 now: a new fall to eGFR 20, repeat within 2 weeks",
+        )
+        .scr(350, 3.1)
+        .scr(330, 3.1)
+        .scr(310, 3.1)
+        .scr(120, 0.87)
+        .scr(100, 0.87)
+        .scr(5, 3.12)
+        .acr(100, 12),
+        Demo(
+            "20-same-timestamp-conflict",
+            "Alberto_Atencio",
+            "Two creatinines of one specimen, 1.06 and 3.42 mg/dL at the same minute: conflict, not AKI",
+        )
+        .scr(300, 1.0)
+        .scr(100, 1.02)
+        .scr_at(4, "09:12:00", 1.06)
+        .scr_at(4, "09:12:00", 3.42)
+        .acr(100, 10),
+        Demo(
+            "21-metformin-during-aki",
+            "Alden_Considine",
+            "On metformin, creatinine 0.87 -> 3.40 mg/dL (eGFR about 19): withhold metformin during possible AKI",
+        )
+        .scr(200, 0.87)
+        .scr(10, 0.87)
+        .scr(2, 3.4)
+        .acr(200, 15)
+        .cond(*dm)
+        .med("Metformin hydrochloride 500 MG Oral Tablet", rxcui="861007", started=900),
+        Demo(
+            "22-arni-plus-acei",
+            "Alexia_Senger",
+            "Sacubitril/valsartan started beside a long-standing ACE inhibitor: contraindicated",
+        )
+        .scr(300, 1.45)
+        .scr(150, 1.5)
+        .scr(10, 1.5)
+        .acr(150, 60)
+        .acr(10, 70)
+        .cond("I50.9", "Heart failure, unspecified")
+        .obs("2823-3", 10, 4.7, "mmol/L", "Potassium")
+        .med("Lisinopril 10 MG Oral Tablet", rxcui="314076", started=2100)
+        .med("sacubitril 49 MG / valsartan 51 MG Oral Tablet", rxcui="1656349", started=40),
+        Demo(
+            "23-statin-by-product-code",
+            "Alfonso_Dietrich",
+            "CKD G3a A2 on simvastatin coded as RxNorm 316672 ('Simvistatin 10 MG'): no statin card",
+        )
+        .scr(380, 1.5)
+        .scr(190, 1.5)
+        .scr(12, 1.55)
+        .acr(190, 80)
+        .acr(12, 90)
+        .cond(*htn)
+        .obs("2823-3", 12, 4.4, "mmol/L", "Potassium")
+        .med("Lisinopril 20 MG Oral Tablet", rxcui="314077")
+        .med("Simvistatin 10 MG", rxcui="316672"),
+        Demo(
+            "24-bp-above-target",
+            "Ali_Harris",
+            "CKD G3a A2 on an ACE inhibitor with systolic blood pressure 148, 142 and 138 mm Hg",
+        )
+        .scr(380, 1.45)
+        .scr(190, 1.5)
+        .scr(12, 1.5)
+        .acr(190, 90)
+        .acr(12, 95)
+        .cond(*htn)
+        .obs("2823-3", 12, 4.5, "mmol/L", "Potassium")
+        .med("Lisinopril 20 MG Oral Tablet", rxcui="314077")
+        .med("Atorvastatin 10 MG Oral Tablet", rxcui="617312")
+        .bp(200, 148, 92)
+        .bp(100, 142, 88)
+        .bp(12, 138, 86),
     ]
 
 

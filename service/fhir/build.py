@@ -89,7 +89,14 @@ def condition(
 
 
 def medication_request(
-    mid: str, pid: str, display: str, *, rxcui: str | None = None, status: str = "active", system: str = codes.RXNORM
+    mid: str,
+    pid: str,
+    display: str,
+    *,
+    rxcui: str | None = None,
+    status: str = "active",
+    system: str = codes.RXNORM,
+    authored: date | None = None,
 ) -> Resource:
     coding: dict[str, Any] = {"system": system, "display": display}
     if rxcui is not None:
@@ -101,6 +108,7 @@ def medication_request(
         "intent": "order",
         "medicationCodeableConcept": {"coding": [coding], "text": display},
         "subject": {"reference": f"Patient/{pid}"},
+        **({"authoredOn": authored.isoformat()} if authored else {}),
     }
 
 

@@ -49,6 +49,13 @@ EXPECTED: dict[str, list[str]] = {
         "hyperkalaemia", "nsaid_avoid", "metformin_reduce", "nephrology_referral", "sglt2i", "statin", "acr_test",
         "problem_list",
     ],
+    # clinical spec 2.1 (issue #20)
+    "19-new-fall-below-30": ["new_egfr_fall"],  # S5 (d) misses it (median 3.1): a new fall, a warning below 30
+    "20-same-timestamp-conflict": ["creatinine_conflict"],  # one specimen, no AKI card; 3.42 would be AKI: warning
+    "21-metformin-during-aki": ["aki_caution", "metformin_stop"],  # the AKI value's eGFR (17), not the pre-AKI 89
+    "22-arni-plus-acei": ["dual_ras", "sglt2i", "statin", "problem_list"],  # critical: ARNI with an ACE inhibitor
+    "23-statin-by-product-code": ["problem_list"],  # 316672 is simvastatin: no statin card
+    "24-bp-above-target": ["bp_above_target", "problem_list"],  # mean systolic 142.7 over 3 readings
 }  # fmt: skip
 
 
