@@ -96,9 +96,30 @@ def compare(baseline: str) -> int:
     cards = sum(len(json.loads(body).get("cards", [])) for status, body in new.values() if status == 200)
     print(f"{len(new)} patients, {cards} cards; baseline {baseline} sha256 {digest(old)[:16]}, "
           f"this tree {digest(new)[:16]}: {'identical' if not changed else f'{len(changed)} differ'}")  # fmt: skip
-    for name in changed[:5]:
+    moved = rule_changes(old, new)
+    if moved:  # the clinical change, readable: which cards each patient gains or loses
+        print(f"{len(moved)} patients whose cards (rule ids, in order) changed:")
+        for line in moved:
+            print(f"  {line}")
+    for name in changed[:3]:
         print(f"  {name}:\n    before {old.get(name)}\n    after  {new.get(name)}")
     return 1 if changed else 0
+
+
+def rules_of(entry: tuple[int, str] | None) -> list[str]:
+    if entry is None or entry[0] != 200:
+        return [f"status {entry[0]}"] if entry else ["absent"]
+    return [card["extension"]["org.ckd-cds.rule"]["id"] for card in json.loads(entry[1]).get("cards", [])]
+
+
+def rule_changes(old: dict[str, tuple[int, str]], new: dict[str, tuple[int, str]]) -> list[str]:
+    """One line per patient whose card list (rule ids in order) differs: `name: before -> after`."""
+    out = []
+    for name in sorted(set(old) | set(new)):
+        before, after = rules_of(old.get(name)), rules_of(new.get(name))
+        if before != after:
+            out.append(f"{name}: {' '.join(before) or '(none)'} -> {' '.join(after) or '(none)'}")
+    return out
 
 
 def main() -> int:

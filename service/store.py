@@ -7,6 +7,7 @@ shared by every instance). Nothing here holds PHI: no patient id, names, values,
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -236,7 +237,12 @@ def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
     """An engine for the store URL. SQLite: WAL, and `synchronous` FULL (a commit survives a power cut) or NORMAL (it
     survives a crash of the process, not of the machine: docs/operations.md, "Durability contract")."""
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # issue #21 item 8: the database file, and so its -wal and -shm files (SQLite gives them the database file's
+        # permissions), readable by the service's user only
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
         engine = sa.create_engine(url, connect_args={"timeout": 30})
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
@@ -580,6 +586,11 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(self._insert_ignore(app_secrets).values(name=name, value=secrets.token_hex(32)))
             return str(conn.execute(sa.select(app_secrets.c.value).where(app_secrets.c.name == name)).scalar_one())
+
+    def forget_secret(self, name: str) -> None:
+        """Delete a stored secret (issue #21: the patient-link key no longer lives beside the links)."""
+        with self.engine.begin() as conn:
+            conn.execute(app_secrets.delete().where(app_secrets.c.name == name))
 
     def login_failures_since(self, key: str, since: datetime) -> int:
         query = sa.select(sa.func.count()).where(login_failures.c.key == key, login_failures.c.at >= since)

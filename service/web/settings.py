@@ -95,6 +95,10 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     public_base_urls: tuple[str, ...] = ()
     cors_allowed_origins: tuple[str, ...] = ("*",)
+    # issue #21 item 8: the HMAC key of the override-memory patient link. From CKD_CDS_PATIENT_LINK_SECRET or a file
+    # (CKD_CDS_PATIENT_LINK_SECRET_FILE, mode 0600 or stricter); never in the database. Development without either:
+    # generated once into var/patient-link.secret (0600). Production: required.
+    patient_link_secret: str | None = field(default=None, repr=False)
     pseudonymous_patient_key: bool = False
     patient_key_secret: str | None = field(default=None, repr=False)
     admin_token_sha256: str | None = field(default=None, repr=False)
@@ -129,6 +133,7 @@ class Settings:
             fhir_server_allowlist=tuple(s for s in _env("CKD_CDS_FHIR_SERVERS", "").split(",") if s),
             validate_responses={"1": True, "0": False}.get(_env("CKD_CDS_VALIDATE_RESPONSES", "")),
             patient_key_secret=os.environ.get("CKD_CDS_PATIENT_KEY_SECRET") or None,
+            patient_link_secret=read_link_secret(),
             admin_token_sha256=os.environ.get("CKD_CDS_ADMIN_TOKEN_SHA256") or None,
             metrics_token_sha256=os.environ.get("CKD_CDS_METRICS_TOKEN_SHA256") or None,
             admin_users=parse_admin_users(os.environ.get("CKD_CDS_ADMIN_USERS")),
@@ -184,6 +189,29 @@ def security_fields(data: dict[str, Any], production: bool) -> dict[str, Any]:
     }
 
 
+LINK_SECRET_MIN_CHARS = 32
+
+
+def read_link_secret() -> str | None:
+    """CKD_CDS_PATIENT_LINK_SECRET, or the content of CKD_CDS_PATIENT_LINK_SECRET_FILE, which must be readable by its
+    owner only (0600 or stricter); at least 32 characters."""
+    value = os.environ.get("CKD_CDS_PATIENT_LINK_SECRET") or None
+    path = os.environ.get("CKD_CDS_PATIENT_LINK_SECRET_FILE") or None
+    if value is None and path is not None:
+        try:
+            mode = os.stat(path).st_mode
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"CKD_CDS_PATIENT_LINK_SECRET_FILE: cannot read {path}: {exc.__class__.__name__}"
+            ) from None
+        if mode & 0o077:
+            raise ConfigError("CKD_CDS_PATIENT_LINK_SECRET_FILE must be readable by its owner only (chmod 600)")
+    if value is not None and len(value) < LINK_SECRET_MIN_CHARS:
+        raise ConfigError(f"the patient link secret needs at least {LINK_SECRET_MIN_CHARS} characters")
+    return value
+
+
 def check_safe(s: Settings) -> None:
     """Refuse to start with settings that are unsafe for the profile."""
     if s.production:
@@ -197,6 +225,10 @@ def check_safe(s: Settings) -> None:
             raise ConfigError("production profile needs https public_base_urls (the JWT audience)")
         if s.open_fhir_servers:
             raise ConfigError("production profile must not read FHIR servers without a token")
+        if not s.patient_link_secret:
+            raise ConfigError(
+                "production profile needs CKD_CDS_PATIENT_LINK_SECRET or CKD_CDS_PATIENT_LINK_SECRET_FILE"
+            )
     if s.auth.required and not s.auth.issuers:
         raise ConfigError("auth.mode required needs at least one issuer")
     if s.pseudonymous_patient_key and not s.patient_key_secret:

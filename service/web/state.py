@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import threading
 import time
 from collections.abc import Iterable
@@ -126,8 +128,30 @@ def build_state(settings: Settings) -> AppState:
         issuer_servers={
             i.iss: parse_bases(i.fhir_servers, f"issuer {i.iss} fhir_servers") for i in settings.auth.issuers
         },
-        patient_link_secret=store.shared_secret("patient-link"),
+        patient_link_secret=link_secret(settings, store),
     )
+
+
+DEV_LINK_SECRET = Path(__file__).resolve().parents[2] / "var" / "patient-link.secret"
+
+
+def link_secret(settings: Settings, store: Store) -> str:
+    """The patient-link HMAC key (issue #21 item 8): from the settings, or in development generated once into a file
+    only its owner can read. Never kept in the database: a copy of the store alone re-identifies nothing. The secret
+    of releases before this one, kept in the store, is deleted, so their links (and their snoozes) lapse."""
+    store.forget_secret("patient-link")
+    if settings.patient_link_secret:
+        return settings.patient_link_secret
+    if settings.production:  # check_safe refuses this; never fall back to a file in production
+        raise ConfigError("production profile needs a patient link secret")
+    DEV_LINK_SECRET.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(DEV_LINK_SECRET, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return DEV_LINK_SECRET.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secrets.token_hex(32))
+    return DEV_LINK_SECRET.read_text(encoding="utf-8").strip()
 
 
 def parse_bases(urls: Iterable[str], where: str) -> tuple[FhirUrl, ...]:

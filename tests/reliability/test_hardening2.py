@@ -197,3 +197,54 @@ def test_when_every_result_is_left_out_the_chart_does_not_read_all_clear(
     cards = response.json["cards"]
     assert len(cards) == 1
     assert "did not name this patient" in cards[0]["summary"]
+
+
+# --- 8: the link secret is not in the store, SQLite files are 0600 -------------------------------------------------
+
+
+def test_the_link_secret_is_not_in_the_database_and_the_files_are_private(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    import sqlalchemy as sa
+
+    app = make_dev_app(tmp_path)
+    store = app.extensions["ckd_cds"].store
+    with store.engine.connect() as conn:
+        names = {row[0] for row in conn.execute(sa.text("SELECT name FROM app_secrets"))}
+    assert "patient-link" not in names  # a copy of the database alone re-identifies no link
+    database = tmp_path / "store.db"
+    assert stat.S_IMODE(os.stat(database).st_mode) == 0o600
+    wal = tmp_path / "store.db-wal"
+    if wal.exists():
+        assert stat.S_IMODE(os.stat(wal).st_mode) == 0o600
+
+
+@pytest.mark.parametrize(("mode", "ok"), [(0o600, True), (0o400, True), (0o644, False), (0o640, False)])
+def test_a_link_secret_file_must_be_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: int, ok: bool
+) -> None:
+    from service.config import ConfigError
+    from service.web.settings import read_link_secret
+
+    path = tmp_path / "link.secret"
+    path.write_text("k" * 64, encoding="utf-8")
+    path.chmod(mode)
+    monkeypatch.delenv("CKD_CDS_PATIENT_LINK_SECRET", raising=False)
+    monkeypatch.setenv("CKD_CDS_PATIENT_LINK_SECRET_FILE", str(path))
+    if ok:
+        assert read_link_secret() == "k" * 64
+    else:
+        with pytest.raises(ConfigError, match="chmod 600"):
+            read_link_secret()
+
+
+def test_the_link_depends_on_the_secret_so_rotation_ends_every_snooze(tmp_path: Path, bundles: dict[str, Any]) -> None:
+    """docs/operations.md: a new secret makes every stored link unmatched: snoozes end (the safe direction)."""
+    (tmp_path / "a").mkdir()
+    client = make_dev_app(tmp_path / "a", patient_link_secret="a" * 64).test_client()
+    bundle = bundles["03-g3a-a2-not-coded"]
+    answer(client, chart(client, bundle)["statin"])
+    assert "statin" not in chart(client, bundle)
+    rotated = make_dev_app(tmp_path / "a", patient_link_secret="b" * 64).test_client()
+    assert "statin" in chart(rotated, bundle)

@@ -219,11 +219,12 @@ def test_feedback_needs_its_own_audience(client: FlaskClient) -> None:
          "Sandbox"),
         ({"cors_allowed_origins": ("*",)}, "CORS"),
         ({"public_base_urls": ("http://cds.example.org",)}, "https"),
+        ({"patient_link_secret": None}, "PATIENT_LINK_SECRET"),  # issue #21 item 8
     ],
 )  # fmt: skip
 def test_production_refuses_unsafe_settings(changes: dict[str, Any], message: str) -> None:
     safe = {"profile": "production", "auth": AuthSettings(mode="required", issuers=(Issuer(iss=ISS, jwks=JWKS),)),
-            "public_base_urls": (BASE,), "cors_allowed_origins": ()}  # fmt: skip
+            "public_base_urls": (BASE,), "cors_allowed_origins": (), "patient_link_secret": "s" * 64}  # fmt: skip
     check_safe(Settings(**safe))
     with pytest.raises(ConfigError, match=message):
         check_safe(Settings(**{**safe, **changes}))
