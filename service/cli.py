@@ -103,6 +103,8 @@ def build_parser() -> OneLineParser:
         default="ckd-registry.csv",
         help="registry: .parquet (a directory of Parquet parts, any size) or .csv (one file, small runs)",
     )
+    sc.add_argument("--overwrite", action="store_true",
+                    help="replace an existing registry at --out (whole; refused without this flag)")  # fmt: skip
     sc.add_argument("--plot", default="ckd-screen.png", help="PNG of the stage distribution and care gaps")
     sc.add_argument("--workers", type=int, default=2, help="workers of the embedded Dask LocalCluster")
     sc.add_argument("--scheduler", help="a Dask scheduler address, e.g. tcp://host:8786 (or DASK_SCHEDULER_ADDRESS)")
@@ -203,6 +205,21 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
     return {"version": config_version(thresholds), "config": thresholds_to_dict(thresholds)}
 
 
+def check_output(out: Path, overwrite: bool) -> None:
+    """Issue #21 item 10: an existing registry is replaced whole, and only with --overwrite (a re-run into a .parquet
+    folder kept stale parts: 8 patients reported for 3); never anything that is not a registry."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    if out.is_symlink():
+        raise UsageError(f"--out {out} is a symbolic link; give the registry path itself")
+    if not overwrite:
+        raise UsageError(f"--out {out} exists; pass --overwrite to replace it")
+    if out.suffix == ".parquet" and (not out.is_dir() or any(not p.name.endswith(".parquet") for p in out.iterdir())):
+        raise UsageError(f"--out {out} is not a Parquet registry folder; not replaced")
+    if out.suffix == ".csv" and not out.is_file():
+        raise UsageError(f"--out {out} is not a file; not replaced")
+
+
 def run_screen(args: argparse.Namespace) -> dict[str, Any]:
     from service.screen import ScreenError, plot, run
 
@@ -213,6 +230,7 @@ def run_screen(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--out must end in .csv or .parquet")
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    check_output(out, args.overwrite)
     try:
         source: Path | str = args.source if "://" in args.source else Path(args.source)
         counts, stats, seconds = run(source, as_of, thresholds, out, scheduler=args.scheduler,

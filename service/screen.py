@@ -9,6 +9,8 @@ JSON object of the CLI contract).
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import sys
 import time
 from datetime import date
@@ -63,6 +65,8 @@ def run(
     and return the counts, what was left out, and the seconds taken."""
     client, close = connect(scheduler, workers)
     stats = ScreenStats()
+    # written aside (same suffix: it chooses the format), then swapped in whole
+    final, out = out, out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix}")
     try:
         started = time.perf_counter()
         screening = registry(source, as_of, thresholds, stats, stage)
@@ -86,11 +90,26 @@ def run(
             frame.to_csv(out, index=False)
             counted = frame[SUMMARY_COLUMNS]
         seconds = time.perf_counter() - started
+        replace_whole(out, final)
     finally:
         close()
+        remove(out)
     if counted.empty:
         raise ScreenError(f"no patients found in {source}")
     return summary(counted), stats, seconds
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def replace_whole(new: Path, final: Path) -> None:
+    """The registry just written replaces whatever was at `final` (checked by the CLI: a registry, --overwrite)."""
+    remove(final)
+    os.replace(new, final)
 
 
 def wait_with_progress(client: Any, future: Any) -> None:

@@ -245,3 +245,43 @@ def test_an_fsspec_url_is_read_where_it_lies(tmp_path: Path, capsys: pytest.Capt
                  str(tmp_path / "s.png"), "--workers", "1"])  # fmt: skip
     assert code == 0
     assert json.loads(capsys.readouterr().out)["patients"] == 2
+
+
+def test_an_existing_registry_is_replaced_whole_and_only_with_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #21 item 10: re-running into a .parquet folder kept stale parts (8 patients reported for 3)."""
+    import shutil
+
+    small_export(tmp_path / "export")
+    out = tmp_path / "r.parquet"
+    argv = ["screen", str(tmp_path / "export"), "--as-of", "2021-04-01", "--out", str(out), "--plot",
+            str(tmp_path / "s.png")]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    part = next(out.glob("*.parquet"))
+    shutil.copy(part, out / "part.999.parquet")  # a stale part of an earlier, larger run
+    assert main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+    capsys.readouterr()
+    assert len(pd.read_parquet(out)) == 2  # the stale part is gone with the old registry
+    not_a_registry = tmp_path / "notes.parquet"
+    not_a_registry.mkdir()
+    (not_a_registry / "keep.txt").write_text("mine", encoding="utf-8")
+    assert main([*argv[:4], "--out", str(not_a_registry), "--overwrite", "--plot", str(tmp_path / "s.png")]) == 2
+    assert (not_a_registry / "keep.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_a_coding_that_is_a_number_does_not_abort_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue #21 item 5: one such line aborted the whole run with no registry."""
+    from service.fhir import build
+
+    small_export(tmp_path / "export")
+    bad = build.observation("bad", "p1", "2160-0", "2021-03-01", 1.0, "mg/dL")
+    bad["code"]["coding"] = 5
+    write_lines(tmp_path / "export", "Observation", [bad])
+    code = main(["screen", str(tmp_path / "export"), "--as-of", "2021-04-01", "--out", str(tmp_path / "r.csv"),
+                 "--plot", str(tmp_path / "s.png")])  # fmt: skip
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["patients"] == 2
