@@ -285,3 +285,22 @@ def test_a_coding_that_is_a_number_does_not_abort_the_run(tmp_path: Path, capsys
                  "--plot", str(tmp_path / "s.png")])  # fmt: skip
     assert code == 0
     assert json.loads(capsys.readouterr().out)["patients"] == 2
+
+
+def test_the_embedded_cluster_accepts_no_client_without_its_credentials() -> None:
+    """Issue #21 item 9: the embedded scheduler on loopback accepted any local user's code (run in the workers). It now
+    speaks mutual TLS with credentials made in memory for the run: a client without them cannot connect."""
+    from distributed import Client
+
+    from service.population.engine import connect
+
+    client, close = connect(None, 1)
+    try:
+        address = client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:")
+        assert client.run(lambda: 1)  # the run's own client works
+        for attempt in (address, address.replace("tls://", "tcp://")):
+            with pytest.raises(Exception):  # noqa: B017, PT011 - refused however the comm layer reports it
+                Client(attempt, timeout=3)
+    finally:
+        close()

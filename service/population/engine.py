@@ -289,17 +289,24 @@ def registry(
 
 
 def connect(scheduler: str | None, workers: int) -> tuple[Any, Callable[[], None]]:
-    """A distributed Client: the given scheduler (or DASK_SCHEDULER_ADDRESS), else an embedded LocalCluster bound to
-    loopback. Returns the client and a function that closes what was started here."""
+    """A distributed Client: the given scheduler (or DASK_SCHEDULER_ADDRESS; its security is the operator's, see
+    docs/population.md), else an embedded LocalCluster on loopback over mutual TLS with temporary credentials and
+    no dashboard. Returns the client and a function that closes what was started here."""
     from distributed import Client, LocalCluster
+    from distributed.security import Security
 
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if address:
         client = Client(address)
         return client, client.close
+    # Issue #21 item 9: on loopback any local user could reach a plain tcp:// scheduler and run code in the workers
+    # (as the user running the screen). Mutual TLS with a key and certificate made in memory for this run only
+    # (distributed.security.Security.temporary): without them nothing can join or submit.
+    security = Security.temporary()
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0", silence_logs=40)  # fmt: skip
-    client = Client(cluster)
+                           protocol="tls://", security=security, dashboard_address=None,
+                           silence_logs=40)  # fmt: skip
+    client = Client(cluster, security=security)
 
     def close() -> None:
         client.close()
