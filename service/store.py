@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +164,17 @@ def _read_time(value: Any) -> datetime:
     return _aware(value)
 
 
+DASHBOARD_WEEKS = 52  # issue #21 item 7: the feedback chart covers the last year, on the server's clock
+MAX_ANSWERS_PER_CARD = 20
+# an ended snooze is kept this long, so that overriding the same safety finding again cannot start a fresh 7 days
+SNOOZE_KEEP_DAYS = 30
+
+
+class TooManyAnswers(ValueError):
+    """A feedback batch would store more than MAX_ANSWERS_PER_CARD answers for one card."""
+
+
+# issue #21 item 7: more answers to one card are refused (429), never stored in part
 OVERFLOW_CARD = "overflow"  # the card naming the cards over the cap: it is never snoozed (issue #21)
 SAFETY_SNOOZE_MAX_DAYS = 7  # clinical spec 2.1 §7.4 rule 2: a safety card is never quiet for longer
 
@@ -393,6 +404,7 @@ class Store:
         The snooze row is an upsert (one row per patient and rule), so a retried or concurrent answer is a no-op.
         """
         known = self.cards_by_uuid([item["card"] for item in items])
+        self._check_answer_cap([item["card"] for item in items if item["card"] in known])
         received = now()
         values = []
         changes: dict[tuple[str, str], dict[str, Any]] = {}
@@ -431,6 +443,37 @@ class Store:
                 conn.execute(self._upsert_snooze, row)
         return [v["rule_id"] for v in values]
 
+    def _check_answer_cap(self, cards: list[str]) -> None:
+        """At most MAX_ANSWERS_PER_CARD answers are kept per card (issue #21 item 7): a batch that would exceed it is
+        refused whole (TooManyAnswers, a 429), so nothing is stored in part."""
+        if not cards:
+            return
+        wanted: dict[str, int] = {}
+        for card in cards:
+            wanted[card] = wanted.get(card, 0) + 1
+        query = (sa.select(feedback.c.card_uuid, sa.func.count()).where(feedback.c.card_uuid.in_(list(wanted)))
+                 .group_by(feedback.c.card_uuid))  # fmt: skip
+        with self.engine.connect() as conn:
+            stored = {uuid_: int(n) for uuid_, n in conn.execute(query)}
+        if any(stored.get(card, 0) + n > MAX_ANSWERS_PER_CARD for card, n in wanted.items()):
+            raise TooManyAnswers(f"at most {MAX_ANSWERS_PER_CARD} answers are kept per card")
+
+    def purge(self, retention_days: int) -> dict[str, int]:
+        """Issue #21 item 7: delete raw feedback, card index rows and snoozed-card counts older than the retention, and
+        snoozes that ended more than SNOOZE_KEEP_DAYS ago. Returns the rows deleted per table."""
+        cutoff = now() - timedelta(days=retention_days)
+        ended = now() - timedelta(days=SNOOZE_KEEP_DAYS)
+        deleted = {}
+        with self.engine.begin() as conn:
+            for name, statement in (
+                ("feedback", feedback.delete().where(feedback.c.received_at < cutoff)),
+                ("card_index", card_index.delete().where(card_index.c.created_at < cutoff)),
+                ("snoozed_cards", snoozed_cards.delete().where(snoozed_cards.c.at < cutoff)),
+                ("snoozes", snoozes.delete().where(snoozes.c.until < ended)),
+            ):
+                deleted[name] = int(conn.execute(statement).rowcount or 0)
+        return deleted
+
     def _snooze_row(self, conn: sa.Connection, link: str, rule: str) -> dict[str, Any] | None:
         row = conn.execute(sa.select(snoozes).where(snoozes.c.patient_link == link, snoozes.c.rule_id == rule)).first()
         return dict(row._mapping) if row is not None else None
@@ -442,51 +485,51 @@ class Store:
             rows = cursor.fetchall()
         return {rule: Snooze(orjson.loads(fingerprint), _read_time(until)) for rule, fingerprint, until in rows}
 
-    def final_outcomes(self) -> dict[str, dict[str, Any]]:
-        """Each answered card's final outcome (the latest event by outcome time, then arrival), keyed by card uuid.
-
-        A card can be both accepted and, later, dismissed (the Sandbox keeps it on screen after a suggestion is
-        taken): it counts once, as its final outcome. The raw events stay in `feedback`.
-        """
-        query = (
-            sa.select(feedback.c.card_uuid, feedback.c.rule_id, feedback.c.outcome, feedback.c.override_code,
-                      feedback.c.outcome_timestamp)
-            .where(feedback.c.matched.is_(True))
-            .order_by(feedback.c.card_uuid, feedback.c.outcome_timestamp, feedback.c.id)
-        )  # fmt: skip
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return {r.card_uuid: {"rule": r.rule_id, "outcome": r.outcome, "reason": r.override_code,
-                              "at": _aware(r.outcome_timestamp)} for r in rows}  # fmt: skip
+    def _finals(self, since: datetime | None = None) -> Any:
+        """Each answered card's final outcome (the latest event by outcome time, then arrival), one row per card, as
+        a subquery (window function, SQLite and PostgreSQL). A card can be both accepted and, later, dismissed (the
+        Sandbox keeps it on screen after a suggestion is taken): it counts once, as its final outcome. The raw events
+        stay in `feedback`. `since`: only events received from then on (the dashboard's window)."""
+        order = sa.func.row_number().over(
+            partition_by=feedback.c.card_uuid, order_by=(feedback.c.outcome_timestamp.desc(), feedback.c.id.desc())
+        )
+        query = sa.select(feedback.c.card_uuid, feedback.c.rule_id, feedback.c.outcome, feedback.c.override_code,
+                          feedback.c.received_at, order.label("n")).where(feedback.c.matched.is_(True))  # fmt: skip
+        if since is not None:
+            query = query.where(feedback.c.received_at >= since)
+        ranked = query.subquery()
+        return sa.select(ranked).where(ranked.c.n == 1).subquery()
 
     def feedback_report(self) -> list[dict[str, Any]]:
-        """Per rule: cards shown, final outcomes (accepted, overridden), cards snoozed, rates, override reasons."""
+        """Per rule: cards shown, final outcomes (accepted, overridden), cards snoozed, rates, override reasons, all
+        counted by the database (issue #21 item 7: 90k rows made the page take 1.8 s in Python)."""
+        finals = self._finals()
+        matched = feedback.c.matched.is_(True)
         shown: dict[str, int]
         snoozed: dict[str, int]
         events: dict[str, int]
         with self.engine.connect() as conn:
-            shown = dict(
-                conn.execute(sa.select(card_index.c.rule_id, sa.func.count()).group_by(card_index.c.rule_id)).all()
-            )
-            snoozed = dict(
-                conn.execute(
-                    sa.select(snoozed_cards.c.rule_id, sa.func.count()).group_by(snoozed_cards.c.rule_id)
-                ).all()
-            )
-            events = dict(conn.execute(
-                sa.select(feedback.c.rule_id, sa.func.count()).where(feedback.c.matched.is_(True))
-                .group_by(feedback.c.rule_id)).all())  # fmt: skip
+            shown = {r: n for r, n in conn.execute(
+                sa.select(card_index.c.rule_id, sa.func.count()).group_by(card_index.c.rule_id))}  # fmt: skip
+            snoozed = {r: n for r, n in conn.execute(
+                sa.select(snoozed_cards.c.rule_id, sa.func.count()).group_by(snoozed_cards.c.rule_id))}  # fmt: skip
+            by_rule = sa.select(feedback.c.rule_id, sa.func.count()).where(matched).group_by(feedback.c.rule_id)
+            events = {r: n for r, n in conn.execute(by_rule)}
+            outcomes = conn.execute(
+                sa.select(finals.c.rule_id, finals.c.outcome, finals.c.override_code, sa.func.count())
+                .group_by(finals.c.rule_id, finals.c.outcome, finals.c.override_code)
+            ).all()  # fmt: skip
         report: dict[str, dict[str, Any]] = {}
 
         def entry(rule: str) -> dict[str, Any]:
             return report.setdefault(rule, {"rule": rule, "accepted": 0, "overridden": 0, "reasons": {}})
 
-        for final in self.final_outcomes().values():
-            e = entry(final["rule"])
-            e[final["outcome"]] += 1
-            if final["outcome"] == "overridden":
-                code = final["reason"] or "(no reason)"
-                e["reasons"][code] = e["reasons"].get(code, 0) + 1
+        for rule, outcome, code, count in outcomes:
+            e = entry(rule)
+            e[outcome] += int(count)
+            if outcome == "overridden":
+                key = code or "(no reason)"
+                e["reasons"][key] = e["reasons"].get(key, 0) + int(count)
         for rule in (*shown, *snoozed):
             entry(rule)
         for rule, e in report.items():
@@ -506,28 +549,41 @@ class Store:
         """`feedback_weekly` for every rule at once, keyed by rule (one pass over the tables)."""
         return self._weekly(None, by_rule=True)
 
+    def _day(self, column: Any) -> Any:
+        """The calendar day (UTC) of a timestamp column, in SQL for either dialect."""
+        if self.engine.dialect.name == "postgresql":
+            return sa.cast(sa.func.timezone("UTC", column), sa.Date)
+        return sa.func.date(column)
+
     def _weekly(self, rule: str | None, by_rule: bool) -> dict[str | None, list[dict[str, Any]]]:
+        """Counts per rule and day from the database over the last DASHBOARD_WEEKS weeks, folded into weeks here.
+        Weeks follow the server's clock (when a card was shown or an answer received), never a client's
+        `outcomeTimestamp` (issue #21 item 7: answers dated 1901 made 65 s of chart work)."""
+        since = now() - timedelta(weeks=DASHBOARD_WEEKS)
         tables: dict[str | None, dict[str, dict[str, Any]]] = {}
 
-        def week(rule_id: str, at: datetime) -> dict[str, Any]:
-            monday = (_aware(at) - timedelta(days=_aware(at).weekday())).date().isoformat()
+        def week(rule_id: str, day: Any) -> dict[str, Any]:
+            when = day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
+            monday = (when - timedelta(days=when.weekday())).isoformat()
             weeks = tables.setdefault(rule_id if by_rule else None, {})
             return weeks.setdefault(monday, {"week": monday, "shown": 0, "accepted": 0, "overridden": 0,
                                              "snoozed": 0})  # fmt: skip
 
-        shown_q = sa.select(card_index.c.rule_id, card_index.c.created_at)
-        snoozed_q = sa.select(snoozed_cards.c.rule_id, snoozed_cards.c.at)
-        if rule is not None:
-            shown_q = shown_q.where(card_index.c.rule_id == rule)
-            snoozed_q = snoozed_q.where(snoozed_cards.c.rule_id == rule)
+        finals = self._finals(since)
+        queries = [
+            ("shown", card_index.c.rule_id, self._day(card_index.c.created_at), None, card_index.c.created_at),
+            ("snoozed", snoozed_cards.c.rule_id, self._day(snoozed_cards.c.at), None, snoozed_cards.c.at),
+            ("outcome", finals.c.rule_id, self._day(finals.c.received_at), finals.c.outcome, finals.c.received_at),
+        ]
         with self.engine.connect() as conn:
-            for rule_id, at in conn.execute(shown_q):
-                week(rule_id, at)["shown"] += 1
-            for rule_id, at in conn.execute(snoozed_q):
-                week(rule_id, at)["snoozed"] += 1
-        for final in self.final_outcomes().values():
-            if rule is None or final["rule"] == rule:
-                week(final["rule"], final["at"])[final["outcome"]] += 1
+            for kind, rule_col, day_col, outcome_col, at_col in queries:
+                cols = [rule_col, day_col.label("day")] + ([outcome_col] if outcome_col is not None else [])
+                query = sa.select(*cols, sa.func.count()).where(at_col >= since).group_by(*cols)
+                if rule is not None:
+                    query = query.where(rule_col == rule)
+                for row in conn.execute(query):
+                    counts = week(row[0], row[1])
+                    counts[row[2] if kind == "outcome" else kind] += int(row[-1])
         return {key: [weeks[k] for k in sorted(weeks)] for key, weeks in tables.items()}
 
     def feedback_count(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +32,7 @@ from service.clinical.assess import Assessment, assess
 from service.clinical.rules import Indicator
 from service.clinical.thresholds import Thresholds
 from service.fhir.adapter import record_from_resources, site_code_map
-from service.store import FeedbackCaller, SnoozeRule
+from service.store import FeedbackCaller, SnoozeRule, TooManyAnswers
 from service.web import metrics
 from service.web.acquire import DataUnavailable, FetchSettings, PatientData
 from service.web.auth import AuthFailure, Caller
@@ -366,8 +367,25 @@ def record_outcome(
 # --- feedback (D-06) --------------------------------------------------------------------------------------------
 
 
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
+PURGE_EVERY_S = 3600.0
+_last_purge = 0.0
+
+
+def purge_now() -> None:
+    """Retention (issue #21 item 7): at most once an hour per worker, after a feedback post."""
+    global _last_purge
+    if time.monotonic() - _last_purge < PURGE_EVERY_S and _last_purge:
+        return
+    _last_purge = time.monotonic()
+    deleted = state().store.purge(state().settings.retention_days)
+    if any(deleted.values()):
+        log.info("retention purge", extra={"deleted": deleted})
+
+
 def parse_timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str) or "T" not in value:
+    """An RFC 3339 date-time with a time zone (issue #21: ISO week dates and other ISO forms are refused)."""
+    if not isinstance(value, str) or RFC3339.fullmatch(value) is None:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -403,7 +421,11 @@ def feedback(service_id: str) -> Response:
         return snooze_rule(rule, dismissal, thresholds)
 
     who = FeedbackCaller(iss=caller.iss, tenant=caller.tenant, verified=True) if caller else FeedbackCaller()
-    rules = state().store.add_feedback(service.id, clean, who, policy)
+    try:
+        rules = state().store.add_feedback(service.id, clean, who, policy)
+    except TooManyAnswers as exc:
+        raise ApiError(429, str(exc), "throttled") from None
+    purge_now()
     for rule, item in zip(rules, clean, strict=True):
         metrics.FEEDBACK.labels(rule or "unmatched", item["outcome"]).inc()
     return json_response({}, no_store=True)

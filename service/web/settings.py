@@ -108,6 +108,7 @@ class Settings:
     login_attempts: int = 5  # failed admin logins per client address, and per account, in `login_window_s`
     login_window_s: int = 300
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For is believed (nginx: 1)
+    retention_days: int = 730  # issue #21: raw feedback and card index rows older than this are purged
 
     @property
     def production(self) -> bool:
@@ -139,6 +140,7 @@ class Settings:
             admin_users=parse_admin_users(os.environ.get("CKD_CDS_ADMIN_USERS")),
             secret_key=os.environ.get("CKD_CDS_SECRET_KEY") or None,
             trusted_proxies=int(_env("CKD_CDS_TRUSTED_PROXIES", "0")),
+            retention_days=int(_env("CKD_CDS_RETENTION_DAYS", "730")),
             **security_fields(security, production),
         )
         check_safe(settings)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +248,60 @@ def test_the_link_depends_on_the_secret_so_rotation_ends_every_snooze(tmp_path: 
     assert "statin" not in chart(client, bundle)
     rotated = make_dev_app(tmp_path / "a", patient_link_secret="b" * 64).test_client()
     assert "statin" in chart(rotated, bundle)
+
+
+# --- 7: the dashboard and feedback volume ------------------------------------------------------------------------
+
+
+def test_answers_dated_1901_do_not_stretch_the_chart(tmp_path: Path, bundles: dict[str, Any]) -> None:
+    """The chart bins on the server's clock over the last year, whatever outcomeTimestamp says."""
+    app = make_dev_app(tmp_path)
+    client = app.test_client()
+    card = chart(client, bundles["03-g3a-a2-not-coded"])["statin"]
+    item = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "1901-01-07T10:00:00Z",
+            "overrideReason": REASON}  # fmt: skip
+    assert client.post(FEEDBACK, json={"feedback": [item]}).status_code == 200
+    weeks = app.extensions["ckd_cds"].store.feedback_weekly()
+    assert len(weeks) == 1  # this week only: before, one bin per week back to 1901 (65 s of CPU for 7,610 answers)
+    assert weeks[0]["week"] >= (date.today() - timedelta(days=7)).isoformat()
+    assert (weeks[0]["shown"], weeks[0]["overridden"]) == (3, 1)  # 3 cards shown, the statin overridden
+
+
+def test_answers_per_card_are_capped(tmp_path: Path, bundles: dict[str, Any]) -> None:
+    from service.store import MAX_ANSWERS_PER_CARD
+
+    app = make_dev_app(tmp_path)
+    client = app.test_client()
+    card = chart(client, bundles["03-g3a-a2-not-coded"])["statin"]
+    item = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-29T10:00:00Z",
+            "overrideReason": REASON}  # fmt: skip
+    assert client.post(FEEDBACK, json={"feedback": [item] * MAX_ANSWERS_PER_CARD}).status_code == 200
+    refused = client.post(FEEDBACK, json={"feedback": [item]})
+    assert refused.status_code == 429
+    assert refused.json["resourceType"] == "OperationOutcome"
+    assert app.extensions["ckd_cds"].store.feedback_count() == MAX_ANSWERS_PER_CARD  # nothing stored in part
+
+
+def test_retention_purges_old_rows_and_ended_snoozes(tmp_path: Path, bundles: dict[str, Any]) -> None:
+    import sqlalchemy as sa
+
+    app = make_dev_app(tmp_path)
+    client = app.test_client()
+    answer(client, chart(client, bundles["03-g3a-a2-not-coded"])["statin"])
+    store = app.extensions["ckd_cds"].store
+    long_ago = datetime.now(UTC) - timedelta(days=800)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE feedback SET received_at = :t"), {"t": long_ago})
+        conn.execute(sa.text("UPDATE card_index SET created_at = :t"), {"t": long_ago})
+        conn.execute(sa.text("UPDATE snoozes SET until = :t"), {"t": long_ago})
+    deleted = store.purge(730)
+    assert deleted["feedback"] == 1
+    assert deleted["card_index"] >= 1
+    assert deleted["snoozes"] == 1
+    assert store.feedback_count() == 0
+
+
+@pytest.mark.parametrize("stamp", ["2026-W48-7T10:00:00Z", "2026-11-29 10:00:00Z", "20261129T100000Z"])
+def test_only_rfc_3339_timestamps(client: FlaskClient, stamp: str) -> None:
+    item = {"card": "x", "outcome": "accepted", "outcomeTimestamp": stamp}
+    assert client.post(FEEDBACK, json={"feedback": [item]}).status_code == 400
