@@ -56,9 +56,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.before_request
     def start_request() -> Response | None:
         g.started = time.monotonic()
+        # issue #21: the request id is always the service's own (a client's could collide with another call's in the
+        # audit); a well-formed client id is kept beside it for correlation
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if incoming.isalnum() and len(incoming) <= 64 else uuid.uuid4().hex
+        g.request_id = uuid.uuid4().hex
         g.audit = {"request_id": g.request_id}
+        if incoming.isalnum() and len(incoming) <= 64:
+            g.audit["client_request_id"] = incoming
         if request.method == "OPTIONS" and request.path.startswith("/cds-services"):
             return preflight(settings)
         return None

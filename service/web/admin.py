@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 import secrets
 from datetime import date, timedelta
 from functools import cache
@@ -96,7 +97,9 @@ def client_key() -> str:
 
 
 def account_key(user: str) -> str:
-    return hashlib.sha256(f"account:{user}".encode()).hexdigest()
+    """The account as seen from this client address (issue #21: counting per account alone let anyone who knew a user
+    name lock that admin out from any address)."""
+    return hashlib.sha256(f"account:{request.remote_addr or '-'}|{user}".encode()).hexdigest()
 
 
 @cache
@@ -117,6 +120,18 @@ def admin_headers(response: Response) -> Response:
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"
     return response
+
+
+SAVED_MESSAGES = re.compile(
+    r"Saved version \d+\.|No change: version \d+ stays live\.|"
+    r"Restored version \d+ as version \d+\."
+)
+
+
+def saved_message(value: str | None) -> str | None:
+    """The message after a save, only in the forms this console writes (issue #21: `/admin?saved=` showed any text
+    a link carried, a phishing aid inside the console)."""
+    return value if value is not None and SAVED_MESSAGES.fullmatch(value) else None
 
 
 @bp.route("/admin/login", methods=["GET", "POST"])
@@ -325,7 +340,7 @@ def console() -> Any:
     form_fields = fields(live.document)
     context: dict[str, Any] = {
         "live": live, "role": role, "fields": form_fields, "errors": {}, "diff": None, "preview": None,
-        "message": request.args.get("saved"), "patients": sorted(demo_bundles()), "chosen_patient": "",
+        "message": saved_message(request.args.get("saved")), "patients": sorted(demo_bundles()), "chosen_patient": "",
         "bundle_text": "", "comment": "",
     }  # fmt: skip
     context["sections"] = grouped(form_fields)

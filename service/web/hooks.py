@@ -99,6 +99,8 @@ def require_json_body() -> Any:
     Nesting deeper than 1,024 levels is refused by orjson itself (400); nothing here recurses over request JSON
     (the request schema stops at `prefetch: object`, the adapter reads fixed paths), so that is the depth cap.
     """
+    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        raise ApiError(415, "Content-Encoding is not supported: send the JSON body uncompressed")
     mimetype = request.mimetype or ""
     if not (mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
         raise ApiError(415, "Content-Type must be application/json")

@@ -305,3 +305,50 @@ def test_retention_purges_old_rows_and_ended_snoozes(tmp_path: Path, bundles: di
 def test_only_rfc_3339_timestamps(client: FlaskClient, stamp: str) -> None:
     item = {"card": "x", "outcome": "accepted", "outcomeTimestamp": stamp}
     assert client.post(FEEDBACK, json={"feedback": [item]}).status_code == 400
+
+
+# --- low findings ------------------------------------------------------------------------------------------------
+
+
+def test_a_compressed_body_is_415_not_400(client: FlaskClient, bundles: dict[str, Any]) -> None:
+    import gzip
+
+    body = gzip.compress(orjson.dumps(call("p1")))
+    response = client.post(URL, data=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert response.status_code == 415
+    assert response.json["resourceType"] == "OperationOutcome"
+
+
+def test_a_client_request_id_is_kept_beside_the_services_own(app: Flask, client: FlaskClient) -> None:
+    response = client.get("/cds-services", headers={"X-Request-ID": "abc123"})
+    assert response.headers["X-Request-ID"] != "abc123"  # the service's own id: a client cannot collide with another
+    client.post(URL, json=call("p1"), headers={"X-Request-ID": "abc123"})
+    record = app.extensions["ckd_cds"].store.audit_records(1)[0]
+    assert record["client_request_id"] == "abc123"
+    assert record["request_id"] != "abc123"
+
+
+def test_the_console_shows_no_message_a_link_carries(tmp_path: Path) -> None:
+    from tests.reliability.test_hardening import admin, sign_in
+
+    client = admin(tmp_path).test_client()
+    assert sign_in(client, "ann", "ann-pass") == 302
+    page = client.get("/admin?saved=Your+session+expired:+sign+in+at+evil.example").get_data(as_text=True)
+    assert "evil.example" not in page
+    assert "Saved version 3." in client.get("/admin?saved=Saved+version+3.").get_data(as_text=True)
+
+
+def test_failed_sign_ins_from_one_address_do_not_lock_the_account_elsewhere(tmp_path: Path) -> None:
+    from tests.reliability.test_hardening import admin
+
+    app = admin(tmp_path, login_attempts=3)
+    attacker = app.test_client()
+    for _ in range(6):
+        attacker.post("/admin/login", data={"username": "ann", "password": "wrong"},
+                      environ_overrides={"REMOTE_ADDR": "10.9.9.9"})  # fmt: skip
+    locked = attacker.post("/admin/login", data={"username": "ann", "password": "ann-pass"},
+                           environ_overrides={"REMOTE_ADDR": "10.9.9.9"})  # fmt: skip
+    assert locked.status_code == 429  # the guessing address stays locked out
+    owner = app.test_client().post("/admin/login", data={"username": "ann", "password": "ann-pass"},
+                                   environ_overrides={"REMOTE_ADDR": "192.0.2.7"})  # fmt: skip
+    assert owner.status_code == 302  # before: the account itself was locked, from every address
