@@ -57,6 +57,7 @@ http {{
     access_log off;
     client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy; fastcgi_temp_path {prefix}/fcgi;
     uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
+    limit_conn_zone $binary_remote_addr zone=ckd_cds_per_client:10m;
     upstream ckd_cds {{ server 127.0.0.1:{SERVICE_PORT}; keepalive 16; }}
     server {{
         listen 127.0.0.1:{PROXY_PORT};
@@ -142,3 +143,28 @@ def test_behind_nginx_slow_bodies_do_not_delay_normal_calls(proxy: str) -> None:
         for t in threads:
             t.join(timeout=10)
     assert busy - quiet <= 0.100  # issue #13: at the median, within 100 ms of the quiet run
+
+
+def test_behind_nginx_one_address_holds_at_most_32_requests(proxy: str) -> None:
+    """Issue #21: nginx had no per-client limit. With 32 requests of one address waiting for their bodies, the next
+    request from that address is answered 429 as a FHIR OperationOutcome, and the held ones are released."""
+    import json
+    import socket
+
+    host, port = proxy.removeprefix("http://").split(":")
+    held = []
+    try:
+        for _ in range(32):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            s.sendall(b"POST /cds-services/ckd-patient-view HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n")  # fmt: skip
+            held.append(s)
+        time.sleep(0.3)
+        response = requests.post(proxy + "/cds-services/ckd-patient-view", json={}, timeout=5)
+        assert response.status_code == 429
+        assert json.loads(response.text)["resourceType"] == "OperationOutcome"
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.3)
+    assert requests.get(proxy + "/cds-services", timeout=5).status_code == 200
