@@ -237,6 +237,10 @@ def run_screen(args: argparse.Namespace) -> dict[str, Any]:
                                      workers=args.workers, stage=Path(args.stage) if args.stage else None)  # fmt: skip
     except (ScreenError, OSError) as exc:
         raise UsageError(str(exc)) from None
+    except ImportError as exc:  # issue #21: an fsspec URL whose filesystem is not installed (http:// needs aiohttp)
+        raise UsageError(f"cannot read {args.source}: {exc}") from None
+    except ValueError as exc:  # a URL fsspec cannot parse, a protocol it does not know
+        raise UsageError(f"cannot read {args.source}: {exc}") from None
     plot(counts, png, as_of)
     rate = counts["patients"] / seconds if seconds else 0.0
     left_out = {"resources_without_patient": stats.unresolved, "patients_without_one_patient_resource":

@@ -85,7 +85,10 @@ def test_cli_writes_registry_counts_and_plot(tmp_path: Path, capsys: pytest.Capt
 
 
 @pytest.mark.parametrize("args", [["screen", "/nonexistent", "--as-of", "2021-04-01"],
-                                  ["screen", ".", "--as-of", "2021-04-01", "--out", "x.xlsx"]])  # fmt: skip
+                                  ["screen", ".", "--as-of", "2021-04-01", "--out", "x.xlsx"],
+                                  # issue #21: an http:// source (no filesystem installed; loopback, a closed port)
+                                  ["screen", "http://127.0.0.1:9/export", "--as-of", "2021-04-01", "--out", "x.csv"],
+                                  ["screen", "nosuch://x/export", "--as-of", "2021-04-01", "--out", "x.csv"]])  # fmt: skip
 def test_cli_bad_input_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(args) == 2
     assert capsys.readouterr().err.count("\n") == 1
