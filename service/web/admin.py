@@ -314,14 +314,24 @@ def preview_cards(thresholds: Thresholds, bundle: dict[str, Any]) -> list[dict[s
             for c in built.cards]  # fmt: skip
 
 
+PREVIEW_MAX_CHARS = 2_000_000
+
+
 def preview_bundle(form: Any) -> tuple[str, dict[str, Any] | None, str | None]:
     """(label, bundle, error) for the chosen demo patient or the pasted Bundle."""
     pasted = (form.get("bundle") or "").strip()
     if pasted:
+        if len(pasted) > PREVIEW_MAX_CHARS:  # issue #21: the preview runs the engine twice per post
+            return "pasted Bundle", None, f"The pasted Bundle is larger than {PREVIEW_MAX_CHARS // 1_000_000} MB."
         try:
-            return "pasted Bundle", orjson.loads(pasted), None  # nesting past 1,024 levels is a JSONDecodeError
+            bundle = orjson.loads(pasted)  # nesting past 1,024 levels is a JSONDecodeError
         except orjson.JSONDecodeError:
             return "pasted Bundle", None, "The pasted text is not valid JSON (or nested more than 1,024 levels)."
+        entries = bundle.get("entry") if isinstance(bundle, dict) else None
+        limit = state().settings.max_prefetch_entries
+        if isinstance(entries, list) and len(entries) > limit:
+            return "pasted Bundle", None, f"The pasted Bundle has more than {limit:,} entries."
+        return "pasted Bundle", bundle, None
     slug = form.get("patient") or ""
     bundles = demo_bundles()
     if slug not in bundles:

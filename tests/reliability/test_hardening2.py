@@ -352,3 +352,15 @@ def test_failed_sign_ins_from_one_address_do_not_lock_the_account_elsewhere(tmp_
     owner = app.test_client().post("/admin/login", data={"username": "ann", "password": "ann-pass"},
                                    environ_overrides={"REMOTE_ADDR": "192.0.2.7"})  # fmt: skip
     assert owner.status_code == 302  # before: the account itself was locked, from every address
+
+
+def test_the_admin_preview_refuses_an_oversized_bundle(tmp_path: Path) -> None:
+    from tests.web.test_admin import admin_app, csrf_of, login
+
+    client = admin_app(tmp_path).test_client()
+    login(client, "ann", "ann-pass")
+    entries = [{"resource": {"resourceType": "Observation", "id": str(i)}} for i in range(2001)]
+    bundle = orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}).decode()
+    response = client.post("/admin", data={"csrf_token": csrf_of(client), "action": "preview", "bundle": bundle})
+    assert response.status_code == 200
+    assert "more than 2,000 entries" in response.get_data(as_text=True)
