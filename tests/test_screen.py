@@ -88,7 +88,8 @@ def test_cli_writes_registry_counts_and_plot(tmp_path: Path, capsys: pytest.Capt
                                   ["screen", ".", "--as-of", "2021-04-01", "--out", "x.xlsx"],
                                   # issue #21: an http:// source (no filesystem installed; loopback, a closed port)
                                   ["screen", "http://127.0.0.1:9/export", "--as-of", "2021-04-01", "--out", "x.csv"],
-                                  ["screen", "nosuch://x/export", "--as-of", "2021-04-01", "--out", "x.csv"]])  # fmt: skip
+                                  ["screen", "nosuch://x/export", "--as-of", "2021-04-01", "--out", "x.csv"],
+                                  ])  # fmt: skip
 def test_cli_bad_input_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(args) == 2
     assert capsys.readouterr().err.count("\n") == 1
@@ -307,3 +308,24 @@ def test_the_embedded_cluster_accepts_no_client_without_its_credentials() -> Non
                 Client(attempt, timeout=3)
     finally:
         close()
+
+
+def test_export_edge_cases_are_counted_never_attributed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue #21: a line that is JSON but not an object is counted as invalid; a subject that is an absolute URL (maybe
+    another server's patient with the same id) is never attributed to a patient here."""
+    from service.fhir import build
+
+    small_export(tmp_path / "export")
+    with (tmp_path / "export" / "Observation.ndjson").open("a", encoding="utf-8") as handle:
+        handle.write("[1, 2]\n")
+        foreign = build.observation("f1", "p1", "2160-0", "2021-03-20", 9.0, "mg/dL")
+        foreign["subject"] = {"reference": "https://other.example/fhir/Patient/p1"}
+        handle.write(json.dumps(foreign) + "\n")
+    code = main(["screen", str(tmp_path / "export"), "--as-of", "2021-04-01", "--out", str(tmp_path / "r.csv"),
+                 "--plot", str(tmp_path / "s.png")])  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["left_out"]["invalid_lines"] == 1
+    assert out["left_out"]["resources_without_patient"] == 2  # the orphan of small_export and the foreign one
+    rows = pd.read_csv(tmp_path / "r.csv").set_index("patient")
+    assert rows.loc["p1", "egfr"] < 30  # creatinine 3.0 as before: the foreign 9.0 mg/dL was not read as p1's

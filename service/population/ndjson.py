@@ -35,8 +35,8 @@ META = pd.DataFrame({"patient": pd.Series(dtype="string"), "kind": pd.Series(dty
 
 
 def patient_of(resource: dict[str, Any]) -> str | None:
-    """The patient a resource belongs to: a Patient's own id; `Patient/<id>` or `urn:uuid:<id>` in subject/patient.
-    None when it names none (such resources are counted, never guessed)."""
+    """The patient a resource belongs to: a Patient's own id; a relative `Patient/<id>` or `urn:uuid:<id>` in
+    subject/patient. None when it names none (such resources are counted, never guessed)."""
     if resource.get("resourceType") == "Patient":
         pid = resource.get("id")
         return pid if isinstance(pid, str) else None
@@ -46,8 +46,17 @@ def patient_of(resource: dict[str, Any]) -> str | None:
         return None
     if ref.startswith("urn:uuid:"):
         return ref.removeprefix("urn:uuid:") or None
-    parts = ref.rstrip("/").split("/")
-    return parts[-1] if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] else None
+    # issue #21: only a relative `Patient/<id>` (a version `/_history/<v>` allowed); an absolute URL may name another
+    # server's patient with the same id, so it is never attributed (counted as naming no patient)
+    parts = ref.split("/")
+    if (
+        "://" in ref
+        or parts[0] != "Patient"
+        or len(parts) not in (2, 4)
+        or (len(parts) == 4 and parts[2] != "_history")
+    ):
+        return None
+    return parts[1] or None
 
 
 def slim(resource: Any, site_codes: SiteCodeMap | None) -> dict[str, Any] | None:
@@ -73,6 +82,8 @@ def parse_block(data: bytes, file: int, block: int, site_codes: SiteCodeMap | No
         try:
             resource = orjson.loads(line)
         except orjson.JSONDecodeError:
+            resource = None
+        if not isinstance(resource, dict):  # issue #21: a line that is JSON but not an object is invalid too
             rows.append((None, "invalid", file, block, line_no, ""))
             continue
         kept = slim(resource, site_codes)
