@@ -157,14 +157,20 @@ def read_capped(response: requests.Response, limit: int, deadline: float) -> Non
         response.close()
         raise ResponseTooLarge("FHIR response larger than the limit")
     chunks, size = [], 0
-    for chunk in response.iter_content(chunk_size=65536):
+    while True:
+        if time.monotonic() > deadline:
+            response.close()
+            raise requests.Timeout("request budget exhausted while reading")
+        # read1 returns as soon as some bytes arrive (each wait bounded by the read timeout), so the deadline is
+        # checked between them: a server sending a byte every second cannot hold this thread past the budget
+        # (issue #21; iter_content waited for whole 64 KiB chunks)
+        chunk = response.raw.read1(65536, decode_content=True)
+        if not chunk:
+            break
         size += len(chunk)
         if size > limit:
             response.close()
             raise ResponseTooLarge("FHIR response larger than the limit")
-        if time.monotonic() > deadline:
-            response.close()
-            raise requests.Timeout("request budget exhausted while reading")
         chunks.append(chunk)
     response._content = b"".join(chunks)
 

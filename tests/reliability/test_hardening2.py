@@ -364,3 +364,37 @@ def test_the_admin_preview_refuses_an_oversized_bundle(tmp_path: Path) -> None:
     response = client.post("/admin", data={"csrf_token": csrf_of(client), "action": "preview", "bundle": bundle})
     assert response.status_code == 200
     assert "more than 2,000 entries" in response.get_data(as_text=True)
+
+
+def test_a_trickling_fhir_response_is_not_read_past_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #21: a server trickling its body held the fetch thread past the request deadline (iter_content waited
+    for 64 KiB). On a fake clock: one byte per read, one second per read; the read stops at the deadline."""
+    import requests
+
+    from service.web import acquire
+
+    clock = [0.0]
+
+    class Trickle:
+        reads = 0
+
+        def read1(self, amt: int, decode_content: bool = True) -> bytes:
+            Trickle.reads += 1
+            clock[0] += 1.0
+            return b"x"
+
+    class Response:
+        def __init__(self) -> None:
+            self.headers: dict[str, str] = {}
+            self.raw = Trickle()
+            self.closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(acquire.time, "monotonic", lambda: clock[0])
+    response = Response()
+    with pytest.raises(requests.Timeout):
+        acquire.read_capped(response, 10_000_000, deadline=3.0)  # type: ignore[arg-type]
+    assert response.closed
+    assert Trickle.reads <= 4  # stopped at the deadline: before, it read on until 64 KiB had arrived
