@@ -329,3 +329,16 @@ def test_export_edge_cases_are_counted_never_attributed(tmp_path: Path, capsys: 
     assert out["left_out"]["resources_without_patient"] == 2  # the orphan of small_export and the foreign one
     rows = pd.read_csv(tmp_path / "r.csv").set_index("patient")
     assert rows.loc["p1", "egfr"] < 30  # creatinine 3.0 as before: the foreign 9.0 mg/dL was not read as p1's
+
+
+@pytest.mark.parametrize("rows", ["../elsewhere", "/tmp", ""])
+def test_a_stage_cannot_point_outside_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: str) -> None:
+    stage = tmp_path / "stage"
+    (stage / "rows").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (stage / "medications.json").write_text("{}", encoding="utf-8")
+    (stage / "stage.json").write_text(json.dumps({"format": "ckd-cds-stage/1", "rows": rows}), encoding="utf-8")
+    code = main(["screen", str(stage), "--as-of", "2021-04-01", "--out", str(tmp_path / "r.csv"), "--plot",
+                 str(tmp_path / "s.png")])  # fmt: skip
+    assert code == 2
+    assert "inside the stage" in capsys.readouterr().err

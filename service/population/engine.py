@@ -203,8 +203,12 @@ def screen_stage(source: Path, as_of: date, thresholds: Thresholds, stats: Scree
     manifest = orjson.loads((source / "stage.json").read_bytes())
     if manifest.get("format") != STAGE_FORMAT:
         raise ScreenError(f"{source} is not a ckd-cds stage ({STAGE_FORMAT})")
+    rows_path = (source / str(manifest.get("rows", ""))).resolve()
+    if not manifest.get("rows") or not rows_path.is_relative_to(source.resolve()) or not rows_path.is_dir():
+        # issue #21: a manifest naming a folder outside the stage (../, an absolute path) would read any Parquet
+        raise ScreenError(f"{source}: the stage's rows must be a folder inside the stage")
     medications = orjson.loads((source / "medications.json").read_bytes())
-    rows = dd.read_parquet(str(source / manifest["rows"]), split_row_groups=False, aggregate_files=False)
+    rows = dd.read_parquet(str(rows_path), split_row_groups=False, aggregate_files=False)
     stats.files, stats.partitions, stats.medications = 1, rows.npartitions, len(medications) // 2
     assessed = rows.map_partitions(assess_partition, as_of, thresholds, medications, meta=ASSESSED_META)
     return Screening(registry=assessed[assessed["complete"]].drop(columns=["complete"]),
