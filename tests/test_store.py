@@ -252,7 +252,7 @@ def test_the_same_override_posted_at_once_is_stored_once(bound: Store) -> None:
         except BaseException as exc:
             errors.append(exc)
 
-    for _ in range(5):
+    for _ in range(2):  # 16 answers: within the 20 kept per card (issue #21 item 7)
         threads = [threading.Thread(target=post) for _ in range(8)]
         for t in threads:
             t.start()
@@ -261,4 +261,4 @@ def test_the_same_override_posted_at_once_is_stored_once(bound: Store) -> None:
     assert errors == []
     with bound.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(snoozes)).scalar_one() == 1
-    assert bound.feedback_count() == 40
+    assert bound.feedback_count() == 16

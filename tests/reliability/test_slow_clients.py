@@ -168,3 +168,12 @@ def test_behind_nginx_one_address_holds_at_most_32_requests(proxy: str) -> None:
             s.close()
     time.sleep(0.3)
     assert requests.get(proxy + "/cds-services", timeout=5).status_code == 200
+
+
+def test_behind_nginx_headers_too_large_answer_431_as_documented(proxy: str) -> None:
+    """Issue #21: nginx answered 400 where docs/deployment.md said 431 (error_page needs "=431")."""
+    import json
+
+    response = requests.get(proxy + "/cds-services", headers={"X-Big": "a" * 20000}, timeout=5)
+    assert response.status_code == 431
+    assert json.loads(response.text)["resourceType"] == "OperationOutcome"
