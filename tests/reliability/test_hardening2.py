@@ -303,8 +303,11 @@ def test_retention_purges_old_rows_and_ended_snoozes(tmp_path: Path, bundles: di
 
 @pytest.mark.parametrize("stamp", ["2026-W48-7T10:00:00Z", "2026-11-29 10:00:00Z", "20261129T100000Z"])
 def test_only_rfc_3339_timestamps(client: FlaskClient, stamp: str) -> None:
-    item = {"card": "x", "outcome": "accepted", "outcomeTimestamp": stamp}
-    assert client.post(FEEDBACK, json={"feedback": [item]}).status_code == 400
+    valid = {"card": "x", "outcome": "overridden", "outcomeTimestamp": "2026-11-29T10:00:00Z"}
+    assert client.post(FEEDBACK, json={"feedback": [valid]}).status_code == 200  # the same item is otherwise fine
+    refused = client.post(FEEDBACK, json={"feedback": [{**valid, "outcomeTimestamp": stamp}]})
+    assert refused.status_code == 400
+    assert "outcomeTimestamp" in refused.json["issue"][0]["diagnostics"]
 
 
 # --- low findings ------------------------------------------------------------------------------------------------
