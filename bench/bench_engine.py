@@ -125,6 +125,11 @@ def main() -> int:
         "machine": machine(),
         "date": date.today().isoformat(),
     }
+    # issue #20: the wall-clock budget lives here, not in the test suite (a busy machine failed `make test` with it)
+    results["verdict"] = {
+        "engine_under_1000_us": results["engine_only"]["median_us"] < 1000,
+        "10000_creatinines_under_50000_us": results["engine_10000_creatinines"]["median_us"] < 50_000,
+    }
     out = ROOT / "bench" / "results" / "engine.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

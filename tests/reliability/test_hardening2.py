@@ -401,3 +401,12 @@ def test_a_trickling_fhir_response_is_not_read_past_the_deadline(monkeypatch: py
         acquire.read_capped(response, 10_000_000, deadline=3.0)  # type: ignore[arg-type]
     assert response.closed
     assert Trickle.reads <= 4  # stopped at the deadline: before, it read on until 64 KiB had arrived
+
+
+@pytest.mark.parametrize("tenant", ["t" * 201, "", "line\nbreak", 5])
+def test_an_unusable_tenant_claim_is_a_401(jwt_app: Flask, tenant: Any) -> None:
+    """Issue #21: the tenant claim was unbounded (the audit was lost on PostgreSQL) and a non-string tenant was read as
+    no tenant, sharing override memory with tenant-less calls."""
+    client = jwt_app.test_client()
+    response = client.post(URL, json=call("p1"), headers=jwt_for(URL, tenant=tenant))
+    assert response.status_code == 401
