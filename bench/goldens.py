@@ -57,6 +57,8 @@ def dump(out: Path) -> None:
     from service.web import create_app
 
     sys.stderr.write(f"goldens: responses of {Path(service.__file__).parent.parent}\n")
+    # a fixed patient-link key (issue #21): card uuids include the link, and each tree would otherwise generate its own
+    os.environ.setdefault("CKD_CDS_PATIENT_LINK_SECRET", "goldens-fixed-link-key-" + "0" * 40)
     client = create_app().test_client()
     today = date.today()
     with out.open("w", encoding="utf-8") as handle:

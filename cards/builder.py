@@ -138,8 +138,9 @@ POSSIBLE_CKD = {Reason.SINGLE_ABNORMAL, Reason.ABNORMAL_LT90D, Reason.ALBUMINURI
 
 
 def first_upper(text: str) -> str:
-    """Upper-case the first letter only (Jinja's `capitalize` lower-cases the rest: "eGFR" would become "egfr")."""
-    return text[:1].upper() + text[1:]
+    """Upper-case the first letter only (Jinja's `capitalize` lower-cases the rest: "eGFR" would become "egfr"); a
+    line that starts with "eGFR" keeps it ("EGFR" is not the abbreviation)."""
+    return text if text.startswith("eGFR") else text[:1].upper() + text[1:]
 
 
 @cache

@@ -227,3 +227,13 @@ def test_nothing_is_dropped_without_a_word(max_cards: int) -> None:
     assert len(capped) == max_cards
     assert shown == every[: max_cards - 1]
     assert listed.count("\n- ") == len(every) - len(shown)
+
+
+def test_a_line_that_starts_with_egfr_keeps_its_case() -> None:
+    from cards.builder import first_upper
+
+    assert first_upper("eGFR 46 mL/min/1.73 m²") == "eGFR 46 mL/min/1.73 m²"
+    assert first_upper("creatinine 1.20 mg/dL") == "Creatinine 1.20 mg/dL"
+    fall = cards_for(Pt().scr(100, 1.2).scr(10, 1.5))
+    detail = next(c["detail"] for c in fall if rule_ids([c]) == ["new_egfr_fall"])
+    assert "EGFR" not in detail
