@@ -45,7 +45,7 @@ from bench.report import query_ms  # noqa: E402
 from service.fhir import testserver  # noqa: E402
 from service.fhir.loader import load_bundle  # noqa: E402
 from service.web.acquire import next_link  # noqa: E402
-from service.web.registry import ckd_prefetch  # noqa: E402
+from service.web.services.patient_view import ckd_prefetch  # noqa: E402
 from tests import live  # noqa: E402
 
 SERVICE_PORT, FLOOR_PORT, PEER_PORT, FHIR_PORT = 19101, 19102, 19103, 8591

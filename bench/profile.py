@@ -39,15 +39,18 @@ from bench.durability import machine  # noqa: E402
 from bench.harness import URL_PATH  # noqa: E402
 from bench.patients import hook_body, small_patient, ten_year_patient  # noqa: E402
 
-# (module, attribute, step label), in the order of the request path
+# (module, attribute, step label), in the order of the request path; "a|b": the first that exists (so that
+# `--baseline` can profile a revision from before a module or function moved)
+SERVICE_OR_HOOKS = "service.web.services.patient_view|service.web.hooks"
 STEPS = [
     ("service.web.hooks", "require_json_body", "read the body and parse it (orjson; the floor pays this too)"),
     ("service.web.hooks", "validate_call", "JSON shape check (jsonschema) and request rules"),
     ("service.web.hooks", "acquire", "prefetch classification (or FHIR fallback)"),
-    ("service.web.hooks", "record_from_resources", "FHIR resources to typed values (adapter)"),
-    ("service.web.hooks", "assess", "staging, progression, KFRE and rules (engine)"),
-    ("service.web.hooks", "snoozed_rules", "override memory: the patient's active snoozes (one SELECT)"),
-    ("service.web.hooks", "build_cards", "cards (Jinja2 templates, suggestions, uuids)"),
+    # the service's own step: service.web.services.patient_view since issue #22's split, service.web.hooks before it
+    (SERVICE_OR_HOOKS, "record_from_resources", "FHIR resources to typed values (adapter)"),
+    (SERVICE_OR_HOOKS, "assess", "staging, progression, KFRE and rules (engine)"),
+    ("service.web.hooks", "snoozed_cards|snoozed_rules", "override memory: the patient's active snoozes (one SELECT)"),
+    (SERVICE_OR_HOOKS, "build_cards", "cards (Jinja2 templates, suggestions, uuids)"),
     ("service.web.hooks", "record_outcome", "metrics and audit fields of the outcome"),
     ("service.web.hooks", "json_response", "response encoding (orjson)"),
     ("service.store", "Store.add_audit", "audit record and card index, one SQLite transaction"),
@@ -60,12 +63,30 @@ def instrument(spent: dict[str, float]) -> None:
     """Wrap each step with a CPU-time counter (process time: what the step costs a core, not what it waits)."""
     import importlib
 
-    for module_name, attribute, label in STEPS:
-        owner: Any = importlib.import_module(module_name)
-        *path, name = attribute.split(".")
-        for part in path:
-            owner = getattr(owner, part)
-        setattr(owner, name, timed(getattr(owner, name), label, spent))
+    for module_names, attributes, label in STEPS:
+        for module_name in module_names.split("|"):
+            try:
+                module: Any = importlib.import_module(module_name)
+            except ImportError:
+                continue
+            found = next((a for a in attributes.split("|") if _has(module, a)), None)
+            if found is None:
+                continue
+            owner = module
+            *path, name = found.split(".")
+            for part in path:
+                owner = getattr(owner, part)
+            setattr(owner, name, timed(getattr(owner, name), label, spent))
+            break
+
+
+def _has(module: Any, dotted: str) -> bool:
+    owner = module
+    for part in dotted.split("."):
+        if not hasattr(owner, part):
+            return False
+        owner = getattr(owner, part)
+    return True
 
 
 def timed(fn: Callable[..., Any], label: str, spent: dict[str, float]) -> Callable[..., Any]:

@@ -13,31 +13,19 @@ import re
 import time
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 
-from cards.builder import (
-    RULE_OF_CARD,
-    CardRequest,
-    build_cards,
-    card_fingerprints,
-    clinically_worse,
-    snooze_rule,
-    suppressed,
-    wanted_cards,
-)
-from service.clinical.assess import Assessment, assess
-from service.clinical.rules import Indicator
+from cards.builder import RULE_OF_CARD, clinically_worse, snooze_rule
 from service.clinical.thresholds import Thresholds
-from service.fhir.adapter import record_from_resources, site_code_map
 from service.store import FeedbackCaller, SnoozeRule, TooManyAnswers
 from service.web import metrics
 from service.web.acquire import DataUnavailable, FetchSettings, PatientData
 from service.web.auth import AuthFailure, Caller
 from service.web.errors import ApiError
-from service.web.registry import SERVICES, CdsService
+from service.web.registry import CdsService, ServiceCall, ServiceResult
+from service.web.services import SERVICES
 from service.web.state import AppState, validator
 from service.web.urls import FhirUrl, UnsafeUrl, parse_fhir_url
 
@@ -233,17 +221,24 @@ def call_service(service_id: str) -> Response:
     thresholds, thresholds_version = state().config.current()  # one configuration for the whole request
     data = acquire(body, patient_id, caller, service, thresholds, server)
     started_engine = time.monotonic()
-    assessment = run_engine(data, thresholds)
     link = patient_link(caller, patient_id)
-    wanted = wanted_cards(assessment)  # once: for the snooze lookup and for the cards
-    snoozed = snoozed_rules(assessment, wanted, link, thresholds)
-    request_ = card_request(body, service, patient_id, thresholds_version, data.incomplete, snoozed, link)
-    built = build_cards(assessment, request_, wanted)
+    call = ServiceCall(
+        body=body,
+        patient_id=patient_id,
+        data=data,
+        thresholds=thresholds,
+        config_version=thresholds_version,
+        patient_link=link,
+        snoozed=lambda fingerprints: snoozed_cards(fingerprints, link, thresholds),
+        audit=g.audit,
+    )
+    result = service.respond(call)  # the service's own step (service.web.services.<name>)
+    built = result.built
     engine_ms = (time.monotonic() - started_engine) * 1000
     # Written with the audit record, in one transaction (service.web.write_audit); a failure never blocks the cards.
     g.card_rows = card_index_rows(built.index, body, service, thresholds_version, caller, link)
     g.snoozed = built.snoozed
-    record_outcome(assessment, built.cards, built.overflow, thresholds_version, engine_ms)
+    record_outcome(result, thresholds_version, engine_ms)
     if state().settings.checks_responses:
         problem = schema_problem({"cards": built.cards}, "cds-response")
         if problem is not None:  # development only: a contract breach is a bug to see at once
@@ -292,22 +287,6 @@ def acquire(
     return data
 
 
-def run_engine(data: PatientData, thresholds: Thresholds) -> Assessment:
-    as_of = datetime.now(ZoneInfo(thresholds.service.timezone)).date()
-    record = record_from_resources(data.patient, data.resources, site_codes=site_code_map(thresholds.site_codes))
-    g.audit["lab_dates"] = sorted({v.date.isoformat() for v in record.creatinine + record.reported_egfr} |
-                                  {u.date.isoformat() for u in record.urine})[-20:]  # fmt: skip
-    return assess(record, as_of, thresholds)
-
-
-def card_request(
-    body: dict[str, Any], service: CdsService, patient_id: str, version: str, incomplete: tuple[str, ...],
-    snoozed: dict[str, datetime], link: str,
-) -> CardRequest:  # fmt: skip
-    return CardRequest(patient_id=patient_id, hook_instance=body["hookInstance"], service_id=service.id,
-                       config_version=version, incomplete=incomplete, snoozed=snoozed, patient_link=link)  # fmt: skip
-
-
 def patient_link(caller: Caller | None, patient_id: str) -> str:
     """Pseudonymous link between a card and its patient, for override memory (issue #14): HMAC-SHA256 of issuer,
     tenant and patient id under the service's link secret. The patient id is never stored. The tenant is part of it
@@ -317,23 +296,21 @@ def patient_link(caller: Caller | None, patient_id: str) -> str:
     return hmac.new(state().patient_link_secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def snoozed_rules(
-    assessment: Assessment, wanted: list[tuple[str, Indicator]], link: str, thresholds: Thresholds
-) -> dict[str, datetime]:
-    """Cards answered for this patient whose snooze runs and whose clinical content has not got worse, with the end
-    of each snooze; `wanted`: the cards the assessment would show (cards.builder.wanted_cards)."""
+def snoozed_cards(fingerprints: dict[str, dict[str, Any]], link: str, thresholds: Thresholds) -> dict[str, datetime]:
+    """Override memory, for any service: of the cards a response would show (`fingerprints`: card key -> clinical
+    content, cards.builder), those answered for this patient whose snooze runs and whose content has not got worse,
+    with the end of each snooze. No lookup when nothing could be snoozed (most charts show no card)."""
     f = thresholds.feedback
     if not (f.snooze_days or f.dismiss_snooze_days or any(r.snooze_days for r in thresholds.cards.rules.values())):
         return {}  # answers are not remembered at this site
-    if not wanted:
-        return {}  # no card to show, none to snooze: no lookup (most charts)
+    if not fingerprints:
+        return {}
     active = state().store.active_snoozes(link)
     if not active:
         return {}
-    now = card_fingerprints(assessment, wanted)  # by card key: the merged tests card answers to monitoring_due
     return {
         key: active[rule].until
-        for key, fp in now.items()
+        for key, fp in fingerprints.items()  # by card key: the merged tests card answers to monitoring_due
         if (rule := RULE_OF_CARD.get(key, key)) in active and not clinically_worse(fp, active[rule].fingerprint)
     }
 
@@ -349,9 +326,8 @@ def card_index_rows(index: list[dict[str, Any]], body: dict[str, Any], service: 
              "fingerprint": orjson.dumps(c["fingerprint"]).decode()} for c in index]  # fmt: skip
 
 
-def record_outcome(
-    assessment: Assessment, cards: list[dict[str, Any]], overflow: int, version: str, engine_ms: float
-) -> None:
+def record_outcome(result: ServiceResult, version: str, engine_ms: float) -> None:
+    cards, overflow = result.built.cards, result.built.overflow
     for card in cards:
         metrics.CARDS.labels(card["extension"]["org.ckd-cds.rule"]["id"], card["indicator"]).inc()
     metrics.CARDS_OVERFLOW.inc(overflow)
@@ -359,7 +335,7 @@ def record_outcome(
         metrics.CARDS_SNOOZED.labels(rule).inc()
     g.audit.update(
         engine_version=ENGINE_VERSION, config_version=version, engine_ms=engine_ms,
-        rules_fired=[o.rule.value for o in assessment.fired], rules_suppressed=suppressed(assessment.outcomes),
+        rules_fired=result.rules_fired, rules_suppressed=result.rules_suppressed,
         cards=[{"uuid": c["uuid"], "rule": c["extension"]["org.ckd-cds.rule"]["id"], "indicator": c["indicator"]}
                for c in cards],
         cards_overflow=overflow, cards_snoozed=list(g.get("snoozed") or []),

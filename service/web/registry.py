@@ -1,14 +1,23 @@
-"""The registry of CDS services; discovery is generated from it (CDS Hooks contract D-01, D-03)."""
+"""What a CDS service is (CDS Hooks contract D-01, D-03): its prefetch templates and its own step, data -> cards.
+
+One module per service in `service.web.services` declares a `CdsService`; `service.web.services.SERVICES` lists them
+and discovery is generated from it. The steps every call shares (authentication, request checks, data acquisition,
+audit, feedback, override memory) live in `service.web.hooks`."""
 
 from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from service.clinical import codes
-from service.clinical.thresholds import SiteCode
+from service.clinical.thresholds import SiteCode, Thresholds
+
+if TYPE_CHECKING:  # the contract names them; importing them here would make a cycle with the web layer
+    from cards.builder import BuiltCards
+    from service.web.acquire import PatientData
 
 PATIENT_TOKEN = "{{context.patientId}}"  # noqa: S105 - a CDS Hooks prefetch token, not a secret
 
@@ -37,14 +46,6 @@ class PrefetchKey:
         return f"{path}?{urllib.parse.urlencode(pairs, safe=',-')}"
 
 
-KIDNEY_CODES = codes.CREATININE | codes.CYSTATIN_C | frozenset(codes.EGFR_REPORTED)
-URINE_CODES = codes.ACR | codes.PCR | codes.DIPSTICK
-SUPPORT_CODES = (
-    codes.HEIGHT | codes.POTASSIUM | codes.HBA1C_PERCENT | codes.HBA1C_IFCC | codes.ALBUMIN | codes.PHOSPHATE
-    | codes.BICARBONATE | codes.CALCIUM
-)  # fmt: skip
-
-
 def code_param(loincs: frozenset[str], site_codes: tuple[SiteCode, ...]) -> str:
     """LOINC codes, then the site's local codes that mean one of them (contract D-03)."""
     standard = [f"{codes.LOINC}|{c}" for c in sorted(loincs)]
@@ -52,42 +53,29 @@ def code_param(loincs: frozenset[str], site_codes: tuple[SiteCode, ...]) -> str:
     return ",".join(standard + local)
 
 
-@cache
-def ckd_prefetch(site_codes: tuple[SiteCode, ...] = ()) -> tuple[PrefetchKey, ...]:
-    """The ckd-patient-view templates; the code lists, and so discovery, follow the configuration.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceCall:
+    """What the shared steps of a hook call (service.web.hooks) hand to a service: the request, the patient's data
+    (acquired, checked to be this patient's), the configuration in force, and override memory for its cards."""
 
-    Cached per set of site codes: every request and discovery call reads them, a configuration change rarely.
-    """
-    kidney, urine = code_param(KIDNEY_CODES, site_codes), code_param(URINE_CODES, site_codes)
-    support = code_param(SUPPORT_CODES, site_codes)
-    bp = code_param(codes.BP_PANELS | codes.SYSTOLIC, site_codes)
-    procedures = ",".join(
-        f"{codes.SNOMED}|{c}" for c in sorted(codes.DIALYSIS_PROCEDURES | codes.TRANSPLANT_PROCEDURES)
-    )
-    obs = f"Observation?patient={PATIENT_TOKEN}&code="
-    return (
-        PrefetchKey(name="patient", template=f"Patient/{PATIENT_TOKEN}", required=True, kind="read"),
-        PrefetchKey(name="kidneyLabs", template=f"{obs}{kidney}&_sort=-date&_count=100", required=True),
-        PrefetchKey(name="urineLabs", template=f"{obs}{urine}&_sort=-date&_count=50", required=True),
-        PrefetchKey(name="conditions", template=f"Condition?patient={PATIENT_TOKEN}&_count=100", required=True),
-        PrefetchKey(
-            name="medications",
-            template=f"MedicationRequest?patient={PATIENT_TOKEN}&status=active,on-hold&_count=100",
-            required=True,
-        ),
-        PrefetchKey(name="supportLabs", template=f"{obs}{support}&_sort=-date&_count=50", required=False),
-        # [2.1] clinical spec §9.5: dialysis and transplant from Procedures (S13), blood pressure (bp_above_target)
-        PrefetchKey(
-            name="procedures",
-            template=f"Procedure?patient={PATIENT_TOKEN}&code={procedures}&_sort=-date&_count=200",
-            required=False,
-            every_page=True,
-        ),
-        PrefetchKey(name="bloodPressure", template=f"{obs}{bp}&_sort=-date&_count=20", required=False),
-    )
+    body: dict[str, Any]
+    patient_id: str
+    data: PatientData
+    thresholds: Thresholds
+    config_version: str
+    patient_link: str  # pseudonymous: HMAC of issuer, tenant and patient id
+    snoozed: Callable[[dict[str, dict[str, Any]]], dict[str, datetime]]  # card fingerprints -> running snoozes
+    audit: dict[str, Any]  # the call's audit record (no patient identifier, no token)
 
 
-CKD_PREFETCH = ckd_prefetch()
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceResult:
+    """A service's answer: the cards (with their index rows for feedback and override memory) and what the audit
+    records about the rules."""
+
+    built: BuiltCards
+    rules_fired: list[str]
+    rules_suppressed: list[str]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +85,8 @@ class CdsService:
     title: str
     description: str
     prefetch: Callable[[tuple[SiteCode, ...]], tuple[PrefetchKey, ...]]
+    respond: Callable[[ServiceCall], ServiceResult]  # the service's own step: data -> cards
+    usage: str = ""  # usageRequirements: the FHIR read access its prefetch needs
 
     def discovery(self, site_codes: tuple[SiteCode, ...] = ()) -> dict[str, object]:
         return {
@@ -105,18 +95,5 @@ class CdsService:
             "title": self.title,
             "description": self.description,
             "prefetch": {k.name: k.template for k in self.prefetch(site_codes)},
-            "usageRequirements": "Read access to Patient, Observation, Condition, MedicationRequest and Procedure "
-            "(patient/*.read or user/*.read scopes) for data not sent in prefetch.",
+            "usageRequirements": self.usage,
         }
-
-
-CKD_PATIENT_VIEW = CdsService(
-    id="ckd-patient-view",
-    hook="patient-view",
-    title="Chronic kidney disease: detection, staging and KDIGO care gaps",
-    description="Finds CKD from creatinine and urine albumin results (CKD-EPI 2021, KDIGO chronicity), stages it, "
-    "estimates kidney failure risk (KFRE) and suggests KDIGO 2024 care. Decision support only.",
-    prefetch=ckd_prefetch,
-)
-
-SERVICES: dict[str, CdsService] = {CKD_PATIENT_VIEW.id: CKD_PATIENT_VIEW}

@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from service.demo import demo_bundles
 from service.fhir.loader import load_bundle
 from service.fhir.testserver import RunningServer
-from service.web.registry import CKD_PREFETCH
+from service.web.services.patient_view import CKD_PREFETCH
 
 URL = "/cds-services/ckd-patient-view"
 
