@@ -19,7 +19,7 @@ from service.clinical.categories import DIPSTICK_CATEGORY, AStage, GStage, Risk,
 from service.clinical.codes import NO_STAGE, ConditionConcept
 from service.clinical.equations import Sex, egfr_ckd_epi_2021_cr, egfr_ckid_u25_cr
 from service.clinical.kfre import MG_G_PER_MG_MMOL, acr_from_dipstick, acr_from_pcr
-from service.clinical.progression import Progression, progression
+from service.clinical.progression import Progression, median_of_sorted, progression
 from service.clinical.record import (
     Comparator,
     LabValue,
@@ -114,6 +114,10 @@ class Conflict(NamedTuple):
     time: str | None
     results: tuple[LabValue, ...]  # the results judged (serum/plasma ones when whole blood was set aside), Bundle order
     position: int  # how many elements of C come before it
+
+    @property
+    def highest(self) -> LabValue:
+        return max(self.results, key=lambda r: r.value)
 
 
 class NewFall(NamedTuple):
@@ -297,14 +301,15 @@ def aki_flags(series: list[LabValue], onsets: tuple[date, ...], akd_window: bool
         while episodes and t - episodes[0][0] > AKD_WINDOW_DAYS:
             episodes.popleft()
         finding = _finding(series, values, v, t, low2, low7, window, onset_ordinals)
-        if finding is None and akd_window and episodes:
-            _, baseline, f = min(episodes, key=lambda e: e[1])
+        if finding is None and episodes:  # the front holds the lowest baseline of the window (earliest on a tie)
+            _, baseline, f = episodes[0]
             if v >= AKI_RELATIVE_FACTOR * baseline - AKI_RELATIVE_TOLERANCE:
                 finding = AkiFinding(AkiCriterion.AKD_WINDOW, series[f].date, baseline, series[f].time)
-        findings.append(finding)
-        baseline_ = _baseline(values, v, low2, low7, window)
-        if akd_window and baseline_ is not None:
+        if akd_window and (baseline_ := _baseline(values, v, low2, low7, window)) is not None:
+            while episodes and episodes[-1][1] > baseline_:
+                episodes.pop()
             episodes.append((t, baseline_, i))
+        findings.append(finding)
     return findings
 
 
@@ -317,8 +322,7 @@ def _baseline(values: list[float], v: float, low2: deque[int], low7: deque[int],
     if low7 and v >= AKI_RELATIVE_FACTOR * values[low7[0]] - AKI_RELATIVE_TOLERANCE:
         candidates.append(values[low7[0]])
     if window:
-        size, mid = len(window), len(window) // 2
-        median = window[mid] if size % 2 else (window[mid - 1] + window[mid]) / 2
+        median = median_of_sorted(window)
         if v >= AKI_RELATIVE_FACTOR * median - AKI_RELATIVE_TOLERANCE:
             candidates.append(median)
     return min(candidates, default=None)
@@ -344,8 +348,7 @@ def _finding(
     if onsets and (onset := _coded_onset(onsets, t)) is not None:
         return AkiFinding(criterion=AkiCriterion.CODED, reference_date=date.fromordinal(onset))
     if window:
-        size, mid = len(window), len(window) // 2
-        median = window[mid] if size % 2 else (window[mid - 1] + window[mid]) / 2
+        median = median_of_sorted(window)
         if v >= AKI_RELATIVE_FACTOR * median - AKI_RELATIVE_TOLERANCE:
             return AkiFinding(criterion=AkiCriterion.BASELINE_RISE, reference_value=median)
     return None
@@ -473,15 +476,16 @@ def conflict_finding(
 ) -> AkiFinding | None:
     """[2.1] §7.1 conflict_aki: the conflicting specimen's highest result placed at the specimen's place in C and
     judged by S5 against the elements before it (for the card only: it never enters C)."""
-    highest = max(conflict.results, key=lambda r: r.value)
-    probe = [*series[: conflict.position], LabValue(date=conflict.date, value=highest.value, time=conflict.time)]
+    probe = [
+        *series[: conflict.position],
+        LabValue(date=conflict.date, value=conflict.highest.value, time=conflict.time),
+    ]
     return aki_flags(probe, onsets, akd_window)[-1]
 
 
 def highest_egfr(record: PatientRecord, conflict: Conflict) -> float | None:
     """The eGFR of a conflicting specimen's highest creatinine (S6 rules), or None when none can be computed."""
-    highest = max(conflict.results, key=lambda r: r.value)
-    points, _, _ = computed_egfrs(record, [highest], [None])
+    points, _, _ = computed_egfrs(record, [conflict.highest], [None])
     return points[0].value if points else None
 
 
