@@ -17,7 +17,7 @@ from typing import Any
 
 from service.clinical.assess import Assessment
 from service.clinical.categories import AStage, GStage
-from service.clinical.codes import STAGE_CODES, ConditionConcept
+from service.clinical.codes import STAGE_AS_G, STAGE_CODES, ConditionConcept
 from service.clinical.medications import INGREDIENTS, RAS_BLOCKERS, DrugClass
 from service.clinical.progression import INTERVAL_MIN_POINTS, Progression
 from service.clinical.record import LabValue, UrineKind
@@ -323,8 +323,7 @@ def markdown_text(value: str, limit: int = 120) -> str:
 
 def coded_stage_text(stages: frozenset[str]) -> str:
     """[2.1] The worst stage the codes state, as §8.6 states it without the G ("3", "3a", "4")."""
-    rank = {"1": 0, "2": 1, "3a": 2, "3": 3, "3b": 3, "4": 4, "5": 5}
-    return max(stages, key=lambda x: (rank[x], x != "3")) if stages else ""
+    return max(stages, key=lambda x: (GStage(STAGE_AS_G[x]).rank, x != "3")) if stages else ""
 
 
 def bp_values(a: Assessment) -> dict[str, Any]:

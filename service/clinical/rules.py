@@ -585,9 +585,6 @@ def rule_monitoring_due(c: RuleContext) -> RuleOutcome | None:
     return _fire(RuleId.MONITORING_DUE)
 
 
-G_RANK = {"G1": 0, "G2": 1, "G3a": 2, "G3b": 3, "G4": 4, "G5": 5}
-
-
 def coded_stage_form(c: RuleContext) -> str | None:
     """[2.1] §7.2 coded_stage_outdated: "outdated" when the lab stage is worse than every coded stage, "unstaged"
     when every counted CKD diagnosis code states no stage; None otherwise."""
@@ -598,7 +595,7 @@ def coded_stage_form(c: RuleContext) -> str | None:
     stated = s.facts.coded_stages
     if not stated:
         return "unstaged"
-    if all(G_RANK[s.g_stage.value] > G_RANK[STAGE_AS_G[x]] for x in stated):
+    if all(s.g_stage.rank > GStage(STAGE_AS_G[x]).rank for x in stated):
         return "outdated"
     return None
 
