@@ -26,6 +26,7 @@ from service.clinical.rules import (
     coded_stage_form,
     kfre_only_estimated,
     latest_kidney_test,
+    medicine_names,
     metformin_aki,
     statin_discussion,
 )
@@ -400,10 +401,8 @@ def dual_ras_values(a: Assessment) -> dict[str, Any]:
     c = a.context
     starts: dict[str, date | None] = {}
     for med in c.medications:
-        names = [i for i in med.ingredients if i in INGREDIENTS and INGREDIENTS[i][0] in RAS_BLOCKERS]
-        if "sacubitril" in med.ingredients:
-            names = ["sacubitril/valsartan"]
-        for name in names or [cls.value for cls in med.classes & RAS_BLOCKERS]:
+        names = {"sacubitril/valsartan"} if "sacubitril" in med.ingredients else medicine_names(med, RAS_BLOCKERS)
+        for name in sorted(names):
             known = starts.get(name)
             if name not in starts or (med.authored and (known is None or med.authored < known)):
                 starts[name] = med.authored

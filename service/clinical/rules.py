@@ -10,7 +10,7 @@ applies them after every trigger has been evaluated.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -107,6 +107,16 @@ class RuleOutcome:
         return self.suppressed_by is None
 
 
+def medicine_names(med: MedicationFact, classes: Iterable[DrugClass]) -> set[str]:
+    """The names one medicine shows for these classes: its ingredients of those classes, or, for a medicine matched
+    only by its ATC class, the class name."""
+    matched = med.classes.intersection(classes)
+    if not matched:
+        return set()
+    named = {i for i in med.ingredients if i in INGREDIENTS and INGREDIENTS[i][0] in matched}
+    return named or {cls.value for cls in matched}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RuleContext:
     """The derived facts of §7.1 at `as_of`."""
@@ -190,13 +200,7 @@ class RuleContext:
     def ingredients(self, *classes: DrugClass) -> list[str]:
         """Sorted ingredient names of the active medicines in these classes, each once; a medicine matched only by
         its ATC class shows the class name."""
-        names: set[str] = set()
-        for med in self.medications:
-            matched = med.classes.intersection(classes)
-            if matched:
-                named = {i for i in med.ingredients if i in INGREDIENTS and INGREDIENTS[i][0] in matched}
-                names |= named or {cls.value for cls in matched}
-        return sorted(names)
+        return sorted(set().union(*(medicine_names(med, classes) for med in self.medications)))
 
     @property
     def drug_classes(self) -> frozenset[DrugClass]:
@@ -255,11 +259,7 @@ class RuleContext:
     def ras_ingredients(self) -> list[str]:
         """[2.1] §7.1 RAS_ingredients: the distinct ACEi, ARB and DRI ingredients (the valsartan of sacubitril/
         valsartan counts; sacubitril never does). A medicine known only by its ATC class counts once per class."""
-        names: set[str] = set()
-        for med in self.medications:
-            named = {i for i in med.ingredients if i in INGREDIENTS and INGREDIENTS[i][0] in RAS_BLOCKERS}
-            names |= named or {cls.value for cls in med.classes & RAS_BLOCKERS}
-        return sorted(names)
+        return self.ingredients(*RAS_BLOCKERS)
 
     @property
     def sbp(self) -> list[BloodPressure]:
