@@ -1,7 +1,8 @@
-"""The `ckd-cds` command (clinical spec §9): egfr, kfre, assess, config, serve.
+"""The `ckd-cds` command (clinical spec §9): egfr, kfre, assess, screen, config, serve, and dose (renal dosing spec
+RD-9).
 
-Exit status 0 with exactly one JSON object on stdout; 2 with one line on stderr for bad arguments or input; never a
-traceback.
+Exit status 0 with exactly one JSON object on stdout (`dose`: one JSON object per line, RD-9.3); 2 with one line on
+stderr for bad arguments or input; never a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from service.clinical.assess import assess, assessment_to_json
+from service.clinical.dosing import facts as dosing_facts
+from service.clinical.dosing.config import dosing_table, engine_settings
+from service.clinical.dosing.config import merged as merged_dosing_table
+from service.clinical.dosing.engine import evaluate
+from service.clinical.dosing.products import product_table
 from service.clinical.equations import (
     CREATININE_UMOL_PER_MG_DL,
     EQUATIONS,
@@ -37,6 +43,7 @@ from service.config import (
     safety_downgrades,
 )
 from service.fhir.adapter import AdapterError, record_from_bundle, site_code_map
+from service.fhir.orders import checked_orders, patient_facts
 
 EXIT_USAGE = 2
 
@@ -121,6 +128,11 @@ def build_parser() -> OneLineParser:
     show.add_argument("--config", help="a YAML file (default: the specification's defaults)")
     show.add_argument("--live", action="store_true", help="the version in force in the store (CKD_CDS_DATABASE_URL)")
 
+    dose = sub.add_parser("dose", help="check medication orders against kidney function (renal dosing table)")
+    dose.add_argument("input", help="a JSON file (facts or FHIR form; gzip accepted) or - for standard input")
+    dose.add_argument("--as-of", help="overrides the input's as_of")
+    dose.add_argument("--config", help="the admin YAML (thresholds and renal_dosing)")
+
     serve = sub.add_parser("serve", help="run the CDS Hooks service")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
@@ -190,6 +202,53 @@ def run_assess(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def read_dose_input(path: str) -> Any:
+    if path != "-":
+        return read_json_file(path)
+    try:
+        raw = sys.stdin.buffer.read()
+        return json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+    except (ValueError, EOFError, OSError, RecursionError):
+        raise UsageError("standard input is not valid JSON") from None
+
+
+def run_dose(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """RD-9: the engine with order-sign semantics over the facts form or the FHIR form; one line per checked order and
+    matching enabled row."""
+    thresholds = load_thresholds(args.config)
+    data = read_dose_input(args.input)
+    if not isinstance(data, dict):
+        raise UsageError("input must be a JSON object (facts: patient and orders; FHIR: bundle and draftOrders)")
+    if args.as_of is not None:
+        as_of = parse_as_of(args.as_of)
+    elif "as_of" in data:
+        try:
+            as_of = dosing_facts.parse_date(data["as_of"], "as_of")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    else:
+        raise UsageError("as_of is required: in the input or with --as-of")
+    table, products = dosing_table(thresholds), product_table()
+    try:
+        if "patient" in data and "orders" in data:
+            patient = dosing_facts.patient_from_facts(data["patient"], as_of)
+            if not isinstance(data["orders"], list):
+                raise ValueError("orders must be an array")
+            orders = [dosing_facts.order_from_facts(i, o, table, products) for i, o in enumerate(data["orders"])]
+        elif "bundle" in data and "draftOrders" in data:
+            if not isinstance(data["draftOrders"], dict) or data["draftOrders"].get("resourceType") != "Bundle":
+                raise ValueError("draftOrders must be a FHIR Bundle")
+            record = record_from_bundle(data["bundle"], site_code_map(thresholds.site_codes))
+            patient = patient_facts(record, as_of, thresholds.staging.akd_window)
+            orders = checked_orders(data["draftOrders"], None, table, products)
+        else:
+            raise ValueError("input must hold patient and orders (facts form) or bundle and draftOrders (FHIR form)")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    lines = evaluate(orders, patient, table, engine_settings(thresholds), products, as_of)
+    return [line.as_json() for line in lines]
+
+
 def run_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.config_command == "show" and args.live:
         return live_config()
@@ -202,7 +261,8 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
         for note in notes:
             print(f"ckd-cds: note: {note}", file=sys.stderr)
         return {"valid": True, "file": path, "version": config_version(thresholds), "obsolete": notes}
-    return {"version": config_version(thresholds), "config": thresholds_to_dict(thresholds)}
+    return {"version": config_version(thresholds), "config": thresholds_to_dict(thresholds),
+            "renal_dosing_table": merged_dosing_table(thresholds)}  # fmt: skip
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -269,8 +329,10 @@ def run_serve(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
-COMMANDS = {"egfr": run_egfr, "kfre": run_kfre, "assess": run_assess, "config": run_config, "serve": run_serve,
-            "screen": run_screen}  # fmt: skip
+COMMANDS: dict[str, Any] = {
+    "egfr": run_egfr, "kfre": run_kfre, "assess": run_assess, "config": run_config, "serve": run_serve,
+    "screen": run_screen, "dose": run_dose,
+}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -280,7 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, AdapterError) as exc:
         print(f"ckd-cds: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.command != "serve":
+    if args.command == "dose":  # RD-9.3: JSON Lines, one per checked order and row (none: no output)
+        sys.stdout.write("".join(json.dumps(line) + "\n" for line in result))
+    elif args.command != "serve":
         sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

@@ -154,6 +154,9 @@ def semantic_problems(data: dict[str, Any]) -> list[str]:
     for i, site in enumerate(t.site_codes):
         if site.loinc not in OBSERVATION_READERS:
             problems.append(f"site_codes.{i}.loinc: {site.loinc} is not a code the engine reads")
+    from service.clinical.dosing.config import dosing_table_problems
+
+    problems += dosing_table_problems(t)
     try:
         ZoneInfo(t.service.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -185,7 +188,24 @@ def load_thresholds(path: str | Path | None) -> Thresholds:
     return validate_data(read_config_file(path))
 
 
+# Sections added by a release after configurations were in use: left out of the hash while they hold their defaults,
+# so that an upgrade does not change the version of a configuration nobody edited (renal_dosing: issue #22).
+ADDED_SECTIONS = ("renal_dosing",)
+
+
+def config_document(thresholds: Thresholds) -> dict[str, Any]:
+    """The configuration as a document (the store's and `config show`'s form), without the sections a later release
+    added while they hold their defaults."""
+    content: dict[str, Any] = thresholds_to_dict(thresholds)
+    defaults = thresholds_to_dict(Thresholds())
+    for section in ADDED_SECTIONS:
+        if content.get(section) == defaults.get(section):
+            content.pop(section, None)
+    return content
+
+
 def config_version(thresholds: Thresholds) -> str:
     """A content hash that identifies a configuration (stamped on cards and audit records)."""
-    canonical = json.dumps(thresholds_to_dict(thresholds), sort_keys=True, separators=(",", ":"))
+    content = config_document(thresholds)
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]

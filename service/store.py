@@ -192,7 +192,7 @@ class FeedbackCaller:
 class SnoozeRule:
     """How an answer to a rule's card is remembered (clinical spec 2.1 §7.4 rules 1 and 2)."""
 
-    days: int  # 0: not remembered
+    days: float  # 0: not remembered (dosing cards: hours / 24)
     safety: bool = False
 
 

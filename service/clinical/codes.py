@@ -33,6 +33,7 @@ PCR = frozenset({"2890-2", "34366-5", "13801-6"})
 DIPSTICK = frozenset({"20454-5", "5804-0", "2887-8", "50561-0", "57735-3"})
 DIPSTICK_MG_DL = frozenset({"5804-0"})  # the only dipstick code read as a quantity in mg/dL
 HEIGHT = frozenset({"8302-2"})  # HL7 FHIR R4 vital-signs body height
+WEIGHT = frozenset({"29463-7"})  # HL7 FHIR R4 vital-signs body weight (renal dosing spec RD-2.4, RD-11.2)
 # [2.1] §8.1/§9.5 blood pressure (HL7 FHIR R4 vital signs): systolic and diastolic alone or as panel components
 SYSTOLIC = frozenset({"8480-6"})
 DIASTOLIC = frozenset({"8462-4"})
@@ -57,6 +58,7 @@ DEFAULT_UNIT = {
     "14682-9": "umol/l",
     "33863-2": "mg/l",
     "8302-2": "cm",
+    "29463-7": "kg",  # renal dosing RD-2.4
     "98979-8": "ml/min/1.73m2",
     "98980-6": "ml/min/1.73m2",
 }
@@ -96,6 +98,8 @@ class ConditionConcept(StrEnum):
     DIABETES_OTHER = "diabetes_other"
     HYPERTENSION = "hypertension"
     HEART_FAILURE = "heart_failure"
+    ATRIAL_FIBRILLATION = "atrial_fibrillation"  # renal dosing spec RD-11.1 (to verify)
+    VTE = "vte"  # renal dosing spec RD-11.1: PE, acute and chronic lower-extremity DVT (to verify)
 
 
 # --- ICD-10-CM (spec §8.3), matched after normalisation (upper case, dot after the third character) -----------
@@ -122,6 +126,9 @@ ICD10_CONCEPTS: dict[ConditionConcept, tuple[tuple[str, bool], ...]] = {
         ("I10", True), ("I11", True), ("I12", True), ("I13", True), ("I15", True), ("I16", True),
     ),
     ConditionConcept.HEART_FAILURE: (("I50", True), ("I11.0", False), ("I13.0", False), ("I13.2", False)),
+    # renal dosing spec RD-11.1 (to verify): I48.x; I26.x, I82.4x, I82.5x (Z86.71x and Z79.01 are not VTE)
+    ConditionConcept.ATRIAL_FIBRILLATION: (("I48", True),),
+    ConditionConcept.VTE: (("I26", True), ("I82.4", True), ("I82.5", True)),
 }  # fmt: skip
 
 # --- SNOMED CT (spec §8.4), exact codes. PEDSnet dialysis/transplant/CKD sets; cqframework for 709044004. ------
@@ -143,6 +150,9 @@ SNOMED_CONCEPTS: dict[ConditionConcept, frozenset[str]] = {
     ConditionConcept.HYPERTENSION: frozenset({"38341003", "59621000"}),
     # [2.1] 88805009 chronic congestive heart failure (synthetichealth/synthea congestive_heart_failure.json)
     ConditionConcept.HEART_FAILURE: frozenset({"84114007", "88805009"}),
+    # renal dosing spec RD-11.1 (to verify)
+    ConditionConcept.ATRIAL_FIBRILLATION: frozenset({"49436004", "5370000", "282825002", "440059007", "440028005"}),
+    ConditionConcept.VTE: frozenset({"128053003", "59282003"}),
 }  # fmt: skip
 
 # --- [2.1] Coded CKD stages (spec §8.6): the G category a CKD diagnosis code states ("none": no stage stated). A

@@ -92,6 +92,7 @@ class ConditionFact:
     recorded: date | None = None
     stages: frozenset[str] = frozenset()  # [2.1] §8.6 stages its CKD diagnosis codes state ("3a", "4", "none")
     code_text: str = ""  # [2.1] the CKD diagnosis code and display, for coded_stage_outdated (escaped on cards)
+    refuted: bool = False  # verificationStatus entered-in-error or refuted (renal dosing RD-2.7: recent VTE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +103,7 @@ class MedicationFact:
     classes: frozenset[DrugClass]
     text: str = ""
     authored: date | None = None  # [2.1] MedicationRequest.authoredOn (dual_ras names each drug's start date)
+    request_id: str | None = None  # renal dosing RD-2.8: a draft being re-signed is not "already taken"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +146,7 @@ class PatientRecord:
     cystatin: list[LabValue] = field(default_factory=list)
     reported_egfr: list[ReportedEgfr] = field(default_factory=list)
     height_cm: list[LabValue] = field(default_factory=list)
+    weight_kg: list[LabValue] = field(default_factory=list)  # renal dosing RD-2.4 (Bundle order kept)
     urine: list[UrineTest] = field(default_factory=list)
     potassium: list[LabValue] = field(default_factory=list)
     hba1c: list[LabValue] = field(default_factory=list)

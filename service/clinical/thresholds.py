@@ -219,6 +219,26 @@ class FhirSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CrclSettings:
+    weight: str = "actual"  # or "adjusted_if_obese" (renal dosing RD-3.2)
+    scr_floor_mg_dl: float | None = None  # RD-3.1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenalDosing:
+    """Renal dosing at order time (renal dosing spec RD-10.1); `drugs` holds the site's overlays of the drug table."""
+
+    enabled: bool = True
+    weight_max_age_days: int = 90
+    height_max_age_days: int = 1825
+    scr_max_age_days: int = 365
+    crcl: CrclSettings = field(default_factory=CrclSettings)
+    override_memory_hours: int = 12
+    suggestions: bool = True
+    drugs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SiteCode:
     """A local laboratory code read as a LOINC code (contract D-03)."""
 
@@ -256,6 +276,7 @@ class Thresholds:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     cards: CardSettings = field(default_factory=CardSettings)
     fhir: FhirSettings = field(default_factory=FhirSettings)
+    renal_dosing: RenalDosing = field(default_factory=RenalDosing)
     site_codes: tuple[SiteCode, ...] = ()
 
 
@@ -271,6 +292,11 @@ def thresholds_from_dict(data: dict[str, Any]) -> Thresholds:
             cards = dict(data.get("cards", {}))
             rules = {rule: CardRule(**values) for rule, values in cards.pop("rules", {}).items()}
             sections[f.name] = CardSettings(**cards, rules=all_card_rules(rules))
+            continue
+        if f.name == "renal_dosing":
+            dosing = dict(data.get("renal_dosing", {}))
+            crcl = CrclSettings(**dosing.pop("crcl", {}))
+            sections[f.name] = RenalDosing(**dosing, crcl=crcl)
             continue
         section_cls: Any = type(getattr(defaults, f.name))
         values = dict(data.get(f.name, {}))

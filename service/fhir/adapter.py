@@ -60,6 +60,9 @@ PLAUSIBLE = {
     "cystatin": (0.1, 15.0),  # mg/L
     "egfr": (0.1, 250.0),  # mL/min/1.73 m²
     "height": (30.0, 250.0),  # cm
+    # renal dosing RD-2.4: the heaviest and lightest weights on record are beyond these (the spec's D6 proposes
+    # 25-350 kg for a site to decide; these only refuse what cannot be a body weight, as for the others)
+    "weight": (0.2, 700.0),  # kg
     "potassium": (1.0, 10.0),  # mmol/L
     "hba1c": (3.0, 20.0),  # % (NGSP)
     "albumin": (0.5, 7.0),  # g/dL
@@ -253,6 +256,16 @@ def read_quantity(obs: Resource) -> Quantity | str:
 CREATININE_UNITS = {"mg/dl": 1.0, "umol/l": 1 / CREATININE_UMOL_PER_MG_DL, "mmol/l": 1000 / CREATININE_UMOL_PER_MG_DL}
 CYSTATIN_UNITS = {"mg/l": 1.0, "nmol/l": 1 / CYSTATIN_NMOL_PER_MG}
 HEIGHT_UNITS = {"cm": 1.0, "m": 100.0, "in": 2.54, "[in_i]": 2.54, "mm": 0.1}
+# renal dosing RD-2.4: kg (the default when no unit is sent), g, pounds and ounces (exact avoirdupois factors)
+WEIGHT_UNITS = {
+    "kg": 1.0,
+    "g": 0.001,
+    "[lb_av]": 0.45359237,
+    "lb": 0.45359237,
+    "lbs": 0.45359237,
+    "[oz_av]": 0.028349523125,
+    "oz": 0.028349523125,
+}
 POTASSIUM_UNITS = {"mmol/l": 1.0, "meq/l": 1.0}
 ALBUMIN_UNITS = {"g/dl": 1.0, "g/l": 0.1}
 PHOSPHATE_UNITS = {"mg/dl": 1.0, "mmol/l": PHOSPHATE_MG_DL_PER_MMOL_L}
@@ -366,6 +379,7 @@ class RecordBuilder:
                 recorded=parse_date(cond.get("recordedDate")),
                 stages=frozenset(stages),
                 code_text="; ".join(named),
+                refuted=condition_refuted(cond),
             )
         )
 
@@ -401,7 +415,8 @@ class RecordBuilder:
         if fact is None:
             return
         authored = parse_date(req.get("authoredOn"))
-        self.record.medications.append(dataclasses.replace(fact, authored=authored) if authored else fact)
+        rid = req.get("id") if isinstance(req.get("id"), str) else None
+        self.record.medications.append(dataclasses.replace(fact, authored=authored, request_id=rid))
 
 
 def condition_counts(cond: Resource) -> bool:
@@ -409,6 +424,11 @@ def condition_counts(cond: Resource) -> bool:
     clinical = {text(c.get("code")) for c in _codings(cond.get("clinicalStatus"))}
     verification = {text(c.get("code")) for c in _codings(cond.get("verificationStatus"))}
     return not (clinical & {"inactive", "resolved"} or verification & {"entered-in-error", "refuted"})
+
+
+def condition_refuted(cond: Resource) -> bool:
+    verification = {text(c.get("code")) for c in _codings(cond.get("verificationStatus"))}
+    return bool(verification & {"entered-in-error", "refuted"})
 
 
 def resolve_medication(req: Resource, medications: dict[str, Resource]) -> Any:
@@ -644,6 +664,7 @@ OBSERVATION_READERS: dict[str, ObservationReader] = {
     **{c: _ratio(UrineKind.PCR) for c in codes.PCR},
     **{c: read_dipstick for c in codes.DIPSTICK},
     **{c: _lab(lambda r: r.height_cm, HEIGHT_UNITS, "height") for c in codes.HEIGHT},
+    **{c: _lab(lambda r: r.weight_kg, WEIGHT_UNITS, "weight") for c in codes.WEIGHT},
     **{c: _lab(lambda r: r.potassium, POTASSIUM_UNITS, "potassium") for c in codes.POTASSIUM},
     **{c: read_hba1c for c in codes.HBA1C_PERCENT | codes.HBA1C_IFCC},
     **{c: _lab(lambda r: r.albumin, ALBUMIN_UNITS, "albumin") for c in codes.ALBUMIN},

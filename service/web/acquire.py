@@ -392,6 +392,20 @@ class Acquirer:
                 raise DataUnavailable(failed, reason, assemble(patient_id, found, keys, fhir_server))
         return assemble(patient_id, found, keys, fhir_server)
 
+    def read_one(self, server: FhirUrl, path: str, token: str | None, fetch: FetchSettings,
+                 started: float) -> Resource | None:  # fmt: skip
+        """One optional read (renal dosing RD-5.2 c: a Medication a draft order references), within the call's
+        budget and the server's circuit; None on any failure, never an exception (its failure is no 412)."""
+        deadline = started + fetch.budget_s
+        if deadline - time.monotonic() <= 0 or not self.breaker.allow(server.base):
+            return None
+        fhir = FhirFetch(server.base, token, self.adapter, deadline, fetch)
+        try:
+            return fhir.get(path)
+        except (FHIRUnauthorizedException, FHIRPermissionDeniedException, FHIRNotFoundException,
+                requests.RequestException, ValueError):  # fmt: skip
+            return None
+
     def _fetch_missing(
         self,
         missing: list[PrefetchKey],

@@ -138,6 +138,9 @@ def validate_call(body: Any, service: CdsService) -> FhirUrl | None:
         raise ApiError(400, problem, "required" if "required" in problem else "invalid")
     if body["hook"] != service.hook:
         raise ApiError(400, f"hook is not registered for service {service.id}")
+    problem = service.check(body)
+    if problem is not None:
+        raise ApiError(400, problem, "invalid")
     server = body.get("fhirServer")
     parsed = None
     if isinstance(server, str):
@@ -204,7 +207,8 @@ def audit_keys(data: PatientData) -> dict[str, Any]:
 def discovery() -> Response:
     authenticate(required=state().settings.auth.discovery == "required")
     thresholds, _ = state().config.current()
-    return json_response({"services": [s.discovery(thresholds.site_codes) for s in SERVICES.values()]})
+    listed = [s.discovery(thresholds.site_codes) for s in SERVICES.values() if s.enabled(thresholds)]
+    return json_response({"services": listed})
 
 
 @bp.post("/cds-services/<service_id>")
@@ -212,6 +216,8 @@ def call_service(service_id: str) -> Response:
     service = lookup(service_id)
     g.audit.update(service_id=service.id, audited=True)
     caller = authenticate(required=True)
+    if not service.enabled(state().config.current()[0]):
+        raise ApiError(503, f"service {service.id} is switched off in this site's configuration")
     body = require_json_body()
     server = validate_call(body, service)
     g.audit.update(hook=body["hook"], hook_instance=body["hookInstance"],
@@ -230,7 +236,9 @@ def call_service(service_id: str) -> Response:
         config_version=thresholds_version,
         patient_link=link,
         snoozed=lambda fingerprints: snoozed_cards(fingerprints, link, thresholds),
+        overrides=lambda: state().store.active_snoozes(link),
         audit=g.audit,
+        fetch=medication_reader(body, caller, server, thresholds),
     )
     result = service.respond(call)  # the service's own step (service.web.services.<name>)
     built = result.built
@@ -285,6 +293,22 @@ def acquire(
         g.audit.update(precondition=reason)
         raise ApiError(412, f"required data unavailable ({reason}): patient")
     return data
+
+
+def medication_reader(body: dict[str, Any], caller: Caller | None, server: FhirUrl | None,
+                      thresholds: Thresholds) -> Any:  # fmt: skip
+    """RD-5.2 (c): a read of a referenced Medication on the EHR's FHIR server, with the call's token and D-04's
+    guards (allowed servers only, the shared timeouts and circuit); any failure is None (an optional read)."""
+    token, can_fetch, _ = fetch_allowed(body, caller, server)
+    if not can_fetch or server is None:
+        return None
+    f = thresholds.fhir
+    settings = FetchSettings(connect_timeout=f.connect_timeout_s, read_timeout=f.read_timeout_s, budget_s=f.budget_s)
+
+    def read(path: str) -> dict[str, Any] | None:
+        return state().acquirer.read_one(server, path, token, settings, g.started)
+
+    return read
 
 
 def patient_link(caller: Caller | None, patient_id: str) -> str:
@@ -395,8 +419,10 @@ def feedback(service_id: str) -> Response:
     clean = [{**item, "outcomeTimestamp": parse_timestamp(item["outcomeTimestamp"])} for item in items]
     thresholds, _ = state().config.current()
 
+    rule_policy = service.snooze_rule or snooze_rule
+
     def policy(rule: str, dismissal: bool) -> SnoozeRule:
-        return snooze_rule(rule, dismissal, thresholds)
+        return rule_policy(rule, dismissal, thresholds)
 
     who = FeedbackCaller(iss=caller.iss, tenant=caller.tenant, verified=True) if caller else FeedbackCaller()
     try:

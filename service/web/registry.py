@@ -17,6 +17,7 @@ from service.clinical.thresholds import SiteCode, Thresholds
 
 if TYPE_CHECKING:  # the contract names them; importing them here would make a cycle with the web layer
     from cards.builder import BuiltCards
+    from service.store import Snooze, SnoozeRule
     from service.web.acquire import PatientData
 
 PATIENT_TOKEN = "{{context.patientId}}"  # noqa: S105 - a CDS Hooks prefetch token, not a secret
@@ -65,7 +66,9 @@ class ServiceCall:
     config_version: str
     patient_link: str  # pseudonymous: HMAC of issuer, tenant and patient id
     snoozed: Callable[[dict[str, dict[str, Any]]], dict[str, datetime]]  # card fingerprints -> running snoozes
+    overrides: Callable[[], dict[str, Snooze]]  # this patient's running snoozes by rule id (override memory, raw)
     audit: dict[str, Any]  # the call's audit record (no patient identifier, no token)
+    fetch: Callable[[str], dict[str, Any] | None] | None = None  # an optional read on the EHR's FHIR server
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +90,11 @@ class CdsService:
     prefetch: Callable[[tuple[SiteCode, ...]], tuple[PrefetchKey, ...]]
     respond: Callable[[ServiceCall], ServiceResult]  # the service's own step: data -> cards
     usage: str = ""  # usageRequirements: the FHIR read access its prefetch needs
+    # 400 for a call this service cannot read beyond the common schema (e.g. order hooks: context.draftOrders)
+    check: Callable[[dict[str, Any]], str | None] = lambda _body: None
+    enabled: Callable[[Thresholds], bool] = lambda _t: True  # listed in discovery and served (else 503)
+    # how an answer to one of its cards is remembered (override memory); None: cards.builder.snooze_rule
+    snooze_rule: Callable[[str, bool, Thresholds], SnoozeRule] | None = None
 
     def discovery(self, site_codes: tuple[SiteCode, ...] = ()) -> dict[str, object]:
         return {

@@ -16,8 +16,8 @@ from typing import Any
 import jsonschema
 from requests.adapters import HTTPAdapter
 
-from service.clinical.thresholds import Thresholds, thresholds_to_dict
-from service.config import ConfigError, load_thresholds, validate_data
+from service.clinical.thresholds import Thresholds
+from service.config import ConfigError, config_document, load_thresholds, validate_data
 from service.config_store import ConfigStore
 from service.store import Store
 from service.web.acquire import Acquirer, FetchPools
@@ -107,7 +107,7 @@ def seed_document(settings: Settings) -> tuple[dict[str, Any], str]:
     """The configuration file (or the defaults) as a document, to seed an empty store."""
     thresholds = load_thresholds(settings.config_path)  # validates: refuse to start on a bad file
     source = settings.config_path or "the specification's defaults"
-    return thresholds_to_dict(thresholds), f"initial configuration from {source}"
+    return config_document(thresholds), f"initial configuration from {source}"
 
 
 def build_state(settings: Settings) -> AppState:

@@ -12,7 +12,7 @@ from datetime import date
 from typing import Any
 
 from service.clinical.dosing.products import Product, ProductTable
-from service.clinical.dosing.table import EPS, Band, DrugTable, Entry, Regimen, Row
+from service.clinical.dosing.table import EPS, Band, DrugTable, Entry, InvariantError, Regimen, Row
 from service.clinical.equations import CREATININE_UMOL_PER_MG_DL, Sex, egfr_ckd_epi_2021_cr
 
 DOSE_EPS = 1e-6  # RD-6.5 (d), RD-6.6, RD-7.4: dose comparisons
@@ -57,6 +57,8 @@ class PatientFacts:
     sex: Sex | None
     scr: Creatinine | None = None
     egfr_reported: float | None = None  # the CLI facts form's `egfr` (RD-9.2), used by egfr rows
+    egfr_date: date | None = None  # its date and AKI flag: those of L (RD-9.2)
+    egfr_aki: bool = False
     weight: Measured | None = None  # kg, the latest (validity is checked here, RD-2.4)
     height: Measured | None = None  # cm
     dialysis: bool = False
@@ -315,9 +317,14 @@ def hedge(row: Row, order: Order, dose: DoseReading, patient: PatientFacts, as_o
         return "vte_reason"
     if dose.phases > 1:
         return "phases"
-    if dose.entries == 1 and dose.mg_per_admin is not None and dose.per_day is not None and any(
-        abs(dose.mg_per_admin - r.dose_mg) <= DOSE_EPS and abs(dose.per_day - r.per_day) <= DOSE_EPS
-        for r in row.non_af_regimens
+    if (
+        dose.entries == 1
+        and dose.mg_per_admin is not None
+        and dose.per_day is not None
+        and any(
+            abs(dose.mg_per_admin - r.dose_mg) <= DOSE_EPS and abs(dose.per_day - r.per_day) <= DOSE_EPS
+            for r in row.non_af_regimens
+        )
     ):
         return "non_af_regimen"
     if patient.vte_date is not None and patient.vte_date <= as_of and days(patient.vte_date, as_of) <= VTE_RECENT_DAYS:
@@ -342,15 +349,17 @@ def indicator(line: Line, row: Row) -> str | None:
         return own
     if action == "reduce":
         return "info"
-    kept = line.band in ("dialysis", "aki") or (line.band_obj is not None and row.is_floor(line.band_obj,
-                                                                                           line.continuing))
+    kept = line.band in ("dialysis", "aki") or (
+        line.band_obj is not None and row.is_floor(line.band_obj, line.continuing)
+    )
     return own if kept else "info"
 
 
 def _dose_check(line: Line, row: Row, regimen: Regimen | None, cap: float | None, action: str) -> None:
     """RD-6.5 (d): the action of a band or entry against the order's daily dose."""
     dose = line.dose
-    assert dose is not None
+    if not (dose is not None):
+        raise InvariantError("dose is not None")
     if action in ("avoid", "contraindicated"):
         line.action = action
         return
@@ -370,7 +379,8 @@ def _dose_check(line: Line, row: Row, regimen: Regimen | None, cap: float | None
         else:
             line.action = "ok"
         return
-    assert cap is not None
+    if not (cap is not None):
+        raise InvariantError("cap is not None")
     line.action = "reduce" if dose.daily_mg > cap + DOSE_EPS else "ok"
 
 
@@ -412,7 +422,10 @@ def valid_height(patient: PatientFacts, settings: Settings, as_of: date) -> Meas
 
 
 def _crcl(patient: PatientFacts, scr: float, weight: float) -> float:
-    assert patient.age is not None and patient.sex is not None
+    if not (patient.age is not None):
+        raise InvariantError("patient.age is not None")
+    if not (patient.sex is not None):
+        raise InvariantError("patient.sex is not None")
     return cockcroft_gault(patient.age, weight, scr, patient.sex)
 
 
@@ -423,16 +436,18 @@ def _measure(line: Line, row: Row, patient: PatientFacts, settings: Settings, as
     has_egfr = row.measure == "egfr" and patient.egfr_reported is not None
     if scr is None and not has_egfr:
         m.reasons.append("no_scr")
-    elif scr is not None:
+    else:
+        when = scr.date if scr is not None else patient.egfr_date
         limit = row.scr_max_age_days or settings.scr_max_age_days
-        if days(scr.date, as_of) > limit:
+        if when is not None and days(when, as_of) > limit:
             m.reasons.append("scr_stale")
-        if scr.aki:
+        if scr.aki if scr is not None else patient.egfr_aki:
             m.reasons.append("aki")
     if patient.sex is None and not has_egfr:
         m.reasons.append("no_sex")
     age = patient.age
-    assert age is not None
+    if not (age is not None):
+        raise InvariantError("age is not None")
     if row.measure in ("crcl", "crcl_indexed"):
         weight, basis, alt, why = _weights(line, row, patient, settings, as_of)
         m.reasons += why
@@ -453,7 +468,10 @@ def _measure(line: Line, row: Row, patient: PatientFacts, settings: Settings, as
         value = crcl
         bsa = None
         if row.measure == "crcl_indexed":
-            assert h is not None and patient.weight is not None
+            if not (h is not None):
+                raise InvariantError("h is not None")
+            if not (patient.weight is not None):
+                raise InvariantError("patient.weight is not None")
             bsa = bsa_mosteller(patient.weight.value, h.value)
             line.bsa = bsa
             value = crcl * 1.73 / bsa
@@ -478,16 +496,23 @@ def _measure(line: Line, row: Row, patient: PatientFacts, settings: Settings, as
         if m.blocking or (scr is None and not has_egfr):
             return m
         if has_egfr:
-            assert patient.egfr_reported is not None
+            if not (patient.egfr_reported is not None):
+                raise InvariantError("patient.egfr_reported is not None")
             egfr = patient.egfr_reported
         else:
-            assert scr is not None and patient.sex is not None
+            if not (scr is not None):
+                raise InvariantError("scr is not None")
+            if not (patient.sex is not None):
+                raise InvariantError("patient.sex is not None")
             egfr = egfr_ckd_epi_2021_cr(scr.mg_dl, age, patient.sex)
         line.egfr = egfr
         value = egfr
         if row.measure == "egfr_absolute":
             h = valid_height(patient, settings, as_of)
-            assert h is not None and patient.weight is not None
+            if not (h is not None):
+                raise InvariantError("h is not None")
+            if not (patient.weight is not None):
+                raise InvariantError("patient.weight is not None")
             line.bsa = bsa_mosteller(patient.weight.value, h.value)
             value = egfr * line.bsa / 1.73
             line.egfr_ml_min = value
@@ -499,7 +524,8 @@ def _measure(line: Line, row: Row, patient: PatientFacts, settings: Settings, as
 
 def _apixaban(line: Line, patient: PatientFacts, settings: Settings, as_of: date) -> tuple[str | None, list[str]]:
     """RD-3.5: 'reduced' when ≥ 2 criteria hold, 'standard' when < 2 could hold, else undecided (None)."""
-    assert patient.age is not None
+    if not (patient.age is not None):
+        raise InvariantError("patient.age is not None")
     reasons: list[str] = []
     states = [Criterion(name="age", state="met" if patient.age >= 80 - EPS else "not met")]
     w = patient.weight
@@ -636,7 +662,10 @@ def suggested_product(line: Line, products: ProductTable) -> Product | None:
     """RD-7.4 (a): for a regimen band the SCD of the regimen's strength; for a cap band the largest lower strength
     that keeps the tablet count and frequency within the cap (and at or above the band's `min_mg_per_day`)."""
     ingredient, dose, order = line.ingredient, line.dose, line.order
-    assert ingredient is not None and dose is not None
+    if not (ingredient is not None):
+        raise InvariantError("ingredient is not None")
+    if not (dose is not None):
+        raise InvariantError("dose is not None")
     candidates = [p for p in products.single_ingredient_scds(ingredient, None) if _form_matches(order, p)]
     band, entry = line.band_obj, line.entry
     regimen = band.regimen if band else None

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 TABLE = Path(__file__).resolve().parent.parent / "data" / "rxnorm_dosing.json"
 
@@ -51,7 +52,8 @@ class Product:
 # release qualifiers before the first ingredient: "24 HR", "Once-Daily", "Osmotic 24 HR", "Abuse-Deterrent 12 HR"
 _PREFIX = re.compile(r"^((?:[A-Z][A-Za-z-]*\s+){0,2}\d+ HR|Once-Daily)\s+")
 _BRAND = re.compile(r"\s*\[([^\]]+)\]\s*$")
-_STRENGTH = re.compile(r"^(?P<name>.+?)\s+(?P<value>\d+(?:\.\d+)?)\s+(?P<unit>(?!HR\b)[A-Z]+(?:/[A-Z]+)?)(?:\s+(?P<rest>.+))?$",
+_STRENGTH = re.compile(r"^(?P<name>.+?)\s+(?P<value>\d+(?:\.\d+)?)\s+"
+                       r"(?P<unit>(?!HR\b)[A-Z]+(?:/[A-Z]+)?)(?:\s+(?P<rest>.+))?$",
                        re.IGNORECASE)  # fmt: skip
 _MG = {"MG": ("mg", 1.0), "MCG": ("mg", 0.001), "MG/ML": ("mg/ml", 1.0), "MCG/ML": ("mg/ml", 0.001)}
 
@@ -133,9 +135,9 @@ class ProductTable:
         return out
 
 
-def _product(rxcui: str, row: dict[str, object]) -> Product:
-    comps = tuple(Component(str(n), s if s is None else float(s), u if u is None else str(u))  # type: ignore[arg-type]
-                  for n, s, u in row["ingredients"])  # type: ignore[attr-defined]  # fmt: skip
+def _product(rxcui: str, row: dict[str, Any]) -> Product:
+    comps = tuple(Component(str(n), None if s is None else float(s), None if u is None else str(u))
+                  for n, s, u in row["ingredients"])  # fmt: skip
     return Product(rxcui, str(row["tty"]), str(row["name"]), str(row["form"]), comps)
 
 

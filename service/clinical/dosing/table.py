@@ -9,6 +9,7 @@ replaces the shipped value; a new row id adds a row after the shipped ones. The 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -22,6 +23,12 @@ CONFIG_DIR = Path(__file__).resolve().parents[3] / "config"
 TABLE_PATH = CONFIG_DIR / "renal_dosing.yaml"
 SCHEMA_PATH = CONFIG_DIR / "renal_dosing.schema.json"
 EPS = 1e-9  # RD-3.6: comparison tolerance
+
+
+class InvariantError(RuntimeError):
+    """An internal invariant broken: a bug in this code, never bad input (bad input is refused earlier)."""
+
+
 ACTIONS_WITH_DOSE = frozenset({"ok", "reduce"})
 
 
@@ -218,7 +225,7 @@ def partition_problems(row_id: str, bands: list[dict[str, Any]]) -> list[str]:
         first = chosen[0]
         if first["min"] != 0 or not first.get("min_inclusive", True):
             problems.append(f"{where}: the first band ({first['id']}) must start at 0 inclusive ({state} treatment)")
-        for prev, nxt in zip(chosen, chosen[1:], strict=False):
+        for prev, nxt in itertools.pairwise(chosen):
             if prev.get("max") is None:
                 problems.append(f"{where}: band {prev['id']} has no max but is followed by {nxt['id']}")
                 break
@@ -271,7 +278,8 @@ def _entry(e: dict[str, Any] | None) -> Entry | None:
 
 def _row(row_id: str, r: dict[str, Any]) -> Row:
     dialysis = _entry(r["dialysis"])
-    assert dialysis is not None  # required by the schema
+    if not (dialysis is not None):
+        raise InvariantError("dialysis is not None")
     return Row(
         id=row_id, enabled=r["enabled"], ingredients=tuple(r["ingredients"]), rxcui=tuple(r.get("rxcui", ())),
         measure=r["measure"], weight=r.get("weight", "site"), indication=r.get("indication"),

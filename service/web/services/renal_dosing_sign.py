@@ -1,0 +1,30 @@
+"""The `ckd-renal-dosing-sign` service (hook `order-sign`): kidney dose checks of every medication order being signed,
+with full dose checks (renal dosing spec RD-8.5). A card overridden at selection for the same draft is not repeated
+here: both services share rule ids and override memory (RD-8.6). The shared dosing step is
+`service.web.order_hooks`."""
+
+from __future__ import annotations
+
+from service.web import order_hooks
+from service.web.registry import CdsService, ServiceCall, ServiceResult
+
+ID = "ckd-renal-dosing-sign"
+
+
+def respond(call: ServiceCall) -> ServiceResult:
+    return order_hooks.respond(call, ID, select=False)
+
+
+SERVICE = CdsService(
+    id=ID,
+    hook="order-sign",
+    title="Kidney dose check before signing",
+    description="Checks every medication order being signed against kidney function and the renal dosing table, with "
+    "full dose checks. Decision support only.",
+    prefetch=order_hooks.dosing_prefetch,
+    respond=respond,
+    usage=order_hooks.USAGE,
+    check=order_hooks.check_sign,
+    enabled=order_hooks.enabled,
+    snooze_rule=order_hooks.snooze_rule,
+)
