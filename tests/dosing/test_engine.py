@@ -124,7 +124,8 @@ def test_frequency_grammar(text: str | None, expected: float | None) -> None:
     ("repeat", "expected"),
     [({"frequency": 2, "period": 1, "periodUnit": "d"}, 2), ({"frequency": 1, "period": 8, "periodUnit": "h"}, 3),
      ({"frequency": 1, "frequencyMax": 3, "period": 1, "periodUnit": "d"}, 3),
-     ({"frequency": 1, "period": 1, "periodUnit": "wk"}, 1 / 7), ({"frequency": 1, "period": 2, "periodUnit": "d"}, 0.5),
+     ({"frequency": 1, "period": 1, "periodUnit": "wk"}, 1 / 7),
+     ({"frequency": 1, "period": 2, "periodUnit": "d"}, 0.5),
      ({"frequency": 1, "period": 1, "periodUnit": "mo"}, None), ({"frequency": 2, "period": 1}, None)],
 )  # fmt: skip
 def test_structured_timing(repeat: dict[str, Any], expected: float | None) -> None:
@@ -166,8 +167,8 @@ def test_appendix_b_products_are_in_the_offline_table() -> None:
 
 
 def test_normal_form_parser_sums_one_ingredients_parts_and_keeps_release_qualifiers() -> None:
-    both = parse_normal_form("1", "nitrofurantoin, macrocrystals 25 MG / nitrofurantoin, monohydrate 75 MG Oral Capsule",
-                             ("nitrofurantoin",))  # fmt: skip
+    name = "nitrofurantoin, macrocrystals 25 MG / nitrofurantoin, monohydrate 75 MG Oral Capsule"
+    both = parse_normal_form("1", name, ("nitrofurantoin",))
     assert both is not None
     assert [(c.name, c.strength) for c in both.components] == [("nitrofurantoin", 100.0)]
     er = parse_normal_form("2", "Osmotic 24 HR metformin hydrochloride 500 MG Extended Release Oral Tablet",
