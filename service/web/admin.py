@@ -25,6 +25,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from cards.builder import SOURCES, CardRequest, build_cards
 from service.clinical.assess import assess
+from service.clinical.dosing.table import merged_document, shipped_document
 from service.clinical.thresholds import Thresholds, thresholds_to_dict
 from service.config import obsolete_notes, validate_data, validation_errors, without_obsolete
 from service.config_store import StaleVersion, yaml_diff
@@ -357,7 +358,8 @@ def console() -> Any:
     if request.method == "GET":
         return render_template("admin/console.html", values=form_values(live.document, form_fields), **context)
     draft, errors = document_from_form(request.form, form_fields)
-    errors = errors or validation_errors(draft)
+    prune_drug_overlays(draft)
+    errors = errors or validation_errors(draft) or review_problems(draft, live.document)
     values = {f.path: request.form.getlist(f.path)[-1] for f in form_fields if request.form.getlist(f.path)}
     context.update(errors=errors, comment=request.form.get("comment", ""), bundle_text=request.form.get("bundle", ""),
                    chosen_patient=request.form.get("patient", ""))  # fmt: skip
@@ -369,6 +371,39 @@ def console() -> Any:
     context["preview"] = build_preview(draft if not errors else None, live.document, request.form)
     status = 400 if errors else 200
     return render_template("admin/console.html", values=values, **context), status
+
+
+def prune_drug_overlays(draft: dict[str, Any]) -> None:
+    """The console posts every row's switch: keep only what differs from the shipped table (RD-10.2 overlays)."""
+    drugs = (draft.get("renal_dosing") or {}).get("drugs")
+    if not isinstance(drugs, dict):
+        return
+    shipped = shipped_document()["drugs"]
+    for row_id in list(drugs):
+        overlay = drugs[row_id]
+        if not isinstance(overlay, dict):
+            continue
+        if row_id in shipped and overlay.get("enabled") == shipped[row_id]["enabled"]:
+            overlay.pop("enabled")
+        if not overlay:
+            del drugs[row_id]
+
+
+def review_problems(draft: dict[str, Any], live: dict[str, Any]) -> dict[str, str]:
+    """RD-10.2: enabling a row whose evidence is `to_verify` needs a pharmacist's review, confirmed on the form; the
+    version's author and comment record who enabled it."""
+    if request.form.get("pharmacist_review") == "yes":
+        return {}
+    shipped = shipped_document()["drugs"]
+    problems = {}
+    for row_id, row in merged_document((draft.get("renal_dosing") or {}).get("drugs")).get("drugs", {}).items():
+        was = merged_document((live.get("renal_dosing") or {}).get("drugs"))["drugs"].get(row_id, {})
+        evidence = (row.get("source") or {}).get("evidence") if isinstance(row, dict) else None
+        if isinstance(row, dict) and row.get("enabled") and not was.get("enabled") and evidence == "to_verify":
+            name = f"renal_dosing.drugs.{row_id}.enabled" if row_id in shipped else "renal_dosing.drugs"
+            problems[name] = ("pharmacist review required: this row's evidence is to_verify; tick 'Reviewed by a "
+                              "pharmacist' and name the reviewer in the comment")  # fmt: skip
+    return problems
 
 
 def grouped(form_fields: list[Any]) -> list[tuple[str, list[Any]]]:

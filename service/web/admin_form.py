@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from werkzeug.datastructures import MultiDict
 
 from service.config import schema
@@ -27,6 +28,7 @@ class Field:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     optional: bool = False  # an empty box means null (e.g. a per-rule snooze that follows the default)
+    default: Any = None  # shown when the document does not set the key (drug-table rows: the shipped value)
 
     @property
     def html_id(self) -> str:
@@ -53,7 +55,7 @@ def _field(path: str, section: str, prop: dict[str, Any], label: str | None = No
         path=path, section=section, label=label or path.rsplit(".", 1)[-1].replace("_", " "), kind=_kind(prop),
         description=prop.get("description", ""), unit=prop.get("x-unit", ""), source=prop.get("x-source", ""),
         minimum=prop.get("minimum"), maximum=prop.get("maximum"), choices=tuple(str(c) for c in prop.get("enum", ())),
-        optional=isinstance(prop.get("type"), list) and "null" in prop["type"],
+        optional=isinstance(prop.get("type"), list) and "null" in prop["type"], default=prop.get("default"),
     )  # fmt: skip
 
 
@@ -70,6 +72,11 @@ def fields(document: dict[str, Any]) -> list[Field]:
                 for rule, rule_prop in prop["properties"].items():
                     for sub, sub_prop in rule_prop["properties"].items():
                         out.append(_field(f"{path}.{rule}.{sub}", section, sub_prop, f"{rule} {sub}"))
+            elif section == "renal_dosing" and key == "crcl":
+                out += [_field(f"{path}.{sub}", section, sub_prop, f"crcl {sub}")
+                        for sub, sub_prop in prop["properties"].items()]  # fmt: skip
+            elif section == "renal_dosing" and key == "drugs":
+                out += drug_fields(prop)
             elif key == "starting_dose":
                 agents = document.get(section, {}).get("suggested_agents", [])
                 out += [_field(f"{path}.{a}", section, {"type": "string", "description": prop["description"],
@@ -77,6 +84,34 @@ def fields(document: dict[str, Any]) -> list[Field]:
                         for a in agents]  # fmt: skip
             else:
                 out.append(_field(path, section, prop))
+    return out
+
+
+def band_text(band: dict[str, Any]) -> str:
+    low = ("≥ " if band.get("min_inclusive", True) else "> ") + f"{band['min']:g}"
+    high = (
+        "" if band.get("max") is None else (" and ≤ " if band.get("max_inclusive") else " and < ") + f"{band['max']:g}"
+    )
+    when = f" ({band['when']} treatment)" if band.get("when") else ""
+    return f"{low}{high}{when}: {band['action']}" + (f", {band['recommended']}" if band.get("recommended") else "")
+
+
+def drug_fields(prop: dict[str, Any]) -> list[Field]:
+    """The drug table for a pharmacist's review (renal dosing RD-10.2): the site's overlays as YAML, then one switch
+    per shipped row, labelled with its evidence grade and showing its source and bands."""
+    from service.clinical.dosing.table import shipped_document
+
+    out = [Field(path="renal_dosing.drugs", section="renal_dosing", label="drug table overlays (YAML, by row id)",
+                 kind="yaml", description=prop.get("description", ""), source=prop.get("x-source", ""))]  # fmt: skip
+    for row_id, row in shipped_document()["drugs"].items():
+        source = row["source"]
+        bands = "; ".join(band_text(b) for b in row["bands"])
+        out.append(Field(
+            path=f"renal_dosing.drugs.{row_id}.enabled", section="renal_dosing", kind="boolean",
+            label=f"{row_id} enabled (evidence: {source['evidence'].replace('_', ' ')})",
+            description=f"{row['topic']}: {row['measure']} bands: {bands}; on dialysis: {row['dialysis']['action']}.",
+            source=f"{source['label']} ({source['url']})", default=row["enabled"],
+        ))  # fmt: skip
     return out
 
 
@@ -94,6 +129,8 @@ def set_path(document: dict[str, Any], path: str, value: Any) -> None:
     node = document
     for part in parts[:-1]:
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            return  # a malformed value from the YAML overlays: left for the schema to report
     node[parts[-1]] = value
 
 
@@ -101,7 +138,13 @@ def form_values(document: dict[str, Any], all_fields: list[Field]) -> dict[str, 
     values: dict[str, str] = {}
     for f in all_fields:
         value = get_path(document, f.path)
-        if f.kind == "boolean":
+        if value is None:
+            value = f.default
+        if f.kind == "yaml":
+            overlays = {row: {k: v for k, v in (o or {}).items() if k != "enabled"} for row, o in (value or {}).items()}
+            kept = {row: o for row, o in overlays.items() if o}
+            values[f.path] = yaml.safe_dump(kept, sort_keys=False, allow_unicode=True) if kept else ""
+        elif f.kind == "boolean":
             values[f.path] = "true" if value is not False else "false"
         elif f.kind == "list":
             values[f.path] = ", ".join(value or [])
@@ -133,6 +176,14 @@ def _parse(f: Field, raw: str) -> Any:
         return [item.strip() for item in raw.split(",") if item.strip()]
     if f.kind == "site_codes":
         return [_site_code(line) for line in raw.splitlines() if line.strip()]
+    if f.kind == "yaml":
+        try:
+            loaded = yaml.safe_load(raw) if raw else {}
+        except yaml.YAMLError:
+            raise ValueError("is not valid YAML") from None
+        if not isinstance(loaded, dict):
+            raise ValueError("must be a mapping of row id to the keys it changes")
+        return loaded
     return raw
 
 
@@ -155,5 +206,6 @@ def document_from_form(form: MultiDict[str, str], all_fields: list[Field]) -> tu
         try:
             set_path(document, f.path, _parse(f, submitted[-1]))
         except ValueError as exc:
-            errors[f.path] = str(exc) if "line" in str(exc) or "required" in str(exc) else "must be a number"
+            known = ("line", "required", "YAML", "mapping")
+            errors[f.path] = str(exc) if any(k in str(exc) for k in known) else "must be a number"
     return document, errors
