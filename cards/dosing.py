@@ -195,25 +195,28 @@ def kidney_text(line: Line, patient: PatientFacts) -> str:
             f"Criteria for 2.5 mg: age {int(patient.age or 0)} ({crit.get('age', 'unknown')}); {weight} "
             f"({crit.get('weight', 'unknown')}); {scr_part} ({crit.get('creatinine', 'unknown')}): {met} of 3"
         )
+    known = line.measure_value is not None
     v = floor1(line.measure_value) if line.measure_value is not None else "not available"
+    unit = {"egfr": " mL/min/1.73 m²", "crcl": " mL/min", "crcl_indexed": " mL/min/1.73 m²",
+            "egfr_absolute": " mL/min"}[row.measure] if known else ""  # fmt: skip
     if row.measure == "egfr":
-        return f"eGFR {v} mL/min/1.73 m² (CKD-EPI 2021; {scr_part}; {age_sex})"
+        return f"eGFR {v}{unit} (CKD-EPI 2021; {scr_part}; {age_sex})"
     if line.weight_kg is not None and w is not None:
         weight = f"{line.weight_basis} weight {decimals(line.weight_kg, 1)} kg on {w.date.isoformat()}"
     else:
         weight = "weight not available"
     if row.measure == "crcl":
-        return f"CrCl {v} mL/min (Cockcroft–Gault; {weight}; {scr_part}; {age_sex})"
+        return f"CrCl {v}{unit} (Cockcroft–Gault; {weight}; {scr_part}; {age_sex})"
     height = patient.height
     h = f"height {decimals(height.value, 1)} cm on {height.date.isoformat()}" if height else "height not available"
     if row.measure == "crcl_indexed":
         crcl = floor1(line.crcl_ml_min) if line.crcl_ml_min is not None else "not available"
         bsa = f"{line.bsa:.2f}" if line.bsa is not None else "not available"
-        return (f"CrCl {v} mL/min/1.73 m² (Cockcroft–Gault {crcl} mL/min × 1.73 / BSA {bsa} m², {h}; {weight}; "
+        return (f"CrCl {v}{unit} (Cockcroft–Gault {crcl} mL/min × 1.73 / BSA {bsa} m², {h}; {weight}; "
                 f"{scr_part}; {age_sex})")  # fmt: skip
     egfr = floor1(line.egfr) if line.egfr is not None else "not available"
     bsa = f"{line.bsa:.2f}" if line.bsa is not None else "not available"
-    return f"eGFR {v} mL/min (CKD-EPI 2021 {egfr} × BSA {bsa} m² / 1.73; {h}; {scr_part}; {age_sex})"
+    return f"eGFR {v}{unit} (CKD-EPI 2021 {egfr} × BSA {bsa} m² / 1.73; {h}; {scr_part}; {age_sex})"
 
 
 def hedge_sentence(line: Line) -> str:

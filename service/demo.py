@@ -20,6 +20,7 @@ from service.fhir.loader import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = ROOT / "examples" / "patients"
+ORDERS_DIR = ROOT / "examples" / "orders"  # draft orders of the demo patients written for the order hooks
 SYNTHEA_DIR = ROOT.parent / "shared" / "data" / "synthea-smart-r4"
 ANCHOR = date(2026, 1, 1)  # the files' "today"; shifted to the real today at load time
 DATE_KEYS = (
@@ -52,6 +53,7 @@ class Demo:
         if deceased is not None:  # days before the anchor
             keep["deceasedDateTime"] = _d(deceased).isoformat()
         self.resources: list[Resource] = [keep]
+        self.order: Resource | None = None  # a draft MedicationRequest for the order hooks (examples/orders)
 
     def _id(self) -> str:
         return f"{self.slug}-{len(self.resources)}"
@@ -99,6 +101,31 @@ class Demo:
                                       ("8462-4", "Diastolic blood pressure", diastolic))
         ]  # fmt: skip
         self.resources.append(panel)
+        return self
+
+    def weight(self, ago: int, kg: float) -> Demo:
+        return self.obs("29463-7", ago, kg, "kg", "Body weight")
+
+    def height(self, ago: int, cm: float) -> Demo:
+        return self.obs("8302-2", ago, cm, "cm", "Body height")
+
+    def draft(self, display: str, rxcui: str, *, pills: float, per_day: int, reason: tuple[str, str] | None = None
+              ) -> Demo:  # fmt: skip
+        """The medication order being written (renal dosing, issue #22): kept apart from the patient's record, as
+        the CDS Hooks Sandbox's Rx Sign tab sends it in context.draftOrders (STU3-style doseQuantity in {pill})."""
+        order: Resource = {
+            "resourceType": "MedicationRequest", "id": f"{self.slug}-draft", "status": "draft", "intent": "order",
+            "subject": {"reference": f"Patient/{self.pid}"}, "authoredOn": ANCHOR.isoformat(),
+            "medicationCodeableConcept": {"text": display, "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                                       "code": rxcui, "display": display}]},
+            "dosageInstruction": [{"doseQuantity": {"value": pills, "system": "http://unitsofmeasure.org",
+                                                    "code": "{pill}"},
+                                   "timing": {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}}}],
+        }  # fmt: skip
+        if reason is not None:
+            order["reasonCode"] = [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": reason[0],
+                                                "display": reason[1]}], "text": reason[1]}]  # fmt: skip
+        self.order = order
         return self
 
     def bundle(self) -> Resource:
@@ -331,13 +358,82 @@ def scenarios() -> list[Demo]:
         .bp(200, 148, 92)
         .bp(100, 142, 88)
         .bp(12, 138, 86),
+        # renal dosing at order time (issue #22): each with the order being signed (examples/orders)
+        Demo(
+            "25-af-apixaban-two-criteria",
+            "Britany_Reynolds",
+            "83-year-old woman with AF, 56 kg, creatinine 1.3: two apixaban criteria (age, weight); apixaban 5 mg "
+            "twice daily renewed: the label dose is 2.5 mg twice daily",
+            birth="1942-01-20",
+        )
+        .scr(400, 1.25)
+        .scr(200, 1.3)
+        .scr(14, 1.3)
+        .acr(200, 20)
+        .acr(14, 22)
+        .weight(14, 56)
+        .height(400, 158)
+        .cond("I48.91", "Unspecified atrial fibrillation", onset=_d(1500))
+        .med("apixaban 5 MG Oral Tablet", rxcui="1364445", started=1400)
+        .draft("apixaban 5 MG Oral Tablet", "1364445", pills=1, per_day=2),
+        Demo(
+            "26-nitrofurantoin-crcl-25",
+            "Catina_Sawayn",
+            "77-year-old woman, 58 kg, creatinine 1.7 (Cockcroft-Gault CrCl 25.3 mL/min) prescribed nitrofurantoin "
+            "for a urinary infection",
+            birth="1948-05-02",
+        )
+        .scr(420, 1.6)
+        .scr(210, 1.7)
+        .scr(10, 1.7)
+        .acr(210, 45)
+        .acr(10, 50)
+        .weight(10, 58)
+        .height(300, 160)
+        .cond(*("I10", "Essential hypertension"))
+        .draft(
+            "nitrofurantoin 100 MG Oral Capsule",
+            "311992",
+            pills=1,
+            per_day=2,
+            reason=("N39.0", "Urinary tract infection, site not specified"),
+        ),
+        Demo(
+            "27-dialysis-gabapentin",
+            "Bryan_Breitenberg",
+            "Man on haemodialysis (Z99.2) prescribed gabapentin 300 mg three times daily: not checked on dialysis, "
+            "ask pharmacy",
+        )
+        .scr(300, 7.2)
+        .scr(150, 7.8)
+        .scr(3, 7.5)
+        .weight(3, 80)
+        .cond("N18.6", "End stage renal disease")
+        .cond("Z99.2", "Dependence on renal dialysis")
+        .draft("gabapentin 300 MG Oral Capsule", "310431", pills=1, per_day=3),
+        Demo(
+            "28-no-weight-pregabalin",
+            "Burton_Kozey",
+            "Man with CKD G3b and no weight on file prescribed pregabalin: the dose cannot be checked without a weight",
+        )
+        .scr(400, 1.8)
+        .scr(200, 1.85)
+        .scr(20, 1.9)
+        .acr(200, 25)
+        .acr(20, 28)
+        .cond(*("I10", "Essential hypertension"))
+        .draft("pregabalin 75 MG Oral Capsule", "483450", pills=1, per_day=2),
     ]
 
 
 def write() -> None:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    ORDERS_DIR.mkdir(parents=True, exist_ok=True)
     for demo in scenarios():
         (DEMO_DIR / f"{demo.slug}.json").write_text(json.dumps(demo.bundle(), indent=1) + "\n", encoding="utf-8")
+        if demo.order is not None:
+            drafts = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": demo.order}]}
+            (ORDERS_DIR / f"{demo.slug}.json").write_text(json.dumps(drafts, indent=1) + "\n", encoding="utf-8")
 
 
 def shift(value: Any, days: int) -> Any:
@@ -358,6 +454,12 @@ def demo_bundles(today: date | None = None) -> dict[str, Resource]:
     """slug -> Bundle with dates moved so that the anchor falls on `today`."""
     days = ((today or date.today()) - ANCHOR).days
     return {p.stem: shift(json.loads(p.read_text(encoding="utf-8")), days) for p in sorted(DEMO_DIR.glob("*.json"))}
+
+
+def demo_orders(today: date | None = None) -> dict[str, Resource]:
+    """slug -> the draftOrders Bundle of the demo patients written for the order hooks, dates moved like theirs."""
+    days = ((today or date.today()) - ANCHOR).days
+    return {p.stem: shift(json.loads(p.read_text(encoding="utf-8")), days) for p in sorted(ORDERS_DIR.glob("*.json"))}
 
 
 def load_demo_patients(base_url: str, token: str | None) -> list[str]:

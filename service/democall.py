@@ -1,4 +1,5 @@
-"""Print an example patient-view call to the running service and the cards it returns (used by `make demo`)."""
+"""Print example calls to the running service and the cards they return (used by `make demo`): patient-view for every
+demo patient, then order-sign for the demo patients written with an order (issue #22)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import requests
 
-from service.demo import demo_bundles
+from service.demo import demo_bundles, demo_orders
 from service.fhir.testserver import STATE_FILE, wait_ready
 
 SERVICE = "http://127.0.0.1:8080"
@@ -26,8 +27,17 @@ def hook_call(patient_id: str, fhir: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def show(slug: str, situation: str, body: dict[str, Any]) -> None:
-    response = requests.post(f"{SERVICE}/cds-services/ckd-patient-view", json=body, timeout=10)
+def order_call(patient_id: str, drafts: dict[str, Any], fhir: dict[str, Any]) -> dict[str, Any]:
+    """An order-sign call as the Sandbox's Rx Sign tab makes it: the draft in context.draftOrders, the record read
+    from the FHIR server with the token."""
+    body = hook_call(patient_id, fhir)
+    body["hook"] = "order-sign"
+    body["context"]["draftOrders"] = drafts
+    return body
+
+
+def show(slug: str, situation: str, body: dict[str, Any], service: str = "ckd-patient-view") -> None:
+    response = requests.post(f"{SERVICE}/cds-services/{service}", json=body, timeout=10)
     cards = response.json().get("cards", []) if response.ok else []
     print(f"\n# {slug}: {situation} -> HTTP {response.status_code}, {len(cards)} card(s)")
     for card in cards:
@@ -53,6 +63,19 @@ def main() -> int:
     for slug, bundle in bundles.items():
         situation = bundle["meta"]["tag"][0]["display"]
         show(slug, situation, hook_call(bundle["entry"][0]["resource"]["id"], fhir))
+    orders = demo_orders()
+    order_slug = "25-af-apixaban-two-criteria"
+    example = STATE_FILE.parent / f"example-order-sign-{order_slug}.json"
+    pid = bundles[order_slug]["entry"][0]["resource"]["id"]
+    example.write_text(json.dumps(order_call(pid, orders[order_slug], fhir), indent=1))
+    example.chmod(0o600)
+    print("\n# Kidney dose check when an order is signed (order-sign; the draft is in context.draftOrders):")
+    print(f"curl -s -X POST {SERVICE}/cds-services/ckd-renal-dosing-sign -H 'Content-Type: application/json' \\")
+    print(f"     -d @{example.relative_to(STATE_FILE.parent.parent)}")
+    for slug, drafts in orders.items():
+        situation = bundles[slug]["meta"]["tag"][0]["display"]
+        body = order_call(bundles[slug]["entry"][0]["resource"]["id"], drafts, fhir)
+        show(slug, f"order-sign: {situation}", body, "ckd-renal-dosing-sign")
     return 0
 
 

@@ -56,6 +56,12 @@ EXPECTED: dict[str, list[str]] = {
     "22-arni-plus-acei": ["dual_ras", "sglt2i", "statin", "problem_list"],  # critical: ARNI with an ACE inhibitor
     "23-statin-by-product-code": ["problem_list"],  # 316672 is simvastatin: no statin card
     "24-bp-above-target": ["bp_above_target", "problem_list"],  # mean systolic 142.7 over 3 readings
+    # issue #22 (order hooks; their order cards: tests/dosing/test_demo_orders.py). 83 F, eGFR about 41, A1
+    "25-af-apixaban-two-criteria": ["sglt2i", "statin", "problem_list"],
+    # 77 F, eGFR about 31, A2; KFRE above the referral threshold
+    "26-nitrofurantoin-crcl-25": ["nephrology_referral", "sglt2i", "rasi", "statin", "problem_list"],
+    "27-dialysis-gabapentin": [],  # on dialysis, not on metformin: nothing to add at chart opening
+    "28-no-weight-pregabalin": ["sglt2i", "statin", "problem_list"],  # 67 M, eGFR about 38, A1
 }  # fmt: skip
 
 
