@@ -5,8 +5,9 @@
    Hooks service, bench/peer_healthchain.py, in its own virtual environment, under uvicorn with as many worker
    processes) and the FHIR test server with the benchmark patient, all at once.
 2. Drives them with wrk: (a) full prefetch, about 200 Observations / 150 KB; (b) a small request; (c) no prefetch,
-   so the service reads the FHIR test server; at concurrency 1, 8 and 32. Service, floor and peer take turns run by
-   run (interleaved, the order rotated each round), each after its own warm-up; medians of the runs.
+   so the service reads the FHIR test server; (d) order-sign with one draft and the full dosing prefetch (issue
+   #22, service and floor only: the peer has no order hooks); at concurrency 1, 8 and 32. Service, floor and peer
+   take turns run by run (interleaved, the order rotated each round), each after its own warm-up; medians of the runs.
 3. Reports requests/s, p50/p90/p99, the service-to-floor ratios, the peer beside them, RSS per worker, the adapter
    and the engine apart (bench/bench_engine.py), and for (c) the service latency against the FHIR server's own
    slowest single query, measured in the same run.
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.durability import machine  # noqa: E402
-from bench.patients import hook_body, small_patient, ten_year_patient  # noqa: E402
+from bench.patients import hook_body, order_sign_body, small_patient, ten_year_patient  # noqa: E402
 from bench.report import query_ms  # noqa: E402
 from service.fhir import testserver  # noqa: E402
 from service.fhir.loader import load_bundle  # noqa: E402
@@ -50,13 +51,17 @@ from tests import live  # noqa: E402
 
 SERVICE_PORT, FLOOR_PORT, PEER_PORT, FHIR_PORT = 19101, 19102, 19103, 8591
 URL_PATH = "/cds-services/ckd-patient-view"
+SIGN_PATH = "/cds-services/ckd-renal-dosing-sign"
 PEER_PATH = "/cds/cds-services/ckd-patient-view"  # HealthChain mounts CDS Hooks under /cds
 PEER_PACKAGE = "healthchain==0.16.1"
 PEER_VENV = ROOT / "bench" / ".venv-healthchain"
 # Issue #15 at concurrency 8 (the adapter and engine for the scenario (a) patient); (c) keeps issue #8's target.
-TARGETS = {"a_rps_ratio": 0.5, "a_p99_ratio": 2.5, "b_rps_ratio": 0.5, "adapter_median_us": 300.0,
-           "engine_median_us": 300.0, "rss_mb_per_worker": 150.0, "c_vs_slowest_query": 1.3}  # fmt: skip
-AT_MOST = ("a_p99_ratio", "adapter_median_us", "engine_median_us", "rss_mb_per_worker", "c_vs_slowest_query")
+# Issue #22: the order-sign scenario (d) against the floor by the same rules as (a) and (b).
+TARGETS = {"a_rps_ratio": 0.5, "a_p99_ratio": 2.5, "b_rps_ratio": 0.5, "d_rps_ratio": 0.5, "d_p99_ratio": 2.5,
+           "adapter_median_us": 300.0, "engine_median_us": 300.0, "rss_mb_per_worker": 150.0,
+           "c_vs_slowest_query": 1.3}  # fmt: skip
+AT_MOST = ("a_p99_ratio", "d_p99_ratio", "adapter_median_us", "engine_median_us", "rss_mb_per_worker",
+           "c_vs_slowest_query")  # fmt: skip
 
 
 def require_wrk() -> None:
@@ -245,7 +250,8 @@ def request_files(work: Path, fhir: testserver.RunningServer) -> tuple[dict[str,
     big, small = ten_year_patient(today), small_patient(today)
     load_bundle(fhir.base_url, fhir.token, big)
     bodies = {"a": hook_body(big, prefetch=True), "b": hook_body(small, prefetch=True),
-              "c": hook_body(big, prefetch=False, fhir=(fhir.base_url, fhir.token))}  # fmt: skip
+              "c": hook_body(big, prefetch=False, fhir=(fhir.base_url, fhir.token)),
+              "d": order_sign_body(today)}  # fmt: skip
     files = {}
     for name, body in bodies.items():
         files[name] = work / f"{name}.json"
@@ -296,6 +302,10 @@ def run(seconds: int, warmup: int, repeats: int, levels: list[int]) -> dict[str,
                     measured = measure(urls, files[scenario], level, seconds, warmup, repeats)
                     for who, figures in measured.items():
                         results[who].setdefault(scenario, {})[str(level)] = figures
+            for level in levels:  # (d) order-sign: service and floor (the peer has no order hooks)
+                sign_urls = {"service": service + SIGN_PATH, "floor": floor + SIGN_PATH}
+                for who, figures in measure(sign_urls, files["d"], level, seconds, warmup, repeats).items():
+                    results[who].setdefault("d", {})[str(level)] = figures
             results["service"]["c"] = {
                 str(level): measure({"service": service + URL_PATH}, files["c"], level, seconds, warmup, repeats)[
                     "service"
@@ -340,6 +350,8 @@ def verdict(r: dict[str, Any]) -> dict[str, Any]:
         "a_rps_ratio": s["a"][level]["rps"] / f["a"][level]["rps"],
         "a_p99_ratio": s["a"][level]["p99_ms"] / f["a"][level]["p99_ms"],
         "b_rps_ratio": s["b"][level]["rps"] / f["b"][level]["rps"],
+        "d_rps_ratio": s["d"][level]["rps"] / f["d"][level]["rps"],
+        "d_p99_ratio": s["d"][level]["p99_ms"] / f["d"][level]["p99_ms"],
         "adapter_median_us": r["engine"]["hook_patient_adapter"]["median_us"],
         "engine_median_us": r["engine"]["hook_patient_engine"]["median_us"],
         "rss_mb_per_worker": max(r["service_rss_mb"] or [0.0]),

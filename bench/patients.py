@@ -7,6 +7,8 @@ from datetime import date, timedelta
 from typing import Any
 
 from service.fhir import build
+from tests.dosing.shapes import draft_bundle, sandbox_draft
+from tests.dosing.shapes import prefetch as dosing_prefetch
 from tests.web.test_hooks import prefetch_for
 
 PID = "bench-patient"
@@ -48,6 +50,21 @@ def small_patient(today: date) -> dict[str, Any]:
              build.observation("s2", PID + "-small", "2160-0", today - timedelta(days=10), 1.5, "mg/dL"),
              build.observation("s3", PID + "-small", "9318-7", today - timedelta(days=10), 45, "mg/g")]  # fmt: skip
     return build.bundle(items)
+
+
+def order_sign_body(today: date) -> dict[str, Any]:
+    """Scenario (d), issue #22: order-sign with one draft (gabapentin 300 mg three times daily, as the CDS Hooks
+    Sandbox's Rx Sign sends it) and the full dosing prefetch of the ten-year patient, with a weight and a height:
+    creatinine about 1.9 mg/dL gives CrCl about 29 mL/min, so the call goes all the way to a card and a suggestion."""
+    bundle = ten_year_patient(today)
+    items = [e["resource"] for e in bundle["entry"]]
+    items += [build.observation("bench-wt", PID, "29463-7", today - timedelta(days=5), 70, "kg", display="Body weight"),
+              build.observation("bench-ht", PID, "8302-2", today - timedelta(days=400), 162, "cm",
+                                display="Body height")]  # fmt: skip
+    draft = sandbox_draft(PID, "310431", "gabapentin 300 MG Oral Capsule", pills=1, frequency=3)
+    return {"hook": "order-sign", "hookInstance": "bench-hook-instance",
+            "context": {"patientId": PID, "userId": "Practitioner/bench", "draftOrders": draft_bundle(draft)},
+            "prefetch": dosing_prefetch(items)}  # fmt: skip
 
 
 def hook_body(bundle: dict[str, Any], *, prefetch: bool, fhir: tuple[str, str] | None = None) -> dict[str, Any]:

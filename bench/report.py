@@ -10,6 +10,7 @@ SCENARIOS = {
     "a": "(a) full prefetch, ~200 Observations",
     "b": "(b) small request",
     "c": "(c) no prefetch: FHIR fallback",
+    "d": "(d) order-sign, one draft, full prefetch",
 }
 
 
@@ -19,8 +20,9 @@ def plot(r: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), sharey=False)
-    for ax, scenario in zip(axes, ("a", "b", "c"), strict=True):
+    shown = [x for x in ("a", "b", "c", "d") if x in r["service"]]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.7 * len(shown), 4.2), sharey=False)
+    for ax, scenario in zip(axes, shown, strict=True):
         levels = list(r["service"][scenario])
         xs = range(len(levels))
         width = 0.27
@@ -57,8 +59,8 @@ def table(r: dict[str, Any]) -> str:
     rows = ["| Scenario | Concurrency | Service req/s | Floor req/s | Ratio | Peer req/s | Peer ratio | "
             "Service p50 / p90 / p99 (ms) | Floor p50 / p90 / p99 (ms) | Peer p50 / p90 / p99 (ms) | Errors |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for scenario in ("a", "b", "c"):
-        for level, s in r["service"][scenario].items():
+    for scenario in ("a", "b", "c", "d"):
+        for level, s in r["service"].get(scenario, {}).items():
             f = r["floor"].get(scenario, {}).get(level)
             p = r.get("peer", {}).get(scenario, {}).get(level)
             (service_rps, service_lat), (floor_rps, floor_lat), (peer_rps, peer_lat) = cell(s), cell(f), cell(p)

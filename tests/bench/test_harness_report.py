@@ -23,8 +23,8 @@ def figures(rps: float, p99: float) -> dict[str, Any]:
 def results(service_rps: float) -> dict[str, Any]:
     levels = ("1", "8")
     return {
-        "service": {s: {lv: figures(service_rps, 30.0) for lv in levels} for s in ("a", "b", "c")},
-        "floor": {s: {lv: figures(1000.0, 25.0) for lv in levels} for s in ("a", "b")},
+        "service": {s: {lv: figures(service_rps, 30.0) for lv in levels} for s in ("a", "b", "c", "d")},
+        "floor": {s: {lv: figures(1000.0, 25.0) for lv in levels} for s in ("a", "b", "d")},
         "peer": {s: {lv: figures(250.0, 60.0) for lv in levels} for s in ("a", "b")},
         "peer_rss_mb": [120.0], "peer_about": "HealthChain 0.16.1 (FastAPI, pydantic), uvicorn, 2 worker processes",
         "fhir_query_ms": {"patient": {"first_page_ms": 2.0, "all_pages_ms": 2.0, "pages": 1},
@@ -33,7 +33,7 @@ def results(service_rps: float) -> dict[str, Any]:
         "engine": {"engine_only": {"median_us": 900.0}, "adapter_and_engine": {"median_us": 3000.0},
                    "hook_patient_observations": 200, "hook_patient_adapter": {"median_us": 280.0},
                    "hook_patient_engine": {"median_us": 450.0}},
-        "body_bytes": {"a": 160000, "b": 1800, "c": 300},
+        "body_bytes": {"a": 160000, "b": 1800, "c": 300, "d": 170000},
         "settings": {"seconds": 15, "warmup": 3, "repeats": 3, "levels": [1, 8], "gunicorn": "2 workers"},
         "machine": {"cpu": "test cpu", "cores": 2, "python": "3.11", "date": "2026-11-26", "wrk": "wrk 4.1.0"},
     }  # fmt: skip
@@ -47,6 +47,10 @@ def test_verdict_uses_ratios_at_concurrency_8() -> None:
     assert slow["met"]["b_rps_ratio"] is False
     assert fast["values"]["a_p99_ratio"] == 1.2
     assert fast["met"]["a_p99_ratio"] is True  # ≤ 2.5
+    # issue #22: order-sign (d) by the same rules
+    assert fast["met"]["d_rps_ratio"] is True
+    assert slow["met"]["d_rps_ratio"] is False
+    assert fast["values"]["d_p99_ratio"] == 1.2
     # the adapter and the engine apart, for the scenario (a) patient: each ≤ 300 µs
     assert fast["met"]["adapter_median_us"] is True  # 280
     assert fast["met"]["engine_median_us"] is False  # 450
