@@ -322,7 +322,8 @@ def updated_draft(line: Line, draft: dict[str, Any]) -> dict[str, Any]:
     if isinstance(reference, dict) and isinstance(reference.get("reference"), str) and \
             reference["reference"].startswith("#"):  # fmt: skip
         target = reference["reference"][1:]
-        contained = [c for c in resource.get("contained") or [] if not (isinstance(c, dict) and c.get("id") == target)]
+        kept: list[Any] = resource["contained"] if isinstance(resource.get("contained"), list) else []
+        contained = [c for c in kept if not (isinstance(c, dict) and c.get("id") == target)]
         if contained:
             resource["contained"] = contained
         else:
@@ -358,7 +359,7 @@ def updated_draft(line: Line, draft: dict[str, Any]) -> dict[str, Any]:
         n = dose.count or 0
         new_mg = strength * n
         _set_dose(dosage, new_mg, strength, keep_count=True)
-    for ext in dosage.get("extension") or []:
+    for ext in dosage["extension"] if isinstance(dosage.get("extension"), list) else []:
         if isinstance(ext, dict) and ext.get("url") == "https://open.epic.com/fhir/extensions/ordered-dose" and \
                 isinstance(ext.get("valueQuantity"), dict):  # fmt: skip
             ext["valueQuantity"]["value"] = new_mg
@@ -368,7 +369,8 @@ def updated_draft(line: Line, draft: dict[str, Any]) -> dict[str, Any]:
 
 def _set_dose(dosage: dict[str, Any], mg: float, strength: float, keep_count: bool = False) -> None:
     """Rewrite the dose quantity where it was read: count-based keeps its unit, mg-based becomes mg."""
-    for holder in [r for r in dosage.get("doseAndRate") or [] if isinstance(r, dict)] + [dosage]:
+    rates = dosage["doseAndRate"] if isinstance(dosage.get("doseAndRate"), list) else []
+    for holder in [r for r in rates if isinstance(r, dict)] + [dosage]:
         q = holder.get("doseQuantity")
         if isinstance(q, dict):
             unit = str(q.get("code") or q.get("unit") or "").lower()

@@ -19,7 +19,9 @@ refuses to start. Checks beyond the schema: `metformin.stop_below_egfr` ≤ `met
 `krt_planning.max_egfr` ≤ `nephrology_referral.max_egfr`, `sglt2i.min_egfr` ≤ `sglt2i.low_acr_max_egfr`,
 `fhir.connect_timeout_s` and `fhir.read_timeout_s` below `fhir.budget_s`, every suggested agent is a known
 ingredient with a starting dose, every site code maps to a LOINC code the engine reads, and `service.timezone` is a
-real IANA zone. `<rule>` in `cards.rules` is one of the rule ids of docs/clinical.md, or `staging`.
+real IANA zone, and the merged renal dosing table (`renal_dosing.drugs` over `config/renal_dosing.yaml`) passes
+`config/renal_dosing.schema.json` and partitions each row's bands ([dosing.md](dosing.md)). `<rule>` in
+`cards.rules` is one of the rule ids of docs/clinical.md, or `staging`.
 
 The staging constants (eGFR 60, 90 days, the AKI windows, the category cut-offs) are fixed, so that an assessment
 can be reproduced exactly.
@@ -89,6 +91,8 @@ def allowed(prop: dict[str, Any]) -> str:
         return f"{prop['minimum']}–{prop['maximum']}"
     if prop.get("type") == "array":
         return "list of {system, code, loinc}" if "properties" in prop.get("items", {}) else "list of ingredient names"
+    if prop.get("type") == "object" and "propertyNames" in prop:
+        return "row id → row overlay ([dosing.md](dosing.md))"
     if prop.get("type") == "object":
         return "agent → text"
     return "text"

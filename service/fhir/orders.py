@@ -25,6 +25,7 @@ from service.fhir.adapter import _codings, as_list, normalise_unit, text
 Resource = dict[str, Any]
 RXNORM_SYSTEMS = frozenset({codes.RXNORM, "urn:oid:2.16.840.1.113883.6.88"})  # RD-5.2: Epic sends the OID
 CHECKED_STATUS = frozenset({"draft", "active", "on-hold"})  # RD-5.1 (or absent)
+MAX_PER_DAY = 1440.0  # once a minute: beyond it a structured timing is an error, read as unreadable
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 id: only such ids are read from the server (RD-5.2 c)
 ORDERED_DOSE = "https://open.epic.com/fhir/extensions/ordered-dose"
 ADMIN_AMOUNT = "https://open.epic.com/fhir/extensions/admin-amount"
@@ -73,7 +74,10 @@ def per_day(dosage: Resource) -> float | None:
             return None
         unit = repeat.get("periodUnit")
         factor = {"h": 24.0, "d": 1.0, "wk": 1 / 7}.get(unit) if isinstance(unit, str) else None
-        return f * factor / p if factor is not None else None
+        if factor is None:
+            return None
+        per = f * factor / p
+        return per if math.isfinite(per) and per <= MAX_PER_DAY else None
     code: dict[str, Any] = timing["code"] if isinstance(timing.get("code"), dict) else {}
     for candidate in [c.get("code") for c in _codings(code)] + [code.get("text"), dosage.get("text")]:
         found = frequency_of_text(candidate)

@@ -23,6 +23,7 @@ REASON_ORDER = ("deceased", "under_18", "dialysis", "no_age", "no_sex", "no_scr"
 COUNT_UNITS = frozenset({"", "1", "tab", "tabs", "tablet", "tablets", "tbl", "cap", "caps", "capsule", "capsules",
                          "pill", "pills", "each", "ea", "dose"})  # fmt: skip
 MASS_UNITS = {"mg": 1.0, "g": 1000.0, "mcg": 0.001, "ug": 0.001}
+MAX_MG = 1e7  # 10 kg in one administration: a typing or unit error, read as unreadable (no label dose is near it)
 
 
 # --- inputs --------------------------------------------------------------------------------------------------------
@@ -244,7 +245,15 @@ class Line:
 
 
 def mg_per_administration(entry: DoseEntry, order: Order, ingredient: str) -> tuple[float | None, float | None]:
-    """(mg of the ingredient per administration, count of units) of one entry, or (None, None) when unreadable."""
+    """(mg of the ingredient per administration, count of units) of one entry, or (None, None) when unreadable
+    (also a dose too large to be one: beyond MAX_MG)."""
+    mg, count = _mg_per_administration(entry, order, ingredient)
+    if mg is None or not math.isfinite(mg) or mg > MAX_MG:
+        return None, None
+    return mg, count
+
+
+def _mg_per_administration(entry: DoseEntry, order: Order, ingredient: str) -> tuple[float | None, float | None]:
     if entry.value is None or entry.unit is None or entry.value <= 0:
         return None, None
     strength, concentration = order.strengths.get(ingredient, (None, None))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -177,6 +178,8 @@ class DrugTable:
 
 def number(x: float) -> str:
     """Shortest decimal: 5, 2.5, 0.6, 1000 (RD-7.3)."""
+    if not math.isfinite(x) or abs(x) >= 1e12:
+        return f"{x:.6g}"
     return f"{x:.6g}" if x != int(x) else str(int(x))
 
 
