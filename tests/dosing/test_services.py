@@ -266,7 +266,7 @@ def test_audit_holds_rule_ids_but_no_drug_dose_or_order(app: Flask) -> None:
     assert record["rules_fired"] == ["dose.gabapentin.15to30"]
     assert [c["uuid"] for c in record["cards"]] == [card["uuid"]]
     text = str(record)
-    for secret in ("gabapentin 300", "order-xyz", "p-audit", "310431", "900"):
+    for secret in ("gabapentin 300", "order-xyz", "p-audit", "310431", "mg_per_day", "900.0", "dosage"):
         assert secret not in text
 
 
