@@ -240,7 +240,10 @@ def run_dose(args: argparse.Namespace) -> list[dict[str, Any]]:
                 raise ValueError("draftOrders must be a FHIR Bundle")
             record = record_from_bundle(data["bundle"], site_code_map(thresholds.site_codes))
             patient = patient_facts(record, as_of, thresholds.staging.akd_window)
-            orders = checked_orders(data["draftOrders"], None, table, products)
+            patient_id = next((e["resource"].get("id") for e in data["bundle"].get("entry", [])
+                               if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+                               and e["resource"].get("resourceType") == "Patient"), None)  # fmt: skip
+            orders = checked_orders(data["draftOrders"], None, table, products, patient_id=patient_id)
         else:
             raise ValueError("input must hold patient and orders (facts form) or bundle and draftOrders (FHIR form)")
     except ValueError as exc:

@@ -286,14 +286,28 @@ def selected(req: Resource, selections: Iterable[str]) -> bool:
     return any(reference_key(s) == ("MedicationRequest", rid) for s in selections)
 
 
+def for_another_patient(req: Resource, patient_id: str | None) -> bool:
+    """A draft whose subject names another Patient (relative or absolute reference) is not this chart's order: it is
+    never checked, so no card is built on it (everything from the EHR is untrusted, issue #22)."""
+    if patient_id is None:
+        return False
+    subject = req.get("subject") if isinstance(req.get("subject"), dict) else req.get("patient")
+    ref = subject.get("reference") if isinstance(subject, dict) else None
+    key = reference_key(ref) if isinstance(ref, str) and not ref.startswith(("urn:", "#")) else None
+    return key is not None and key[0] == "Patient" and key[1] != patient_id
+
+
 def checked_orders(bundle: Any, selections: list[str] | None, table: DrugTable, products: ProductTable,
-                   fetch: Callable[[str], Resource | None] | None = None) -> list[Order]:  # fmt: skip
+                   fetch: Callable[[str], Resource | None] | None = None,
+                   patient_id: str | None = None) -> list[Order]:  # fmt: skip
     """RD-5.1: order-sign (selections None) checks every MedicationRequest whose status is draft, active, on-hold or
-    absent; order-select only the selected ones. Orders without medication[x] are not checked. `position` counts
-    the MedicationRequest entries of draftOrders."""
+    absent; order-select only the selected ones. Orders without medication[x], and orders whose subject is another
+    patient than `patient_id`, are not checked. `position` counts the MedicationRequest entries of draftOrders."""
     requests, medications = draft_entries(bundle)
     out = []
     for position, req in enumerate(requests):
+        if for_another_patient(req, patient_id):
+            continue
         status = req.get("status")
         if status is not None and status not in CHECKED_STATUS:
             continue

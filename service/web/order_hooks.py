@@ -87,7 +87,7 @@ def respond(call: ServiceCall, service_id: str, *, select: bool) -> ServiceResul
     context = call.body["context"]
     selections = context.get("selections") if select else None
     bundle = context["draftOrders"]
-    orders = checked_orders(bundle, selections, table, products, call.fetch)
+    orders = checked_orders(bundle, selections, table, products, call.fetch, call.patient_id)
     if not orders:  # RD-5.1: nothing to check (the Sandbox's Rx View while the user types)
         return ServiceResult(built=BuiltCards(cards=[], index=[], overflow=0), rules_fired=[], rules_suppressed=[])
     record = record_from_resources(call.data.patient, call.data.resources, site_codes=site_code_map(t.site_codes))

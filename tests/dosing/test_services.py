@@ -291,3 +291,12 @@ def test_request_text_is_escaped(client: FlaskClient) -> None:
     assert "<img" not in card["detail"]
     assert "&lt;img" in card["detail"]
     assert "\\[x\\]\\(javascript:1\\)" in card["detail"]
+
+
+def test_a_draft_for_another_patient_is_never_checked(client: FlaskClient) -> None:
+    items = patient_resources("p-own", age=68, sex="male", scr=4.0, weight=80)
+    other = sandbox_draft("p-someone-else", "311992", "nitrofurantoin 100 MG Oral Capsule", rid="x1")
+    absolute = sandbox_draft("p-own", "311992", "nitrofurantoin 100 MG Oral Capsule", rid="x2")
+    absolute["subject"] = {"reference": "https://ehr.example.org/fhir/Patient/p-own"}
+    cards = sign(client, "p-own", items, other, absolute)
+    assert [c["extension"]["org.ckd-cds.rule"]["order"] for c in cards] == ["MedicationRequest/x2"]
