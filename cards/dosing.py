@@ -284,7 +284,14 @@ def detail(line: Line, patient: PatientFacts, as_of: date, weight_days: int, hei
     lines = [f"**{first_upper(line.ingredient)}**: {d} ({request_text(line.order.name or line.ingredient)})"]
     lines.append(f"- Kidney function: {kidney_text(line, patient)}")
     alt = line.alt
-    if alt is not None and alt.band != line.band and line.band not in (None, "dialysis", "aki"):
+    # RD-3.2: both results only where the site's weight option decides (a row pinned to actual weight reports `alt`
+    # in the CLI only)
+    if (
+        alt is not None
+        and row.weight == "site"
+        and alt.band != line.band
+        and line.band not in (None, "dialysis", "aki")
+    ):
         alt_band = next((b for b in row.bands if b.id == alt.band), None)
         advice = alt_band.recommended if alt_band and alt_band.recommended else "no change"
         lines.append(

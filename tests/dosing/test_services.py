@@ -300,3 +300,21 @@ def test_a_draft_for_another_patient_is_never_checked(client: FlaskClient) -> No
     absolute["subject"] = {"reference": "https://ehr.example.org/fhir/Patient/p-own"}
     cards = sign(client, "p-own", items, other, absolute)
     assert [c["extension"]["org.ckd-cds.rule"]["order"] for c in cards] == ["MedicationRequest/x2"]
+
+
+def test_both_weights_shown_only_where_the_site_option_decides(client: FlaskClient) -> None:
+    """RD-3.2, Appendix C: 70 y man, 130 kg, 170 cm, creatinine 2.0: CrCl 63.1 with actual weight (band ge60), 44.5
+    with adjusted weight (30to60). Gabapentin follows the site option: an info card names both. Rivaroxaban is pinned
+    to actual weight: its card (15 mg, below the 20 mg label dose: underdose) does not offer the other weight."""
+    items = patient_resources("p-obese", age=70, sex="male", scr=2.0, weight=130, height=170, af=True)
+    gaba = sandbox_draft("p-obese", "310431", "gabapentin 300 MG Oral Capsule", pills=2, frequency=3, rid="g")
+    (card,) = sign(client, "p-obese", items, gaba)
+    assert (rule(card), card["indicator"]) == ("dose.gabapentin.ge60", "info")
+    assert card["summary"] == ("Gabapentin 600 mg three times daily: CrCl 63.1 mL/min with actual weight, 44.5 mL/min "
+                               "with adjusted weight: different dose bands")  # fmt: skip
+    assert "- Other weight: adjusted body weight 91.6 kg gives CrCl 44.5 mL/min" in card["detail"]
+    assert "suggestions" not in card
+    riva = sandbox_draft("p-obese", "1232082", "rivaroxaban 15 MG Oral Tablet", pills=1, frequency=1, rid="r")
+    (card,) = sign(client, "p-obese", items, riva)
+    assert (rule(card), card["indicator"]) == ("dose.rivaroxaban.gt50", "info")
+    assert "Other weight" not in card["detail"]
