@@ -109,6 +109,7 @@ def write_doc(
         for name in v["values"]
     )
     fhir = ", ".join(query_text(k, q) for k, q in r["fhir_query_ms"].items())
+    order_sign = f', (d) {r["body_bytes"]["d"]:,} bytes' if "d" in r["body_bytes"] else ""
     parallel = ""
     if "fhir_parallel_ms" in r:
         total = sum(query_ms(q) for q in r["fhir_query_ms"].values())
@@ -135,7 +136,7 @@ runs, so the targets are ratios measured in the same run. Full output: `bench/re
 `bench/results/bench-latency.png`. {peer_text(r)}
 
 Request bodies: (a) {r["body_bytes"]["a"]:,} bytes, (b) {r["body_bytes"]["b"]:,} bytes, (c) {r["body_bytes"]["c"]:,}
-bytes. The service runs its production code path with JWT verification off (wrk cannot sign a new token per request)
+bytes{order_sign}. The service runs its production code path with JWT verification off (wrk cannot sign a new token per request)
 and no runtime response-schema check; every request is audited to SQLite.
 
 {table(r)}
