@@ -136,8 +136,8 @@ runs, so the targets are ratios measured in the same run. Full output: `bench/re
 `bench/results/bench-latency.png`. {peer_text(r)}
 
 Request bodies: (a) {r["body_bytes"]["a"]:,} bytes, (b) {r["body_bytes"]["b"]:,} bytes, (c) {r["body_bytes"]["c"]:,}
-bytes{order_sign}. The service runs its production code path with JWT verification off (wrk cannot sign a new token per request)
-and no runtime response-schema check; every request is audited to SQLite.
+bytes{order_sign}. The service runs its production code path with JWT verification off (wrk cannot sign a new token
+per request) and no runtime response-schema check; every request is audited to SQLite.
 
 {table(r)}
 {peer_line(r)}
