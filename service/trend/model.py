@@ -1,0 +1,149 @@
+"""The kidney trend view's data (issue #23), built from the assessment the cards are built from, so the picture and
+the cards cannot disagree: the same eGFR values, flags, trend, stage, KFRE and recommendations.
+
+Pure: an assessment and its patient record in, plain dataclasses out (the page and its tables render them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from cards.builder import wanted_cards
+from service.clinical.assess import Assessment
+from service.clinical.categories import DIPSTICK_CATEGORY, ratio_a_stage
+from service.clinical.record import PatientRecord, UrineKind
+from service.clinical.staging import AkiCriterion, AkiFinding, computed_egfrs
+
+WINDOW_DAYS = 3652  # up to 10 years of results (issue #23)
+G_BANDS = ((90.0, None, "G1"), (60.0, 90.0, "G2"), (45.0, 60.0, "G3a"), (30.0, 45.0, "G3b"), (15.0, 30.0, "G4"),
+           (0.0, 15.0, "G5"))  # KDIGO 2012 Table 5 (mL/min/1.73 m²)  # fmt: skip
+G_LINES = (60.0, 30.0, 15.0)  # the CKD, G4 and kidney-failure thresholds drawn across the chart
+AKI_WHY = {
+    AkiCriterion.ABSOLUTE_RISE: "creatinine rose by 0.3 mg/dL or more within 2 days (from {v} mg/dL on {d})",
+    AkiCriterion.RELATIVE_RISE: "creatinine rose to 1.5 times or more within 7 days (from {v} mg/dL on {d})",
+    AkiCriterion.CODED: "within the window of an acute kidney injury diagnosis (onset {d})",
+    AkiCriterion.BASELINE_RISE: "creatinine 1.5 times or more the median of the previous year ({v} mg/dL)",
+    AkiCriterion.AKD_WINDOW: "within 90 days of a possible AKI, still 1.5 times or more that episode's baseline",
+}  # clinical spec S5 (a)–(e), in the cards' words
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EgfrMark:
+    date: date
+    value: float  # mL/min/1.73 m², unrounded
+    source: str  # "computed" (from creatinine) or "reported" (laboratory eGFR)
+    equation: str
+    creatinine: float | None  # mg/dL, computed values
+    flag: str | None = None  # "aki": not used for staging (S5); None: a staging value
+    why: str = ""  # the flag explained
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConflictMark:
+    date: date
+    results: tuple[float, ...]  # mg/dL, the results of one specimen that do not agree (S4)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trend:
+    slope_per_year: float
+    ci95: tuple[float, float] | None
+    first: date
+    last: date
+    n: int
+    intercept: float  # eGFR at `first` on the fitted line
+    rapid: bool | None
+    certain_drop: bool | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UrineMark:
+    date: date
+    kind: str  # acr, pcr, dipstick
+    value: float | None
+    unit: str | None
+    grade: str | None
+    category: str | None  # A1–A3 where the test states one directly
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrendView:
+    as_of: date
+    age: int | None
+    sex: str | None
+    egfr: list[EgfrMark]
+    conflicts: list[ConflictMark]
+    trend: Trend | None
+    urine: list[UrineMark]
+    g_stage: str | None
+    a_stage: str | None
+    risk: str | None  # the patient's cell of the KDIGO heat map
+    ckd: bool
+    reason: str
+    dialysis: bool
+    kfre_2y: float | None
+    kfre_5y: float | None
+    mortality_5y: float | None
+    systolic: list[tuple[date, float]]
+    recommendations: list[tuple[str, str]]  # card key and indicator, in the cards' order
+
+
+def aki_why(finding: AkiFinding) -> str:
+    d = finding.reference_date.isoformat() if finding.reference_date else "unknown date"
+    v = f"{finding.reference_value:.2f}".rstrip("0").rstrip(".") if finding.reference_value is not None else "?"
+    return AKI_WHY[finding.criterion].format(d=d, v=v)
+
+
+def egfr_marks(a: Assessment, record: PatientRecord, since: date) -> list[EgfrMark]:
+    """Every eGFR of the window: the staging values (computed and laboratory-reported) and the computed values set
+    aside as possible AKI, each with its explanation; by date."""
+    s = a.staging
+    marks = [EgfrMark(date=p.date, value=p.value, source=p.source, equation=p.equation, creatinine=p.creatinine)
+             for p in s.valid if p.date >= since]  # fmt: skip
+    _, _, by_index = computed_egfrs(record, s.creatinine, s.aki)  # the engine's own eGFR of each element of C
+    for i, finding in enumerate(s.aki):
+        point = by_index.get(i)
+        if finding is None or point is None or point.date < since:
+            continue
+        marks.append(EgfrMark(date=point.date, value=point.value, source="computed", equation=point.equation,
+                              creatinine=point.creatinine, flag="aki", why=aki_why(finding)))  # fmt: skip
+    return sorted(marks, key=lambda m: (m.date, m.flag is not None))
+
+
+def urine_marks(a: Assessment, since: date) -> list[UrineMark]:
+    out = []
+    for u in a.staging.urine:
+        if u.date < since:
+            continue
+        category = None
+        if u.kind is not UrineKind.DIPSTICK and u.value is not None and u.unit is not None:
+            category = ratio_a_stage(u.kind, u.unit, u.value).value  # the category it states (spec §3.3)
+        elif u.grade is not None and u.grade in DIPSTICK_CATEGORY:
+            category = DIPSTICK_CATEGORY[u.grade].value
+        out.append(UrineMark(date=u.date, kind=u.kind.value, value=u.value, unit=u.unit.value if u.unit else None,
+                             grade=u.grade, category=category))  # fmt: skip
+    return out
+
+
+def trend_view(a: Assessment, record: PatientRecord) -> TrendView:
+    s = a.staging
+    since = s.as_of - timedelta(days=WINDOW_DAYS)
+    p = s.progression
+    trend = None
+    if p is not None and p.trajectory is not None:
+        t = p.trajectory
+        trend = Trend(slope_per_year=t.slope_per_year, ci95=t.ci95, first=t.first, last=t.last, n=t.n,
+                      intercept=t.intercept, rapid=p.rapid, certain_drop=p.certain_drop)  # fmt: skip
+    conflicts = [ConflictMark(date=c.date, results=tuple(r.value for r in c.results)) for c in s.conflicts
+                 if c.date >= since]  # fmt: skip
+    return TrendView(
+        as_of=s.as_of, age=s.age_now, sex=s.sex.value if s.sex else None, egfr=egfr_marks(a, record, since),
+        conflicts=conflicts, trend=trend, urine=urine_marks(a, since),
+        g_stage=s.g_stage.value if s.g_stage else None, a_stage=s.a_stage.value if s.a_stage else None,
+        risk=s.kdigo_risk.value if s.kdigo_risk else None, ckd=s.ckd, reason=s.reason.value, dialysis=s.dialysis,
+        kfre_2y=a.kfre.risk_2y if a.kfre else None, kfre_5y=a.kfre.risk_5y if a.kfre else None,
+        mortality_5y=a.mortality_5y,
+        systolic=[(r.date, r.value) for r in record.systolic if r.date >= since],
+        recommendations=[(key, indicator.value) for key, indicator in wanted_cards(a)],
+    )  # fmt: skip

@@ -1,0 +1,92 @@
+"""The trend view's data agree with the cards of the same chart (issue #23: "the picture for the demo patients matches
+what the cards say: same values, same flags"). Both come from one assessment; these tests read the cards as a
+clinician sees them and find the same numbers and flags in the view's data."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from service.clinical.assess import assess
+from service.demo import demo_bundles
+from service.fhir.adapter import record_from_bundle
+from service.trend.model import TrendView, trend_view
+from tests.conftest import make_app
+from tests.web.test_demo_cards import EXPECTED
+from tests.web.test_hooks import call, prefetch_for, resources
+
+
+def view(slug: str) -> TrendView:
+    bundle = demo_bundles(date.today())[slug]
+    record = record_from_bundle(bundle)
+    return trend_view(assess(record, date.today()), record)
+
+
+@pytest.fixture
+def cards_client(tmp_path: Path) -> FlaskClient:
+    return make_app(tmp_path, {"cards": {"max_cards": 20}}).test_client()
+
+
+def cards(client: FlaskClient, slug: str) -> list[dict[str, Any]]:
+    bundle = demo_bundles(date.today())[slug]
+    body = call(resources(bundle)[0]["id"], prefetch=prefetch_for(bundle))
+    found: list[dict[str, Any]] = client.post("/cds-services/ckd-patient-view", json=body).json["cards"]
+    return found
+
+
+@pytest.mark.parametrize("slug", sorted(EXPECTED))
+def test_the_view_lists_the_recommendations_the_cards_show(slug: str) -> None:
+    keys = [key if key != "tests_due" else "monitoring_due" for key, _ in view(slug).recommendations]
+    assert keys == EXPECTED[slug]
+
+
+def test_aki_values_are_marked_and_explained_as_the_aki_card_says(cards_client: FlaskClient) -> None:
+    v = view("07-aki-spike")
+    flagged = [m for m in v.egfr if m.flag == "aki"]
+    assert [m.creatinine for m in flagged] == [2.1, 1.6]
+    assert flagged[0].why.startswith("creatinine rose by 0.3 mg/dL or more within 2 days (from 1 mg/dL on ")
+    assert flagged[1].why.startswith("creatinine rose to 1.5 times or more within 7 days (from 1 mg/dL on ")
+    (card,) = cards(cards_client, "07-aki-spike")
+    assert card["extension"]["org.ckd-cds.rule"]["id"] == "aki_caution"
+    latest = flagged[-1]  # the card names the latest flagged value, its criterion and reference, and counts both
+    assert f"Creatinine {latest.creatinine:.2f} mg/dL on {latest.date.isoformat()}: ≥ 1.5 × a value within 7 days" in \
+        card["detail"]  # fmt: skip
+    assert f"{len(flagged)} creatinine results excluded as possible acute kidney injury" in card["detail"]
+    staging = [m for m in v.egfr if m.flag is None]
+    assert len(staging) == 2
+    assert all(m.value > 90 for m in staging)
+
+
+def test_stage_trend_and_kfre_are_the_cards_numbers(cards_client: FlaskClient) -> None:
+    v = view("04-diabetic-ckd-no-sglt2i")
+    details = "\n".join(c["detail"] for c in cards(cards_client, "04-diabetic-ckd-no-sglt2i"))
+    assert (v.g_stage, v.a_stage, v.risk) == ("G3b", "A3", "very high")
+    latest = [m for m in v.egfr if m.flag is None][-1]
+    assert f"eGFR {round(latest.value)} mL/min/1.73 m² on {latest.date.isoformat()}" in details
+    assert v.kfre_5y is not None
+    assert v.mortality_5y is not None
+    assert f"kidney failure {v.kfre_5y * 100:.1f}% vs death {v.mortality_5y * 100:.1f}%" in details
+    assert v.trend is not None
+    assert f"Trend: {v.trend.slope_per_year:.1f} mL/min/1.73 m² per year" in details
+    assert v.trend.rapid is True  # S18: below −5 per year with the interval below 0
+    assert [(m.kind, m.category) for m in v.urine][-1] == ("acr", "A3")
+
+
+def test_conflicting_specimen_is_marked() -> None:
+    v = view("20-same-timestamp-conflict")
+    (conflict,) = v.conflicts
+    assert sorted(conflict.results) == [1.06, 3.42]
+
+
+def test_window_is_ten_years_and_bands_are_kdigo() -> None:
+    from service.trend.model import G_BANDS, G_LINES, WINDOW_DAYS
+
+    assert WINDOW_DAYS >= 3650
+    assert [b[2] for b in G_BANDS] == ["G1", "G2", "G3a", "G3b", "G4", "G5"]
+    assert G_LINES == (60.0, 30.0, 15.0)
+    v = view("12-progression-high-kfre")
+    assert all((v.as_of - m.date).days <= WINDOW_DAYS for m in v.egfr)
