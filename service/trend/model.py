@@ -53,6 +53,7 @@ class Trend:
     last: date
     n: int
     intercept: float  # eGFR at `first` on the fitted line
+    x_last: float  # years from `first` to `last` as the trend measures them
     rapid: bool | None
     certain_drop: bool | None
 
@@ -134,7 +135,7 @@ def trend_view(a: Assessment, record: PatientRecord) -> TrendView:
     if p is not None and p.trajectory is not None:
         t = p.trajectory
         trend = Trend(slope_per_year=t.slope_per_year, ci95=t.ci95, first=t.first, last=t.last, n=t.n,
-                      intercept=t.intercept, rapid=p.rapid, certain_drop=p.certain_drop)  # fmt: skip
+                      intercept=t.intercept, x_last=t.x_last, rapid=p.rapid, certain_drop=p.certain_drop)  # fmt: skip
     conflicts = [ConflictMark(date=c.date, results=tuple(r.value for r in c.results)) for c in s.conflicts
                  if c.date >= since]  # fmt: skip
     return TrendView(

@@ -1,0 +1,38 @@
+"""The trend page (issue #23): one HTML page, no script, every value in a table beside its chart, the patient's
+heat-map cell marked, and FHIR text escaped."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from service.trend.page import render
+from tests.trend.test_model import view
+
+
+def test_page_has_no_script_and_a_table_for_every_chart() -> None:
+    html = render(view("12-progression-high-kfre"))
+    assert "<script" not in html.lower()
+    assert " style=" not in html  # no inline style (the page's CSP has no 'unsafe-inline')
+    assert "http://" not in html.replace("http://www.w3.org", "")  # no third-party host
+    rows = re.findall(r"<tr(?: class=\"flagged\")?><td>(\d{4}-\d\d-\d\d)</td><td>(\d+)</td>", html)
+    v = view("12-progression-high-kfre")
+    assert [(d, v_) for d, v_ in rows] == [(m.date.isoformat(), f"{m.value:.0f}") for m in v.egfr]
+    assert html.count("<circle") == len(v.egfr)  # one mark per value, each with its <title>
+    assert "very high (this patient)" in html
+    assert "rapid progression" in html
+
+
+def test_aki_values_are_marked_in_the_chart_and_the_table() -> None:
+    html = render(view("07-aki-spike"))
+    assert html.count('class="dot aki"') == 2
+    assert html.count('<tr class="flagged">') == 2
+    assert "possible AKI: creatinine rose by 0.3 mg/dL or more within 2 days" in html
+
+
+def test_text_is_escaped() -> None:
+    """The page shows values and the engine's own words today; autoescape guards whatever text comes next."""
+    hostile = dataclasses.replace(view("03-g3a-a2-not-coded"), reason="<img src=x onerror=alert(1)>", ckd=False)
+    html = render(hostile)
+    assert "<img" not in html
+    assert "&lt;img" in html
