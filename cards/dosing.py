@@ -68,16 +68,16 @@ def _scr(patient: PatientFacts) -> str:
 
 
 def _age_days(patient: PatientFacts, as_of: date) -> int:
-    if not (patient.scr is not None):
-        raise InvariantError("patient.scr is not None")
+    if patient.scr is None:
+        raise InvariantError("patient.scr is missing")
     return (as_of - patient.scr.date).days
 
 
 def measure_text(line: Line, patient: PatientFacts, as_of: date) -> str:
     """{M} (RD-7.3)."""
     row = line.row
-    if not (row is not None):
-        raise InvariantError("row is not None")
+    if row is None:
+        raise InvariantError("row is missing")
     if line.band == "dialysis":
         return "on dialysis"
     v = line.measure_value
@@ -132,10 +132,10 @@ def why_text(line: Line, patient: PatientFacts, as_of: date, weight_days: int, h
 
 def summary(line: Line, patient: PatientFacts, as_of: date, weight_days: int, height_days: int) -> str:
     row = line.row
-    if not (row is not None):
-        raise InvariantError("row is not None")
-    if not (line.ingredient is not None):
-        raise InvariantError("line.ingredient is not None")
+    if row is None:
+        raise InvariantError("row is missing")
+    if line.ingredient is None:
+        raise InvariantError("line.ingredient is missing")
     drug, Drug = line.ingredient, first_upper(line.ingredient)
     d = dose_text(line)
     dd = f" {d}" if d else ""
@@ -163,10 +163,10 @@ def summary(line: Line, patient: PatientFacts, as_of: date, weight_days: int, he
     if a == "underdose":
         return f"{Drug}{dd}: below the label dose of {rec}{h} ({m})"
     alt = line.alt
-    if not (alt is not None):
-        raise InvariantError("alt is not None")
-    if not (line.measure_value is not None):
-        raise InvariantError("line.measure_value is not None")
+    if alt is None:
+        raise InvariantError("alt is missing")
+    if line.measure_value is None:
+        raise InvariantError("line.measure_value is missing")
     return (f"{Drug}{dd}: CrCl {floor1(line.measure_value)} mL/min with {line.weight_basis} weight, "
             f"{floor1(alt.measure_value)} mL/min with {alt.weight_basis} weight: different dose bands")  # fmt: skip
 
@@ -178,8 +178,8 @@ def _sex(patient: PatientFacts) -> str:
 def kidney_text(line: Line, patient: PatientFacts) -> str:
     """{K} (RD-7.3)."""
     row = line.row
-    if not (row is not None):
-        raise InvariantError("row is not None")
+    if row is None:
+        raise InvariantError("row is missing")
     if line.band == "dialysis":
         return "on dialysis"
     scr = patient.scr
@@ -276,10 +276,10 @@ def reason_sentences(line: Line, patient: PatientFacts, as_of: date, weight_days
 def detail(line: Line, patient: PatientFacts, as_of: date, weight_days: int, height_days: int,
            vte_date: date | None) -> str:  # fmt: skip
     row = line.row
-    if not (row is not None):
-        raise InvariantError("row is not None")
-    if not (line.ingredient is not None):
-        raise InvariantError("line.ingredient is not None")
+    if row is None:
+        raise InvariantError("row is missing")
+    if line.ingredient is None:
+        raise InvariantError("line.ingredient is missing")
     d = dose_text(line) or "dose could not be read"
     lines = [f"**{first_upper(line.ingredient)}**: {d} ({request_text(line.order.name or line.ingredient)})"]
     lines.append(f"- Kidney function: {kidney_text(line, patient)}")
@@ -322,8 +322,8 @@ def detail(line: Line, patient: PatientFacts, as_of: date, weight_days: int, hei
 def updated_draft(line: Line, draft: dict[str, Any]) -> dict[str, Any]:
     """The draft as received (same id) with the product P, and for a regimen band the regimen (RD-7.4 a)."""
     p = line.suggested
-    if not (p is not None):
-        raise InvariantError("p is not None")
+    if p is None:
+        raise InvariantError("p is missing")
     resource = copy.deepcopy(draft)
     reference = resource.pop("medicationReference", None)
     if isinstance(reference, dict) and isinstance(reference.get("reference"), str) and \
@@ -344,8 +344,8 @@ def updated_draft(line: Line, draft: dict[str, Any]) -> dict[str, Any]:
     strength = p.components[0].strength or 0
     band = line.band_obj
     dose = line.dose
-    if not (dose is not None):
-        raise InvariantError("dose is not None")
+    if dose is None:
+        raise InvariantError("dose is missing")
     if band is not None and band.regimen is not None:
         new_mg = band.regimen.dose_mg
         _set_dose(dosage, new_mg, strength)
@@ -504,12 +504,12 @@ def _card(req: DosingRequest, rule: str, order_id: str, indicator: str, summary_
 
 def line_card(line: Line, patient: PatientFacts, req: DosingRequest, as_of: date) -> dict[str, Any]:
     row: Row | None = line.row
-    if not (row is not None):
-        raise InvariantError("row is not None")
-    if not (line.rule_id is not None):
-        raise InvariantError("line.rule_id is not None")
-    if not (line.indicator is not None):
-        raise InvariantError("line.indicator is not None")
+    if row is None:
+        raise InvariantError("row is missing")
+    if line.rule_id is None:
+        raise InvariantError("line.rule_id is missing")
+    if line.indicator is None:
+        raise InvariantError("line.indicator is missing")
     order_id = line.order.id or str(line.order.position)
     card = _card(req, line.rule_id, order_id, line.indicator,
                  summary(line, patient, as_of, req.weight_days, req.height_days),

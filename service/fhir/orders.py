@@ -15,7 +15,7 @@ from typing import Any
 from service.clinical import codes
 from service.clinical.codes import ConditionConcept
 from service.clinical.dosing.engine import Creatinine, DoseEntry, Measured, Order, PatientFacts
-from service.clinical.dosing.products import ParsedDisplay, Product, ProductTable, parse_display
+from service.clinical.dosing.products import ParsedDisplay, ProductTable, parse_display
 from service.clinical.dosing.table import DrugTable
 from service.clinical.medications import product_table as clinical_products
 from service.clinical.record import ConditionFact, PatientRecord
@@ -168,11 +168,6 @@ def resolve_medication(req: Resource, medications: dict[str, Resource],
     return None, display
 
 
-def _strengths(product: Product) -> dict[str, tuple[float | None, float | None]]:
-    return {c.name: (c.strength if c.unit == "mg" else None, c.strength if c.unit == "mg/ml" else None)
-            for c in product.components}  # fmt: skip
-
-
 def brand_names(products: ProductTable) -> dict[str, tuple[str, ...]]:
     """Brand names from the dosing table's BN part and the clinical spec's (§7.3)."""
     _, clinical = clinical_products()
@@ -187,8 +182,8 @@ def read_medication(concept: Any, ref_display: str, table: DrugTable, products: 
         product = products.lookup(c["code"])
         if product is not None and product.tty != "IN":
             names = tuple(comp.name for comp in product.components)
-            return {"rxnorm": c["code"], "ingredients": names, "strengths": _strengths(product), "form": product.form,
-                    "form_from_table": bool(product.form), "product": product, "name": product.name}  # fmt: skip
+            return {"rxnorm": c["code"], "ingredients": names, "strengths": product.strengths(), "form": product.form,
+                    "form_from_table": bool(product.form), "name": product.name}  # fmt: skip
     by_code = table.ingredient_of_code()
     for c in codings:
         ingredient = by_code.get(c["code"])
@@ -198,7 +193,7 @@ def read_medication(concept: Any, ref_display: str, table: DrugTable, products: 
         if ingredient is not None:
             name = text(c.get("display")) or (text(concept.get("text")) if isinstance(concept, dict) else None)
             return {"rxnorm": c["code"], "ingredients": (ingredient,), "strengths": {}, "form": "",
-                    "form_from_table": False, "product": None, "name": name or ingredient}  # fmt: skip
+                    "form_from_table": False, "name": name or ingredient}  # fmt: skip
     texts = [text(c.get("display")) for c in _codings(concept)]
     texts += [text(concept.get("text")) if isinstance(concept, dict) else None, ref_display]
     names = table.ingredient_names()
@@ -211,7 +206,7 @@ def read_medication(concept: Any, ref_display: str, table: DrugTable, products: 
             strengths = {parsed.ingredients[0]: (parsed.strength, parsed.concentration)} if len(
                 parsed.ingredients) == 1 else {}  # fmt: skip
             return {"rxnorm": first, "ingredients": parsed.ingredients, "strengths": strengths, "form": parsed.form,
-                    "form_from_table": False, "product": None, "name": candidate}  # fmt: skip
+                    "form_from_table": False, "name": candidate}  # fmt: skip
     display = next((t for t in texts if t), "")
     return {"rxnorm": first, "ingredients": (), "strengths": {}, "form": "", "form_from_table": False,
             "product": None, "name": display}  # fmt: skip
@@ -255,7 +250,7 @@ def read_order(position: int, req: Resource, medications: dict[str, Resource], t
     rid = req.get("id")
     return Order(position=position, id=rid if isinstance(rid, str) else None, rxnorm=found["rxnorm"],
                  ingredients=tuple(found["ingredients"]), strengths=found["strengths"], form=found["form"],
-                 form_from_table=found["form_from_table"], product=found["product"], name=found["name"] or "",
+                 form_from_table=found["form_from_table"], name=found["name"] or "",
                  entries=dose_entries(req), reason_vte=vte, reason_af=af and not vte)  # fmt: skip
 
 

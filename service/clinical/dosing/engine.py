@@ -89,7 +89,6 @@ class Order:
     strengths: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # mg per unit, mg/mL
     form: str = ""  # the table product's dose form, or the words found in the display (RD-5.3)
     form_from_table: bool = False
-    product: Product | None = None
     name: str = ""  # the product name or display, for cards (escaped there)
     entries: tuple[DoseEntry, ...] = ()
     reason_vte: bool = False
@@ -367,8 +366,8 @@ def indicator(line: Line, row: Row) -> str | None:
 def _dose_check(line: Line, row: Row, regimen: Regimen | None, cap: float | None, action: str) -> None:
     """RD-6.5 (d): the action of a band or entry against the order's daily dose."""
     dose = line.dose
-    if not (dose is not None):
-        raise InvariantError("dose is not None")
+    if dose is None:
+        raise InvariantError("dose is missing")
     if action in ("avoid", "contraindicated"):
         line.action = action
         return
@@ -388,8 +387,8 @@ def _dose_check(line: Line, row: Row, regimen: Regimen | None, cap: float | None
         else:
             line.action = "ok"
         return
-    if not (cap is not None):
-        raise InvariantError("cap is not None")
+    if cap is None:
+        raise InvariantError("cap is missing")
     line.action = "reduce" if dose.daily_mg > cap + DOSE_EPS else "ok"
 
 
@@ -400,7 +399,7 @@ class _Measure:
     blocking: bool = False
 
 
-def _weights(line: Line, row: Row, patient: PatientFacts, settings: Settings, as_of: date) -> tuple[
+def _weights(row: Row, patient: PatientFacts, settings: Settings, as_of: date) -> tuple[
         float | None, str | None, tuple[str, float] | None, list[str]]:  # fmt: skip
     """The weight for Cockcroft–Gault and its basis, the other weight for an obese patient, and the reasons."""
     reasons: list[str] = []
@@ -431,10 +430,10 @@ def valid_height(patient: PatientFacts, settings: Settings, as_of: date) -> Meas
 
 
 def _crcl(patient: PatientFacts, scr: float, weight: float) -> float:
-    if not (patient.age is not None):
-        raise InvariantError("patient.age is not None")
-    if not (patient.sex is not None):
-        raise InvariantError("patient.sex is not None")
+    if patient.age is None:
+        raise InvariantError("patient.age is missing")
+    if patient.sex is None:
+        raise InvariantError("patient.sex is missing")
     return cockcroft_gault(patient.age, weight, scr, patient.sex)
 
 
@@ -455,10 +454,10 @@ def _measure(line: Line, row: Row, patient: PatientFacts, settings: Settings, as
     if patient.sex is None and not has_egfr:
         m.reasons.append("no_sex")
     age = patient.age
-    if not (age is not None):
-        raise InvariantError("age is not None")
+    if age is None:
+        raise InvariantError("age is missing")
     if row.measure in ("crcl", "crcl_indexed"):
-        weight, basis, alt, why = _weights(line, row, patient, settings, as_of)
+        weight, basis, alt, why = _weights(row, patient, settings, as_of)
         m.reasons += why
         h = valid_height(patient, settings, as_of)
         if row.measure == "crcl_indexed" and h is None and "no_height" not in m.reasons:
@@ -477,10 +476,10 @@ def _measure(line: Line, row: Row, patient: PatientFacts, settings: Settings, as
         value = crcl
         bsa = None
         if row.measure == "crcl_indexed":
-            if not (h is not None):
-                raise InvariantError("h is not None")
-            if not (patient.weight is not None):
-                raise InvariantError("patient.weight is not None")
+            if h is None:
+                raise InvariantError("h is missing")
+            if patient.weight is None:
+                raise InvariantError("patient.weight is missing")
             bsa = bsa_mosteller(patient.weight.value, h.value)
             line.bsa = bsa
             value = crcl * 1.73 / bsa
@@ -505,23 +504,23 @@ def _measure(line: Line, row: Row, patient: PatientFacts, settings: Settings, as
         if m.blocking or (scr is None and not has_egfr):
             return m
         if has_egfr:
-            if not (patient.egfr_reported is not None):
-                raise InvariantError("patient.egfr_reported is not None")
+            if patient.egfr_reported is None:
+                raise InvariantError("patient.egfr_reported is missing")
             egfr = patient.egfr_reported
         else:
-            if not (scr is not None):
-                raise InvariantError("scr is not None")
-            if not (patient.sex is not None):
-                raise InvariantError("patient.sex is not None")
+            if scr is None:
+                raise InvariantError("scr is missing")
+            if patient.sex is None:
+                raise InvariantError("patient.sex is missing")
             egfr = egfr_ckd_epi_2021_cr(scr.mg_dl, age, patient.sex)
         line.egfr = egfr
         value = egfr
         if row.measure == "egfr_absolute":
             h = valid_height(patient, settings, as_of)
-            if not (h is not None):
-                raise InvariantError("h is not None")
-            if not (patient.weight is not None):
-                raise InvariantError("patient.weight is not None")
+            if h is None:
+                raise InvariantError("h is missing")
+            if patient.weight is None:
+                raise InvariantError("patient.weight is missing")
             line.bsa = bsa_mosteller(patient.weight.value, h.value)
             value = egfr * line.bsa / 1.73
             line.egfr_ml_min = value
@@ -533,8 +532,8 @@ def _measure(line: Line, row: Row, patient: PatientFacts, settings: Settings, as
 
 def _apixaban(line: Line, patient: PatientFacts, settings: Settings, as_of: date) -> tuple[str | None, list[str]]:
     """RD-3.5: 'reduced' when ≥ 2 criteria hold, 'standard' when < 2 could hold, else undecided (None)."""
-    if not (patient.age is not None):
-        raise InvariantError("patient.age is not None")
+    if patient.age is None:
+        raise InvariantError("patient.age is missing")
     reasons: list[str] = []
     states = [Criterion(name="age", state="met" if patient.age >= 80 - EPS else "not met")]
     w = patient.weight
@@ -671,10 +670,10 @@ def suggested_product(line: Line, products: ProductTable) -> Product | None:
     """RD-7.4 (a): for a regimen band the SCD of the regimen's strength; for a cap band the largest lower strength
     that keeps the tablet count and frequency within the cap (and at or above the band's `min_mg_per_day`)."""
     ingredient, dose, order = line.ingredient, line.dose, line.order
-    if not (ingredient is not None):
-        raise InvariantError("ingredient is not None")
-    if not (dose is not None):
-        raise InvariantError("dose is not None")
+    if ingredient is None:
+        raise InvariantError("ingredient is missing")
+    if dose is None:
+        raise InvariantError("dose is missing")
     candidates = [p for p in products.single_ingredient_scds(ingredient, None) if _form_matches(order, p)]
     band, entry = line.band_obj, line.entry
     regimen = band.regimen if band else None

@@ -101,19 +101,17 @@ def order_from_facts(position: int, o: Any, table: DrugTable, products: ProductT
     code = o.get("rxnorm")
     ingredients: tuple[str, ...] = ()
     strengths: dict[str, tuple[float | None, float | None]] = {}
-    form, from_table, name, product = "", False, "", None
+    form, from_table, name = "", False, ""
     if code is not None:
         product = products.lookup(code)
         if product is not None and product.tty != "IN":
             ingredients = tuple(c.name for c in product.components)
-            strengths = {c.name: (c.strength if c.unit == "mg" else None, c.strength if c.unit == "mg/ml" else None)
-                         for c in product.components}  # fmt: skip
+            strengths = product.strengths()
             form, from_table, name = product.form, bool(product.form), product.name
         else:
             ingredient = table.ingredient_of_code().get(code) or (
                 product.components[0].name if product is not None and product.components else None)  # fmt: skip
             ingredients = (ingredient,) if ingredient else ()
-            product = None
     if o.get("ingredient") is not None:
         ingredients = (o["ingredient"].strip().lower(),)
         strengths = {ingredients[0]: (strength, None)}
@@ -126,5 +124,5 @@ def order_from_facts(position: int, o: Any, table: DrugTable, products: ProductT
     else:
         entry = DoseEntry(value=count, unit="" if count is not None else None, per_day=per_day)
     return Order(position=position, id=o.get("id"), rxnorm=code, ingredients=ingredients, strengths=strengths,
-                 form=form, form_from_table=from_table, product=product, name=name or (ingredients[0] if ingredients
+                 form=form, form_from_table=from_table, name=name or (ingredients[0] if ingredients
                  else ""), entries=(entry,))  # fmt: skip

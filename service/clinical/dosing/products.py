@@ -42,9 +42,10 @@ class Product:
     form: str  # lower-case dose form ("oral tablet", "24 hr extended release oral tablet"); "" when none
     components: tuple[Component, ...]
 
-    def strength_of(self, ingredient: str) -> Component | None:
-        found = [c for c in self.components if c.name == ingredient]
-        return found[0] if len(found) == 1 else None
+    def strengths(self) -> dict[str, tuple[float | None, float | None]]:
+        """Ingredient -> (mg per unit, mg/mL), each None where the product's unit is the other or unknown."""
+        return {c.name: (c.strength if c.unit == "mg" else None, c.strength if c.unit == "mg/ml" else None)
+                for c in self.components}  # fmt: skip
 
 
 # --- the RxNorm normal form ----------------------------------------------------------------------------------------

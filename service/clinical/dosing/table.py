@@ -281,8 +281,8 @@ def _entry(e: dict[str, Any] | None) -> Entry | None:
 
 def _row(row_id: str, r: dict[str, Any]) -> Row:
     dialysis = _entry(r["dialysis"])
-    if not (dialysis is not None):
-        raise InvariantError("dialysis is not None")
+    if dialysis is None:
+        raise InvariantError("dialysis is missing")
     return Row(
         id=row_id, enabled=r["enabled"], ingredients=tuple(r["ingredients"]), rxcui=tuple(r.get("rxcui", ())),
         measure=r["measure"], weight=r.get("weight", "site"), indication=r.get("indication"),
