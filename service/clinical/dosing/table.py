@@ -33,6 +33,18 @@ class InvariantError(RuntimeError):
 ACTIONS_WITH_DOSE = frozenset({"ok", "reduce"})
 
 
+def cap_per_day(per_day: float | None, per_week: float | None) -> float | None:
+    """A band's or entry's maximum as mg per day (a weekly maximum / 7), or None."""
+    if per_day is not None:
+        return per_day
+    return per_week / 7 if per_week is not None else None
+
+
+def cap_text(per_day: float | None, per_week: float | None) -> str:
+    """{cap} of RD-7.3: "700 mg/day" or "0.6 mg/week"."""
+    return f"{number(per_day)} mg/day" if per_day is not None else f"{number(per_week or 0)} mg/week"
+
+
 @dataclass(frozen=True, slots=True)
 class Regimen:
     dose_mg: float
@@ -68,14 +80,10 @@ class Band:
 
     @property
     def cap_per_day(self) -> float | None:
-        if self.max_mg_per_day is not None:
-            return self.max_mg_per_day
-        return self.max_mg_per_week / 7 if self.max_mg_per_week is not None else None
+        return cap_per_day(self.max_mg_per_day, self.max_mg_per_week)
 
     def cap_text(self) -> str:
-        if self.max_mg_per_day is not None:
-            return f"{number(self.max_mg_per_day)} mg/day"
-        return f"{number(self.max_mg_per_week or 0)} mg/week"
+        return cap_text(self.max_mg_per_day, self.max_mg_per_week)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,14 +98,10 @@ class Entry:
 
     @property
     def cap_per_day(self) -> float | None:
-        if self.max_mg_per_day is not None:
-            return self.max_mg_per_day
-        return self.max_mg_per_week / 7 if self.max_mg_per_week is not None else None
+        return cap_per_day(self.max_mg_per_day, self.max_mg_per_week)
 
     def cap_text(self) -> str:
-        if self.max_mg_per_day is not None:
-            return f"{number(self.max_mg_per_day)} mg/day"
-        return f"{number(self.max_mg_per_week or 0)} mg/week"
+        return cap_text(self.max_mg_per_day, self.max_mg_per_week)
 
 
 @dataclass(frozen=True, slots=True)
