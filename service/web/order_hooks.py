@@ -22,7 +22,7 @@ from service.clinical.thresholds import SiteCode, Thresholds
 from service.fhir.adapter import record_from_resources, site_code_map
 from service.fhir.orders import checked_orders, draft_entries, patient_facts
 from service.store import SnoozeRule
-from service.web.registry import PATIENT_TOKEN, PrefetchKey, ServiceCall, ServiceResult, code_param
+from service.web.registry import PATIENT_TOKEN, CdsService, PrefetchKey, ServiceCall, ServiceResult, code_param
 from service.web.services.patient_view import ckd_prefetch
 
 USAGE = ("Read access to Patient, Observation, Condition, MedicationRequest and Procedure (patient/*.read or "
@@ -77,6 +77,19 @@ def snooze_rule(rule: str, dismissal: bool, t: Thresholds) -> SnoozeRule:
     if rule in (OVERFLOW, UNDER18):
         return SnoozeRule(days=0)
     return SnoozeRule(days=t.renal_dosing.override_memory_hours / 24)
+
+
+def order_service(service_id: str, hook: str, title: str, description: str) -> CdsService:
+    """A renal dosing service: `order-select` checks the selected orders (RD-7.1's select rules), `order-sign` every
+    draft; everything else is shared."""
+    select = hook == "order-select"
+
+    def service_respond(call: ServiceCall) -> ServiceResult:
+        return respond(call, service_id, select=select)
+
+    return CdsService(id=service_id, hook=hook, title=title, description=description, prefetch=dosing_prefetch,
+                      respond=service_respond, usage=USAGE, check=check_select if select else check_sign,
+                      enabled=enabled, snooze_rule=snooze_rule)  # fmt: skip
 
 
 def respond(call: ServiceCall, service_id: str, *, select: bool) -> ServiceResult:

@@ -5,28 +5,14 @@ show; dose rules only when the dose can already be read (RD-7.1). The shared dos
 
 from __future__ import annotations
 
-from service.web import order_hooks
-from service.web.registry import CdsService, ServiceCall, ServiceResult
+from service.web.order_hooks import order_service
 
-ID = "ckd-renal-dosing-select"
-
-
-def respond(call: ServiceCall) -> ServiceResult:
-    return order_hooks.respond(call, ID, select=True)
-
-
-SERVICE = CdsService(
-    id=ID,
-    hook="order-select",
+SERVICE = order_service(
+    "ckd-renal-dosing-select",
+    "order-select",
     title="Kidney dose check when a medicine is selected",
     description="Checks the selected medication orders against kidney function (Cockcroft-Gault creatinine clearance "
     "or eGFR, as each drug's label uses) and a pharmacist-reviewed renal dosing table: avoid, contraindicated, above "
     "the label dose, anticoagulant below the label dose, or not checkable (missing weight, old or rising creatinine). "
     "Decision support only.",
-    prefetch=order_hooks.dosing_prefetch,
-    respond=respond,
-    usage=order_hooks.USAGE,
-    check=order_hooks.check_select,
-    enabled=order_hooks.enabled,
-    snooze_rule=order_hooks.snooze_rule,
 )

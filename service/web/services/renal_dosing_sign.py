@@ -5,26 +5,12 @@ here: both services share rule ids and override memory (RD-8.6). The shared dosi
 
 from __future__ import annotations
 
-from service.web import order_hooks
-from service.web.registry import CdsService, ServiceCall, ServiceResult
+from service.web.order_hooks import order_service
 
-ID = "ckd-renal-dosing-sign"
-
-
-def respond(call: ServiceCall) -> ServiceResult:
-    return order_hooks.respond(call, ID, select=False)
-
-
-SERVICE = CdsService(
-    id=ID,
-    hook="order-sign",
+SERVICE = order_service(
+    "ckd-renal-dosing-sign",
+    "order-sign",
     title="Kidney dose check before signing",
     description="Checks every medication order being signed against kidney function and the renal dosing table, with "
     "full dose checks. Decision support only.",
-    prefetch=order_hooks.dosing_prefetch,
-    respond=respond,
-    usage=order_hooks.USAGE,
-    check=order_hooks.check_sign,
-    enabled=order_hooks.enabled,
-    snooze_rule=order_hooks.snooze_rule,
 )
