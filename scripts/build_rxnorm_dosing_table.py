@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from scripts.build_rxnorm_table import BRAND, rxnorm_concepts  # noqa: E402
+from scripts.build_rxnorm_table import BRAND, valueset_concepts  # noqa: E402
 from service.clinical.dosing.products import parse_normal_form  # noqa: E402
 
 DATA = ROOT / "service" / "clinical" / "data"
@@ -61,22 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     ingredients = table_ingredients()
     products: dict[str, dict[str, object]] = {}
     brands: dict[str, list[str]] = {}
-    for path in sorted(args.valuesets.rglob("*.json")):
-        try:
-            resource = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+    for code, display in valueset_concepts(args.valuesets):
+        product = parse_normal_form(code, display, ingredients)
+        if product is None or code in products:
             continue
-        if not isinstance(resource, dict) or resource.get("resourceType") != "ValueSet":
-            continue
-        for code, display in rxnorm_concepts(resource):
-            product = parse_normal_form(code, display, ingredients)
-            if product is None or code in products:
-                continue
-            products[code] = row(product, "vsac")
-            for brand in BRAND.findall(display):
-                names = [c.name for c in product.components if c.name in ingredients]
-                if names:
-                    brands.setdefault(brand.strip().lower(), names)
+        products[code] = row(product, "vsac")
+        for brand in BRAND.findall(display):
+            names = [c.name for c in product.components if c.name in ingredients]
+            if names:
+                brands.setdefault(brand.strip().lower(), names)
     with SUPPLEMENT.open(encoding="utf-8", newline="") as handle:
         for item in csv.DictReader(line for line in handle if not line.startswith("#")):
             if item["rxcui"] in products:

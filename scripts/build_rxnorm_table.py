@@ -29,6 +29,7 @@ import gzip
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,23 +63,27 @@ def rxnorm_concepts(valueset: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def from_valuesets(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
-    products: dict[str, dict[str, Any]] = {}
-    brands: dict[str, list[str]] = {}
+def valueset_concepts(folder: Path) -> Iterator[tuple[str, str]]:
+    """(code, display) of every RxNorm concept of every FHIR ValueSet under `folder`, files in name order."""
     for path in sorted(folder.rglob("*.json")):
         try:
             resource = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if not isinstance(resource, dict) or resource.get("resourceType") != "ValueSet":
+        if isinstance(resource, dict) and resource.get("resourceType") == "ValueSet":
+            yield from rxnorm_concepts(resource)
+
+
+def from_valuesets(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    products: dict[str, dict[str, Any]] = {}
+    brands: dict[str, list[str]] = {}
+    for code, display in valueset_concepts(folder):
+        names = ingredients_named(display)
+        if not names:
             continue
-        for code, display in rxnorm_concepts(resource):
-            names = ingredients_named(display)
-            if not names:
-                continue
-            products.setdefault(code, {"ingredients": names, "display": display, "source": "vsac"})
-            for brand in BRAND.findall(display):
-                brands.setdefault(brand.strip().lower(), names)
+        products.setdefault(code, {"ingredients": names, "display": display, "source": "vsac"})
+        for brand in BRAND.findall(display):
+            brands.setdefault(brand.strip().lower(), names)
     return products, brands
 
 
