@@ -11,6 +11,7 @@ import hmac
 import logging
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -225,7 +226,9 @@ def call_service(service_id: str) -> Response:
     patient_id = body["context"]["patientId"]
     g.audit["patient_key"] = patient_key(patient_id)
     thresholds, thresholds_version = state().config.current()  # one configuration for the whole request
-    data = acquire(body, patient_id, caller, service, thresholds, server)
+    access = fetch_allowed(body, caller, server)  # token, may fetch, why not: once for the whole call
+    fetch = fetch_settings(thresholds)
+    data = acquire(body, patient_id, service, thresholds, server, access, fetch)
     started_engine = time.monotonic()
     link = patient_link(caller, patient_id)
     call = ServiceCall(
@@ -238,7 +241,7 @@ def call_service(service_id: str) -> Response:
         snoozed=lambda fingerprints: snoozed_cards(fingerprints, link, thresholds),
         overrides=lambda: state().store.active_snoozes(link),
         audit=g.audit,
-        fetch=medication_reader(body, caller, server, thresholds),
+        fetch=medication_reader(server, access, fetch),
     )
     result = service.respond(call)  # the service's own step (service.web.services.<name>)
     built = result.built
@@ -254,19 +257,21 @@ def call_service(service_id: str) -> Response:
     return json_response({"cards": built.cards}, no_store=True)
 
 
-def acquire(
-    body: dict[str, Any], patient_id: str, caller: Caller | None, service: CdsService, thresholds: Thresholds,
-    server: FhirUrl | None,
-) -> PatientData:  # fmt: skip
-    token, can_fetch, why_not = fetch_allowed(body, caller, server)
-    started_fetch = time.monotonic()
+def fetch_settings(thresholds: Thresholds) -> FetchSettings:
     f = thresholds.fhir
+    return FetchSettings(connect_timeout=f.connect_timeout_s, read_timeout=f.read_timeout_s, budget_s=f.budget_s)
+
+
+def acquire(
+    body: dict[str, Any], patient_id: str, service: CdsService, thresholds: Thresholds, server: FhirUrl | None,
+    access: tuple[str | None, bool, str], fetch: FetchSettings,
+) -> PatientData:  # fmt: skip
+    token, can_fetch, why_not = access
+    started_fetch = time.monotonic()
     try:
         data = state().acquirer.acquire(
             keys_wanted=service.prefetch(thresholds.site_codes),
-            fetch=FetchSettings(
-                connect_timeout=f.connect_timeout_s, read_timeout=f.read_timeout_s, budget_s=f.budget_s
-            ),
+            fetch=fetch,
             patient_id=patient_id,
             prefetch=body.get("prefetch") or {},
             fhir_server=server,
@@ -295,18 +300,16 @@ def acquire(
     return data
 
 
-def medication_reader(body: dict[str, Any], caller: Caller | None, server: FhirUrl | None,
-                      thresholds: Thresholds) -> Any:  # fmt: skip
+def medication_reader(server: FhirUrl | None, access: tuple[str | None, bool, str],
+                      fetch: FetchSettings) -> Callable[[str], dict[str, Any] | None] | None:  # fmt: skip
     """RD-5.2 (c): a read of a referenced Medication on the EHR's FHIR server, with the call's token and D-04's
     guards (allowed servers only, the shared timeouts and circuit); any failure is None (an optional read)."""
-    token, can_fetch, _ = fetch_allowed(body, caller, server)
+    token, can_fetch, _ = access
     if not can_fetch or server is None:
         return None
-    f = thresholds.fhir
-    settings = FetchSettings(connect_timeout=f.connect_timeout_s, read_timeout=f.read_timeout_s, budget_s=f.budget_s)
 
     def read(path: str) -> dict[str, Any] | None:
-        return state().acquirer.read_one(server, path, token, settings, g.started)
+        return state().acquirer.read_one(server, path, token, fetch, g.started)
 
     return read
 
