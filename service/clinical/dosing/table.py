@@ -12,7 +12,7 @@ import copy
 import itertools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -156,28 +156,35 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class DrugTable:
+    """The merged table, built once per configuration; what every order's reading asks of it is worked out here."""
+
     version: str
     rows: tuple[Row, ...]  # table order
+    enabled: tuple[Row, ...] = field(init=False)
+    _names: tuple[str, ...] = field(init=False)
+    _by_code: dict[str, str] = field(init=False)
 
-    @property
-    def enabled(self) -> tuple[Row, ...]:
-        return tuple(r for r in self.rows if r.enabled)
+    def __post_init__(self) -> None:
+        enabled = tuple(r for r in self.rows if r.enabled)
+        names = {i for r in enabled for i in r.ingredients}
+        by_code: dict[str, str] = {}
+        for r in self.rows:
+            if len(r.rxcui) == len(r.ingredients):
+                by_code.update(zip(r.rxcui, r.ingredients, strict=True))
+            elif len(r.ingredients) == 1:
+                by_code.update({c: r.ingredients[0] for c in r.rxcui})
+        object.__setattr__(self, "enabled", enabled)
+        object.__setattr__(self, "_names", tuple(sorted(names, key=lambda n: (-len(n), n))))
+        object.__setattr__(self, "_by_code", by_code)
 
     def ingredient_names(self) -> tuple[str, ...]:
         """Every ingredient of an enabled row, longest first (for whole-word name matching)."""
-        names = {i for r in self.enabled for i in r.ingredients}
-        return tuple(sorted(names, key=lambda n: (-len(n), n)))
+        return self._names
 
     def ingredient_of_code(self) -> dict[str, str]:
         """RD-4.1 `rxcui`: an ingredient (IN) code of a row -> its ingredient (the row's lists are in the same order
         when they have the same length; otherwise a code names the row's only ingredient)."""
-        out: dict[str, str] = {}
-        for r in self.rows:
-            if len(r.rxcui) == len(r.ingredients):
-                out.update(zip(r.rxcui, r.ingredients, strict=True))
-            elif len(r.ingredients) == 1:
-                out.update({c: r.ingredients[0] for c in r.rxcui})
-        return out
+        return self._by_code
 
 
 def number(x: float) -> str:
