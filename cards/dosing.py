@@ -24,6 +24,9 @@ URGENCY = {"critical": 0, "warning": 1, "info": 2}
 UNDER18 = "dose.under18"
 OVERFLOW = "dose.overflow"
 TABLE_VERSION_KEY = "tableVersion"
+# RD-7.3: each measure's name and unit on cards ({M} and {K})
+MEASURES = {"crcl": ("CrCl", "mL/min"), "crcl_indexed": ("CrCl", "mL/min/1.73 m²"), "egfr": ("eGFR", "mL/min/1.73 m²"),
+            "egfr_absolute": ("eGFR", "mL/min")}  # fmt: skip
 
 
 # --- text helpers (RD-7.3) ------------------------------------------------------------------------------------------
@@ -93,9 +96,9 @@ def measure_text(line: Line, patient: PatientFacts, as_of: date) -> str:
             scr = f"creatinine {decimals(patient.scr.mg_dl, 2)} mg/dL"
         text = f"age {int(patient.age or 0)}, {weight}, {scr}"
     else:
+        label, unit = MEASURES[row.measure]
         shown = floor1(v) if v is not None else "not available"
-        text = {"crcl": f"CrCl {shown} mL/min", "crcl_indexed": f"CrCl {shown} mL/min/1.73 m²",
-                "egfr": f"eGFR {shown}", "egfr_absolute": f"eGFR {shown} mL/min"}[row.measure]  # fmt: skip
+        text = f"{label} {shown}" if row.measure == "egfr" else f"{label} {shown} {unit}"  # {M}: "eGFR 37.0"
     if line.unreliable and patient.scr is not None:
         text += "; creatinine rising" if "aki" in line.reasons else f"; creatinine {_age_days(patient, as_of)} days old"
     return text
@@ -195,10 +198,8 @@ def kidney_text(line: Line, patient: PatientFacts) -> str:
             f"Criteria for 2.5 mg: age {int(patient.age or 0)} ({crit.get('age', 'unknown')}); {weight} "
             f"({crit.get('weight', 'unknown')}); {scr_part} ({crit.get('creatinine', 'unknown')}): {met} of 3"
         )
-    known = line.measure_value is not None
     v = floor1(line.measure_value) if line.measure_value is not None else "not available"
-    unit = {"egfr": " mL/min/1.73 m²", "crcl": " mL/min", "crcl_indexed": " mL/min/1.73 m²",
-            "egfr_absolute": " mL/min"}[row.measure] if known else ""  # fmt: skip
+    unit = f" {MEASURES[row.measure][1]}" if line.measure_value is not None else ""
     if row.measure == "egfr":
         return f"eGFR {v}{unit} (CKD-EPI 2021; {scr_part}; {age_sex})"
     if line.weight_kg is not None and w is not None:
