@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from cards.builder import CODESYSTEM, DISCLAIMER, EXTENSION_KEY, MAX_SUMMARY, OVERRIDE_REASONS, PROJECT_NAMESPACE
+from cards.builder import (
+    CODESYSTEM,
+    DISCLAIMER,
+    EXTENSION_KEY,
+    MAX_SUMMARY,
+    OVERRIDE_REASONS,
+    PROJECT_NAMESPACE,
+    first_upper,
+)
 from service.clinical.dosing.engine import REASON_ORDER, Line, PatientFacts, decimals, floor1
 from service.clinical.dosing.table import InvariantError, Row, number
 from service.clinical.equations import Sex
@@ -40,10 +48,6 @@ def request_text(value: str, limit: int = 100) -> str:
     `&`, `<`, `>` as HTML entities, Markdown specials escaped with a backslash (red-team finding #8)."""
     clean = "".join(ch if ch.isprintable() else " " for ch in value)[:limit]
     return "".join(_HTML.get(ch, "\\" + ch if ch in _MARKDOWN else ch) for ch in clean)
-
-
-def first_upper(text: str) -> str:
-    return text[:1].upper() + text[1:]
 
 
 def freq_text(per_day: float) -> str:

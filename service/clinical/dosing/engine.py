@@ -13,7 +13,7 @@ from typing import Any
 
 from service.clinical.dosing.products import Product, ProductTable
 from service.clinical.dosing.table import EPS, Band, DrugTable, Entry, InvariantError, Regimen, Row
-from service.clinical.equations import CREATININE_UMOL_PER_MG_DL, Sex, egfr_ckd_epi_2021_cr
+from service.clinical.equations import Sex, egfr_ckd_epi_2021_cr
 
 DOSE_EPS = 1e-6  # RD-6.5 (d), RD-6.6, RD-7.4: dose comparisons
 VTE_RECENT_DAYS = 183  # RD-2.7: "within 6 months" (review decision 1)
@@ -707,7 +707,3 @@ def evaluate(orders: list[Order], patient: PatientFacts, table: DrugTable, setti
         for row, ingredient in matched:
             lines.append(evaluate_line(order, row, ingredient, patient, table, settings, products, as_of))
     return lines
-
-
-def scr_from_umol(value: float) -> float:
-    return value / CREATININE_UMOL_PER_MG_DL
