@@ -6,10 +6,13 @@ page puts a table beside every chart for screen readers and printing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from service.trend.model import G_BANDS, G_LINES, TrendView
+from service.clinical.categories import RATIO_CUTOFFS
+from service.clinical.record import UrineKind, UrineUnit
+from service.trend.model import G_BANDS, G_LINES, TrendView, shown_egfr
 
 WIDTH, HEIGHT = 720.0, 300.0
 LEFT, RIGHT, TOP, BOTTOM = 48.0, 12.0, 12.0, 28.0
@@ -55,15 +58,16 @@ class EgfrChart:
     ticks: list[Tick]
 
 
-def number(value: float) -> str:
-    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+def time_axis(v: TrendView) -> tuple[date, date, int]:
+    """First day, last day and days shown: from a month before the first eGFR (or drug start) to today."""
+    starts = [m.date for m in v.egfr] + [d.start for d in v.drugs if d.start is not None]
+    start = min(starts, default=v.as_of) - timedelta(days=30)
+    return start, v.as_of, max((v.as_of - start).days, 30)
 
 
 def egfr_chart(v: TrendView) -> EgfrChart:
     """The eGFR over time against the G bands, with the 60/30/15 lines, AKI-flagged values marked and the trend."""
-    start = min((m.date for m in v.egfr), default=v.as_of) - timedelta(days=30)  # a margin before the first value
-    end = v.as_of
-    span = max((end - start).days, 30)
+    start, end, span = time_axis(v)
     top_value = max([120.0, *(m.value + 10 for m in v.egfr)])
 
     def x(d: date) -> float:
@@ -81,10 +85,12 @@ def egfr_chart(v: TrendView) -> EgfrChart:
     for m in v.egfr:
         kind = "aki" if m.flag == "aki" else ("reported" if m.source == "reported" else "value")
         source = (
-            "laboratory-reported eGFR" if m.source == "reported" else f"{m.equation}, creatinine {m.creatinine} mg/dL"
+            "laboratory-reported eGFR"
+            if m.source == "reported"
+            else f"{m.equation}, creatinine {m.creatinine:.2f} mg/dL"
         )
         note = f"; possible AKI: {m.why}" if m.flag == "aki" else ""
-        title = f"eGFR {number(m.value)} mL/min/1.73 m² on {m.date.isoformat()} ({source}){note}"
+        title = f"eGFR {shown_egfr(m)} mL/min/1.73 m² on {m.date.isoformat()} ({source}){note}"
         dots.append(Dot(x=x(m.date), y=y(m.value), kind=kind, title=title))
     trend = None
     if v.trend is not None:
@@ -92,3 +98,95 @@ def egfr_chart(v: TrendView) -> EgfrChart:
         trend = (x(t.first), y(t.intercept), x(t.last), y(t.intercept + t.slope_per_year * t.x_last))
     ticks = [Tick(x=x(date(year, 1, 1)), label=str(year)) for year in range(start.year + 1, end.year + 1)]
     return EgfrChart(width=WIDTH, height=HEIGHT, bands=bands, lines=lines, dots=dots, trend=trend, ticks=ticks)
+
+
+@dataclass(frozen=True, slots=True)
+class DrugBar:
+    y: float
+    x1: float
+    x2: float
+    label: str
+    title: str
+    open_end: bool  # ended on a date the record does not give
+    open_start: bool  # started on a date the record does not give: drawn from the chart's first day, lighter
+
+
+@dataclass(frozen=True, slots=True)
+class DrugChart:
+    width: float
+    height: float
+    bars: list[DrugBar]
+    ticks: list[Tick]
+
+
+ROW = 22.0
+
+
+def drug_chart(v: TrendView) -> DrugChart:
+    """One row per prescription on the eGFR chart's time axis: from its start to its end, or to today while active."""
+    start, end, span = time_axis(v)
+
+    def x(d: date) -> float:
+        return LEFT + max(0, (d - start).days) / span * (WIDTH - LEFT - RIGHT)
+
+    bars = []
+    for i, d in enumerate(v.drugs):
+        first = d.start or start
+        last = d.end or (end if not d.ended else first)
+        when = f"from {d.start.isoformat() if d.start else 'an unknown date'}"
+        until = f" to {d.end.isoformat()}" if d.end else (" (end date not recorded)" if d.ended else ", active")
+        title = f"{d.name} ({', '.join(d.classes)}), {d.status}, {when}{until}"
+        bars.append(DrugBar(y=TOP + i * ROW, x1=x(first), x2=max(x(last), x(first) + 4), label=d.name, title=title,
+                            open_end=d.ended and d.end is None, open_start=d.start is None))  # fmt: skip
+    height = TOP + len(v.drugs) * ROW + BOTTOM
+    ticks = [Tick(x=x(date(year, 1, 1)), label=str(year)) for year in range(start.year + 1, end.year + 1)]
+    return DrugChart(width=WIDTH, height=height, bars=bars, ticks=ticks)
+
+
+A_FILL = {"A1": "#e8f3e8", "A2": "#fbf3d9", "A3": "#f7d6cf"}
+URINE_HEIGHT = 180.0
+SHAPE = {"acr": "circle", "pcr": "square", "dipstick": "diamond"}
+
+
+@dataclass(frozen=True, slots=True)
+class UrineChart:
+    width: float
+    height: float
+    bands: list[Band]
+    marks: list[Dot]  # kind: acr, pcr or dipstick (drawn as circle, square, diamond)
+    ticks: list[Tick]
+
+
+def place_in_band(kind: str, unit: str | None, value: float | None, category: str) -> float:
+    """Where a result sits inside its A band, 0 (bottom) to 1 (top): a ratio on a log scale between its own test's
+    cut-offs (spec §3.3: ACR and PCR, mg/g or mg/mmol, have different ones), so ACR and PCR share the A bands; a
+    dipstick grade, which has no value, sits in the middle of its band."""
+    if kind == UrineKind.DIPSTICK.value or value is None or unit is None:
+        return 0.5
+    a2, a3 = RATIO_CUTOFFS[(UrineKind(kind), UrineUnit(unit))]
+    low, high = {"A1": (a2 / 10, a2), "A2": (a2, a3), "A3": (a3, a3 * 10)}[category]
+    position = (math.log10(max(value, 1e-6)) - math.log10(low)) / (math.log10(high) - math.log10(low))
+    return min(max(position, 0.05), 0.95)
+
+
+def urine_chart(v: TrendView) -> UrineChart:
+    """Urine albumin and protein over time against the A1–A3 bands, on the eGFR chart's time axis."""
+    start, end, span = time_axis(v)
+    band_height = (URINE_HEIGHT - TOP - BOTTOM) / 3
+
+    def x(d: date) -> float:
+        return LEFT + max(0, (d - start).days) / span * (WIDTH - LEFT - RIGHT)
+
+    bands = [Band(y=TOP + i * band_height, height=band_height, fill=A_FILL[a], label=a)
+             for i, a in enumerate(("A3", "A2", "A1"))]  # fmt: skip
+    marks = []
+    for u in v.urine:
+        if u.category is None:
+            continue
+        row = ("A3", "A2", "A1").index(u.category)
+        y = TOP + (row + 1 - place_in_band(u.kind, u.unit, u.value, u.category)) * band_height
+        result = f"{u.value:g} {u.unit}" if u.value is not None else f"dipstick {u.grade}"
+        title = f"Urine {u.kind.upper()} {result} on {u.date.isoformat()} ({u.category})"
+        marks.append(Dot(x=x(u.date), y=y, kind=u.kind, title=title))
+    ticks = [Tick(x=x(date(year, 1, 1)), label=str(year)) for year in range(start.year + 1, end.year + 1)]
+    return UrineChart(width=WIDTH, height=URINE_HEIGHT, bands=bands, marks=marks, ticks=ticks)

@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from cards.builder import wanted_cards
+from cards.builder import CardRequest, build_card, wanted_cards
+from cards.views import common_variables, egfr_text
 from service.clinical.assess import Assessment
 from service.clinical.categories import DIPSTICK_CATEGORY, ratio_a_stage
 from service.clinical.record import PatientRecord, UrineKind
 from service.clinical.staging import AkiCriterion, AkiFinding, computed_egfrs
+from service.fhir.timeline import DrugSpan
 
 WINDOW_DAYS = 3652  # up to 10 years of results (issue #23)
 G_BANDS = ((90.0, None, "G1"), (60.0, 90.0, "G2"), (45.0, 60.0, "G3a"), (30.0, 45.0, "G3b"), (15.0, 30.0, "G4"),
@@ -30,11 +32,14 @@ AKI_WHY = {
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EgfrMark:
+    """One eGFR; shown as the cards show it (cards.views.egfr_text: floored, so never across a cut-off)."""
+
     date: date
     value: float  # mL/min/1.73 m², unrounded
     source: str  # "computed" (from creatinine) or "reported" (laboratory eGFR)
     equation: str
     creatinine: float | None  # mg/dL, computed values
+    comparator: str | None = None  # a laboratory's "<" or ">" (e.g. ">90")
     flag: str | None = None  # "aki": not used for staging (S5); None: a staging value
     why: str = ""  # the flag explained
 
@@ -87,7 +92,9 @@ class TrendView:
     kfre_5y: float | None
     mortality_5y: float | None
     systolic: list[tuple[date, float]]
-    recommendations: list[tuple[str, str]]  # card key and indicator, in the cards' order
+    recommendations: list[tuple[str, str, str]]  # card key, indicator and the card's summary, in the cards' order
+    drugs: tuple[DrugSpan, ...] = ()  # kidney-relevant prescriptions of the window, every status
+    focus: str | None = None  # the card key the view was opened from (the card link's appContext)
 
 
 def aki_why(finding: AkiFinding) -> str:
@@ -100,7 +107,8 @@ def egfr_marks(a: Assessment, record: PatientRecord, since: date) -> list[EgfrMa
     """Every eGFR of the window: the staging values (computed and laboratory-reported) and the computed values set
     aside as possible AKI, each with its explanation; by date."""
     s = a.staging
-    marks = [EgfrMark(date=p.date, value=p.value, source=p.source, equation=p.equation, creatinine=p.creatinine)
+    marks = [EgfrMark(date=p.date, value=p.value, source=p.source, equation=p.equation, creatinine=p.creatinine,
+                      comparator=p.comparator.value if p.comparator else None)
              for p in s.valid if p.date >= since]  # fmt: skip
     _, _, by_index = computed_egfrs(record, s.creatinine, s.aki)  # the engine's own eGFR of each element of C
     for i, finding in enumerate(s.aki):
@@ -127,7 +135,20 @@ def urine_marks(a: Assessment, since: date) -> list[UrineMark]:
     return out
 
 
-def trend_view(a: Assessment, record: PatientRecord) -> TrendView:
+def recommendations(a: Assessment) -> list[tuple[str, str, str]]:
+    """Every card the patient-view service would show, with its summary: built by the cards' own code (not capped by
+    `cards.max_cards`, not filtered by override memory: the view shows the whole picture)."""
+    wanted = wanted_cards(a)
+    if not wanted:
+        return []
+    common = common_variables(a)
+    request = CardRequest(patient_id="", hook_instance="trend-view", service_id="ckd-patient-view", config_version="")
+    return [(key, indicator.value, build_card(key, indicator, a, request, common)["summary"])
+            for key, indicator in wanted]  # fmt: skip
+
+
+def trend_view(a: Assessment, record: PatientRecord, drugs: tuple[DrugSpan, ...] = (),
+               focus: str | None = None) -> TrendView:  # fmt: skip
     s = a.staging
     since = s.as_of - timedelta(days=WINDOW_DAYS)
     p = s.progression
@@ -146,5 +167,12 @@ def trend_view(a: Assessment, record: PatientRecord) -> TrendView:
         kfre_2y=a.kfre.risk_2y if a.kfre else None, kfre_5y=a.kfre.risk_5y if a.kfre else None,
         mortality_5y=a.mortality_5y,
         systolic=[(r.date, r.value) for r in record.systolic if r.date >= since],
-        recommendations=[(key, indicator.value) for key, indicator in wanted_cards(a)],
+        recommendations=recommendations(a),
+        drugs=tuple(d for d in drugs if not d.ended or (d.end or d.start or s.as_of) >= since),
+        focus=focus,
     )  # fmt: skip
+
+
+def shown_egfr(m: EgfrMark) -> str:
+    """The number the cards print for this eGFR (same function), with the laboratory's comparator."""
+    return f"{m.comparator or ''}{egfr_text(m.value)}"

@@ -9,9 +9,10 @@ from pathlib import Path
 import jinja2
 
 from cards.builder import DISPLAY_NAMES
+from cards.views import percent
 from service.clinical.categories import HEAT_MAP, AStage, GStage
-from service.trend.chart import egfr_chart
-from service.trend.model import TrendView
+from service.trend.chart import drug_chart, egfr_chart, urine_chart
+from service.trend.model import TrendView, shown_egfr
 
 
 @cache
@@ -23,6 +24,9 @@ def environment() -> jinja2.Environment:
         auto_reload=False,
     )
     env.filters["short"] = lambda x: f"{x:g}"  # 1200.0 -> 1200, 2.5 -> 2.5
+    env.filters["egfr"] = shown_egfr  # the cards' own rounding (floored)
+    env.filters["percent"] = percent  # the cards' own: one decimal
+    env.filters["per100"] = lambda x: "fewer than 1" if x * 100 < 0.5 else f"about {x * 100:.0f}"
     return env
 
 
@@ -30,9 +34,18 @@ def heat_map_rows() -> list[tuple[str, list[tuple[str, str]]]]:
     return [(g.value, [(a.value, HEAT_MAP[g][i].value) for i, a in enumerate(AStage)]) for g in GStage]
 
 
-def render(v: TrendView, stylesheet: str = "trend.css") -> str:
+def render(v: TrendView, stylesheet: str = "trend.css", end_url: str | None = None) -> str:
     return (
         environment()
         .get_template("trend.html")
-        .render(v=v, c=egfr_chart(v), heat_map=heat_map_rows(), names=DISPLAY_NAMES, stylesheet=stylesheet)
+        .render(
+            v=v,
+            c=egfr_chart(v),
+            dc=drug_chart(v),
+            uc=urine_chart(v),
+            heat_map=heat_map_rows(),
+            names=DISPLAY_NAMES,
+            stylesheet=stylesheet,
+            end_url=end_url,
+        )
     )

@@ -40,8 +40,18 @@ def cards(client: FlaskClient, slug: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("slug", sorted(EXPECTED))
 def test_the_view_lists_the_recommendations_the_cards_show(slug: str) -> None:
-    keys = [key if key != "tests_due" else "monitoring_due" for key, _ in view(slug).recommendations]
+    keys = [key if key != "tests_due" else "monitoring_due" for key, _, _ in view(slug).recommendations]
     assert keys == EXPECTED[slug]
+
+
+def test_each_recommendation_reads_as_its_card(cards_client: FlaskClient) -> None:
+    slug = "04-diabetic-ckd-no-sglt2i"
+    shown = {summary for _, _, summary in view(slug).recommendations}
+    summaries = [
+        c["summary"] for c in cards(cards_client, slug) if c["extension"]["org.ckd-cds.rule"]["id"] != "overflow"
+    ]
+    assert summaries
+    assert set(summaries) <= shown
 
 
 def test_aki_values_are_marked_and_explained_as_the_aki_card_says(cards_client: FlaskClient) -> None:

@@ -4,6 +4,7 @@ heat-map cell marked, and FHIR text escaped."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 from service.trend.page import render
@@ -17,8 +18,10 @@ def test_page_has_no_script_and_a_table_for_every_chart() -> None:
     assert "http://" not in html.replace("http://www.w3.org", "")  # no third-party host
     rows = re.findall(r"<tr(?: class=\"flagged\")?><td>(\d{4}-\d\d-\d\d)</td><td>(\d+)</td>", html)
     v = view("12-progression-high-kfre")
-    assert [(d, v_) for d, v_ in rows] == [(m.date.isoformat(), f"{m.value:.0f}") for m in v.egfr]
-    assert html.count("<circle") == len(v.egfr)  # one mark per value, each with its <title>
+    # floored as on the cards, so a shown value never crosses a category cut-off (34.9 is G3b: "34", not "35")
+    assert [(d, v_) for d, v_ in rows] == [(m.date.isoformat(), str(math.floor(m.value))) for m in v.egfr]
+    assert html.count('class="dot ') == len(v.egfr)  # one mark per value, each with its <title>
+    assert html.count('class="urine ') == sum(u.category is not None for u in v.urine) > 0
     assert "very high (this patient)" in html
     assert "rapid progression" in html
 
