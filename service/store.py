@@ -134,6 +134,21 @@ admin_sessions = sa.Table(  # server-side console sessions: logout ends them for
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
 
+smart_launches = sa.Table(  # issue #23: a SMART launch between the redirect and the callback (minutes); no token
+    "smart_launches",
+    metadata,
+    sa.Column("sid_hash", sa.String(64), primary_key=True),  # sha256 of the browser's launch cookie
+    sa.Column("state", sa.Text, nullable=False),  # the SMART client's state: endpoints, OAuth state, PKCE verifier
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+trend_views = sa.Table(  # issue #23: the rendered view, kept no longer than the EHR's token was valid
+    "trend_views",
+    metadata,
+    sa.Column("sid_hash", sa.String(64), primary_key=True),
+    sa.Column("page", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
 
 AUDIT_KEYS = ["time", "request_id", "hook_instance", "service_id", "hook", "status", "config_version", "record"]
 CARD_KEYS = ("card_uuid", "hook_instance", "service_id", "rule_id", "config_version", "indicator", "suggestions", "iss",
@@ -470,6 +485,8 @@ class Store:
                 ("card_index", card_index.delete().where(card_index.c.created_at < cutoff)),
                 ("snoozed_cards", snoozed_cards.delete().where(snoozed_cards.c.at < cutoff)),
                 ("snoozes", snoozes.delete().where(snoozes.c.until < ended)),
+                ("trend_views", trend_views.delete().where(trend_views.c.expires_at < now())),
+                ("smart_launches", smart_launches.delete().where(smart_launches.c.expires_at < now())),
             ):
                 deleted[name] = int(conn.execute(statement).rowcount or 0)
         return deleted
@@ -687,6 +704,45 @@ class Store:
     def close_admin_session(self, sid_hash: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(admin_sessions.delete().where(admin_sessions.c.sid_hash == sid_hash))
+
+    # --- kidney trend view (issue #23) ------------------------------------------------------------------------
+
+    def open_launch(self, sid_hash: str, state: str, expires_at: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(smart_launches.delete().where(smart_launches.c.expires_at < now()))
+            conn.execute(smart_launches.insert().values(sid_hash=sid_hash, state=state, expires_at=expires_at))
+
+    def take_launch(self, sid_hash: str) -> str | None:
+        """The launch's saved state, removed as it is read: a callback is answered once (a replayed code or state
+        finds nothing)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(smart_launches.c.state, smart_launches.c.expires_at).where(
+                    smart_launches.c.sid_hash == sid_hash
+                )
+            ).first()
+            conn.execute(smart_launches.delete().where(smart_launches.c.sid_hash == sid_hash))
+        if row is None or _aware(row.expires_at) <= now():
+            return None
+        return str(row.state)
+
+    def keep_view(self, sid_hash: str, page: str, expires_at: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(trend_views.delete().where(
+                (trend_views.c.expires_at < now()) | (trend_views.c.sid_hash == sid_hash)))  # fmt: skip
+            conn.execute(trend_views.insert().values(sid_hash=sid_hash, page=page, expires_at=expires_at))
+
+    def view_page(self, sid_hash: str) -> str | None:
+        query = sa.select(trend_views.c.page, trend_views.c.expires_at).where(trend_views.c.sid_hash == sid_hash)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None or _aware(row.expires_at) <= now():
+            return None
+        return str(row.page)
+
+    def end_view(self, sid_hash: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(trend_views.delete().where(trend_views.c.sid_hash == sid_hash))
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -262,3 +262,22 @@ def test_the_same_override_posted_at_once_is_stored_once(bound: Store) -> None:
     with bound.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(snoozes)).scalar_one() == 1
     assert bound.feedback_count() == 16
+
+
+def test_a_smart_launch_is_read_once_and_a_view_lasts_until_its_end(store: Store) -> None:
+    """Issue #23: the launch (state and PKCE verifier) is taken by the first callback; the rendered view is served
+    until its expiry, then never again, and closing it removes it."""
+    soon = datetime.now(UTC) + timedelta(minutes=10)
+    store.open_launch("l1", '{"state": "s"}', soon)
+    store.open_launch("l2", "{}", datetime.now(UTC) - timedelta(seconds=1))
+    assert store.take_launch("l1") == '{"state": "s"}'
+    assert store.take_launch("l1") is None  # a replayed callback finds nothing
+    assert store.take_launch("l2") is None  # too late
+    store.keep_view("v1", "<html>1</html>", soon)
+    store.keep_view("v1", "<html>2</html>", soon)  # the same cookie again: the newer page
+    assert store.view_page("v1") == "<html>2</html>"
+    store.keep_view("v2", "<html>old</html>", datetime.now(UTC) - timedelta(seconds=1))
+    assert store.view_page("v2") is None
+    assert store.purge(730)["trend_views"] == 1  # the ended one
+    store.end_view("v1")
+    assert store.view_page("v1") is None

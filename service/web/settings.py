@@ -16,6 +16,7 @@ import jsonschema
 
 from service.config import CONFIG_DIR, ConfigError, load_yaml
 from service.store import DEFAULT_URL
+from service.web.urls import FhirUrl, UnsafeUrl, parse_fhir_url
 
 SERVICE_SCHEMA = CONFIG_DIR / "service-schema.json"
 DEFAULT_ALGORITHMS = ("ES384", "RS384", "ES256", "RS256")
@@ -72,6 +73,42 @@ class AuthSettings:
         return next((i for i in self.issuers if i.iss == iss), None)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmartClient:
+    """One registration of the kidney trend view with an EHR (issue #23): the EHR's client id, the redirect URL it
+    has on file, and the FHIR bases (`iss`) that may launch it, normalised."""
+
+    name: str
+    client_id: str
+    redirect_uri: str
+    iss: tuple[FhirUrl, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmartSettings:
+    clients: tuple[SmartClient, ...] = ()
+    session_minutes: int = 30
+    frame_ancestors: tuple[str, ...] = ()
+
+    def client_for(self, iss: FhirUrl) -> SmartClient | None:
+        """The registration whose allowed `iss` is exactly this FHIR base (compared normalised, never by prefix)."""
+        return next((c for c in self.clients if iss in c.iss), None)
+
+
+def smart_settings(data: dict[str, Any]) -> SmartSettings:
+    clients = []
+    for c in data.get("clients", ()):
+        try:
+            bases = tuple(parse_fhir_url(i) for i in c["iss"])
+            parse_fhir_url(c["redirect_uri"], allow_query=False)
+        except UnsafeUrl as exc:
+            raise ConfigError(f"service config smart.clients {c['name']}: {exc}") from None
+        clients.append(SmartClient(name=c["name"], client_id=c["client_id"], redirect_uri=c["redirect_uri"],
+                                   iss=bases))  # fmt: skip
+    return SmartSettings(clients=tuple(clients), session_minutes=data.get("session_minutes", 30),
+                         frame_ancestors=tuple(data.get("frame_ancestors", ())))  # fmt: skip
+
+
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
@@ -109,6 +146,7 @@ class Settings:
     login_window_s: int = 300
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-For is believed (nginx: 1)
     retention_days: int = 730  # issue #21: raw feedback and card index rows older than this are purged
+    smart: SmartSettings = field(default_factory=SmartSettings)  # issue #23: the kidney trend view's EHR clients
 
     @property
     def production(self) -> bool:
@@ -188,6 +226,7 @@ def security_fields(data: dict[str, Any], production: bool) -> dict[str, Any]:
         "public_base_urls": tuple(u.rstrip("/") for u in data.get("public_base_urls", ())),
         "cors_allowed_origins": tuple(data.get("cors", {}).get("allowed_origins", () if production else ("*",))),
         "pseudonymous_patient_key": data.get("audit", {}).get("pseudonymous_patient_key", False),
+        "smart": smart_settings(data.get("smart", {})),
     }
 
 
@@ -227,6 +266,8 @@ def check_safe(s: Settings) -> None:
             raise ConfigError("production profile needs https public_base_urls (the JWT audience)")
         if s.open_fhir_servers:
             raise ConfigError("production profile must not read FHIR servers without a token")
+        if any(c.redirect_uri.startswith("http://") for c in s.smart.clients):
+            raise ConfigError("production profile needs https redirect_uri for every SMART client")
         if not s.patient_link_secret:
             raise ConfigError(
                 "production profile needs CKD_CDS_PATIENT_LINK_SECRET or CKD_CDS_PATIENT_LINK_SECRET_FILE"
