@@ -10,6 +10,7 @@ gets the same ids and the feedback endpoint can map a card back to its rule and 
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -184,6 +185,7 @@ class CardRequest:
     # cards a clinician answered whose content has not got worse, with the end of each snooze (issue #14, spec 2.1)
     snoozed: dict[str, datetime] = field(default_factory=dict)
     patient_link: str = ""  # pseudonymous patient link (service.web.hooks.patient_link): part of every card uuid
+    trend: tuple[str, str] | None = None  # issue #23: the trend view's launch URL and launch tag (a `smart` link)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -410,6 +412,15 @@ def suggestions(rule: str, a: Assessment, req: CardRequest, card_id: str) -> lis
     return out
 
 
+def trend_links(rule: str, req: CardRequest) -> list[dict[str, Any]]:
+    """Issue #23: "Kidney trend", a SMART app link; its appContext names the card and the patient's launch tag."""
+    if req.trend is None:
+        return []
+    url, tag = req.trend
+    context = json.dumps({"card": rule, "patient": tag}, separators=(",", ":"))
+    return [{"label": "Kidney trend", "url": url, "type": "smart", "appContext": context}]
+
+
 def assemble(rule: str, indicator: Indicator, summary: str, detail: str, req: CardRequest) -> dict[str, Any]:
     """The card dict around rendered text: source, topic, links and the rule extension."""
     if len(summary) > MAX_SUMMARY:
@@ -426,7 +437,7 @@ def assemble(rule: str, indicator: Indicator, summary: str, detail: str, req: Ca
             "url": links[0][1],
             "topic": {"system": CODESYSTEM, "code": RULE_OF_CARD.get(rule, rule), "display": topic},
         },
-        "links": [{"label": name, "url": url, "type": "absolute"} for name, url in links],
+        "links": trend_links(rule, req) + [{"label": name, "url": url, "type": "absolute"} for name, url in links],
         "extension": {EXTENSION_KEY: {"id": RULE_OF_CARD.get(rule, rule), "configVersion": req.config_version}},
     }
 

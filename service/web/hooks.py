@@ -242,6 +242,7 @@ def call_service(service_id: str) -> Response:
         overrides=lambda: state().store.active_snoozes(link),
         audit=g.audit,
         fetch=medication_reader(server, access, fetch),
+        trend=trend_link(server, patient_id),
     )
     result = service.respond(call)  # the service's own step (service.web.services.<name>)
     built = result.built
@@ -321,6 +322,22 @@ def patient_link(caller: Caller | None, patient_id: str) -> str:
     tenant t2's. The three parts are JSON-encoded, so no choice of values makes two different triples collide."""
     message = orjson.dumps([caller.iss if caller else None, caller.tenant if caller else None, patient_id])
     return hmac.new(state().patient_link_secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def launch_tag(patient_id: str) -> str:
+    """Issue #23: what a card's `smart` link says about its patient (appContext), so the trend view can check that
+    the EHR launched it for that patient without the id travelling through the EHR: an HMAC under the link secret."""
+    message = b"kidney-trend\0" + patient_id.encode()
+    return hmac.new(state().patient_link_secret.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
+def trend_link(server: FhirUrl | None, patient_id: str) -> tuple[str, str] | None:
+    """The trend view's launch URL and launch tag, when a SMART client is registered for this FHIR server."""
+    settings = state().settings
+    if server is None or settings.smart.client_for(server) is None:
+        return None
+    base = settings.public_base_urls[0] if settings.public_base_urls else request.host_url.rstrip("/")
+    return f"{base}/trend/launch", launch_tag(patient_id)
 
 
 def snoozed_cards(fingerprints: dict[str, dict[str, Any]], link: str, thresholds: Thresholds) -> dict[str, datetime]:

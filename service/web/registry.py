@@ -69,6 +69,9 @@ class ServiceCall:
     overrides: Callable[[], dict[str, Snooze]]  # this patient's running snoozes by rule id (override memory, raw)
     audit: dict[str, Any]  # the call's audit record (no patient identifier, no token)
     fetch: Callable[[str], dict[str, Any] | None] | None = None  # an optional read on the EHR's FHIR server
+    # issue #23: the kidney trend view's launch URL and this patient's launch tag, when a SMART client is registered
+    # for the calling EHR's FHIR server; None otherwise (the cards then carry no `smart` link)
+    trend: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

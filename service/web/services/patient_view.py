@@ -83,7 +83,7 @@ def respond(call: ServiceCall) -> ServiceResult:
     snoozed = call.snoozed(card_fingerprints(assessment, wanted)) if wanted else {}
     request = CardRequest(patient_id=call.patient_id, hook_instance=call.body["hookInstance"], service_id=SERVICE.id,
                           config_version=call.config_version, incomplete=call.data.incomplete, snoozed=snoozed,
-                          patient_link=call.patient_link)  # fmt: skip
+                          patient_link=call.patient_link, trend=call.trend)  # fmt: skip
     built = build_cards(assessment, request, wanted)
     return ServiceResult(built=built, rules_fired=[o.rule.value for o in assessment.fired],
                          rules_suppressed=suppressed(assessment.outcomes))  # fmt: skip
