@@ -47,10 +47,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     from service.web.admin import bp as admin_bp
     from service.web.health import bp as health_bp
     from service.web.hooks import bp as hooks_bp
+    from service.web.trend import bp as trend_bp
 
     app.register_blueprint(hooks_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(trend_bp)
     register_error_handlers(app)
 
     @app.before_request
