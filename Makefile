@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench bench-workers profile goldens bench-engine bench-screen fuzz durability load audit train validate review fhir-up fhir-down clean
+.PHONY: setup demo test lint bench bench-workers profile goldens bench-trend bench-engine bench-screen fuzz durability load audit train validate review fhir-up fhir-down clean
 
 $(BIN)/ckd-cds: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,9 @@ bench-workers: setup
 
 goldens: setup  # every hook response of the demo, Synthea and bench patients, this tree against BASELINE (default HEAD)
 	$(BIN)/python bench/goldens.py --baseline $${BASELINE:-HEAD}
+
+bench-trend: setup  # the kidney trend view's page for a 500-observation patient vs the engine alone
+	$(BIN)/python bench/bench_trend.py
 
 bench-engine: setup
 	$(BIN)/python bench/bench_engine.py

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.parse
 import uuid
 from typing import Any
 
 import requests
 
 from service.demo import demo_bundles, demo_orders
+from service.fhir.testehr import DEMO_PORT
 from service.fhir.testserver import STATE_FILE, wait_ready
 
 SERVICE = "http://127.0.0.1:8080"
@@ -76,7 +78,16 @@ def main() -> int:
         situation = bundles[slug]["meta"]["tag"][0]["display"]
         body = order_call(bundles[slug]["entry"][0]["resource"]["id"], drafts, fhir)
         show(slug, f"order-sign: {situation}", body, "ckd-renal-dosing-sign")
+    print_trend_urls(bundles[example_slug]["entry"][0]["resource"]["id"])
     return 0
+
+
+def print_trend_urls(patient_id: str) -> None:
+    """Issue #23: the kidney trend view through the test EHR (service.fhir.testehr on :8092)."""
+    iss = f"http://127.0.0.1:{DEMO_PORT}/fhir"
+    print("\n# The kidney trend view (SMART on FHIR), through the local test EHR:")
+    print(f"  standalone launch (pick a patient):  {SERVICE}/trend/launch?iss={urllib.parse.quote(iss, safe='')}")
+    print(f"  EHR launch for the example patient:  http://127.0.0.1:{DEMO_PORT}/ehr/launch?patient={patient_id}")
 
 
 if __name__ == "__main__":  # pragma: no cover
