@@ -190,3 +190,36 @@ def urine_chart(v: TrendView) -> UrineChart:
         marks.append(Dot(x=x(u.date), y=y, kind=u.kind, title=title))
     ticks = [Tick(x=x(date(year, 1, 1)), label=str(year)) for year in range(start.year + 1, end.year + 1)]
     return UrineChart(width=WIDTH, height=URINE_HEIGHT, bands=bands, marks=marks, ticks=ticks)
+
+
+BP_HEIGHT = 200.0
+
+
+@dataclass(frozen=True, slots=True)
+class BpChart:
+    width: float
+    height: float
+    target: Line
+    levels: list[Line]  # the y axis: every 20 mm Hg
+    dots: list[Dot]
+    ticks: list[Tick]
+
+
+def bp_chart(v: TrendView) -> BpChart:
+    """Systolic readings on the shared time axis, with the target line the blood-pressure card uses."""
+    start, end, span = time_axis(v)
+    low = 60.0
+    high = max([180.0, *(value + 10 for _, value in v.systolic)])
+
+    def x(d: date) -> float:
+        return LEFT + max(0, (d - start).days) / span * (WIDTH - LEFT - RIGHT)
+
+    def y(value: float) -> float:
+        return TOP + (1 - (min(max(value, low), high) - low) / (high - low)) * (BP_HEIGHT - TOP - BOTTOM)
+
+    dots = [Dot(x=x(d), y=y(value), kind="bp", title=f"Systolic {math.floor(value)} mm Hg on {d.isoformat()}")
+            for d, value in v.systolic]  # fmt: skip
+    ticks = [Tick(x=x(date(year, 1, 1)), label=str(year)) for year in range(start.year + 1, end.year + 1)]
+    levels = [Line(y=y(level), label=str(level)) for level in range(80, int(high) + 1, 20)]
+    return BpChart(width=WIDTH, height=BP_HEIGHT, target=Line(y=y(v.bp_target), label=f"target < {v.bp_target}"),
+                   levels=levels, dots=dots, ticks=ticks)  # fmt: skip

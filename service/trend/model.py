@@ -92,6 +92,7 @@ class TrendView:
     kfre_5y: float | None
     mortality_5y: float | None
     systolic: list[tuple[date, float]]
+    bp_target: int  # systolic, mm Hg: the card's (the configured target; 130 for a kidney transplant recipient)
     recommendations: list[tuple[str, str, str]]  # card key, indicator and the card's summary, in the cards' order
     drugs: tuple[DrugSpan, ...] = ()  # kidney-relevant prescriptions of the window, every status
     focus: str | None = None  # the card key the view was opened from (the card link's appContext)
@@ -167,6 +168,7 @@ def trend_view(a: Assessment, record: PatientRecord, drugs: tuple[DrugSpan, ...]
         kfre_2y=a.kfre.risk_2y if a.kfre else None, kfre_5y=a.kfre.risk_5y if a.kfre else None,
         mortality_5y=a.mortality_5y,
         systolic=[(r.date, r.value) for r in record.systolic if r.date >= since],
+        bp_target=130 if s.kidney_transplant else a.context.thresholds.bp.systolic_target,  # KDIGO 2021, as the card
         recommendations=recommendations(a),
         drugs=tuple(d for d in drugs if not d.ended or (d.end or d.start or s.as_of) >= since),
         focus=focus,

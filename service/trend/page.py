@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import jinja2
 from cards.builder import DISPLAY_NAMES
 from cards.views import percent
 from service.clinical.categories import HEAT_MAP, AStage, GStage
-from service.trend.chart import drug_chart, egfr_chart, urine_chart
+from service.trend.chart import bp_chart, drug_chart, egfr_chart, urine_chart
 from service.trend.model import TrendView, shown_egfr
 
 
@@ -24,6 +25,7 @@ def environment() -> jinja2.Environment:
         auto_reload=False,
     )
     env.filters["short"] = lambda x: f"{x:g}"  # 1200.0 -> 1200, 2.5 -> 2.5
+    env.filters["floor"] = math.floor  # systolic as the blood-pressure card shows it
     env.filters["egfr"] = shown_egfr  # the cards' own rounding (floored)
     env.filters["percent"] = percent  # the cards' own: one decimal
     env.filters["per100"] = lambda x: "fewer than 1" if x * 100 < 0.5 else f"about {x * 100:.0f}"
@@ -43,6 +45,7 @@ def render(v: TrendView, stylesheet: str = "trend.css", end_url: str | None = No
             c=egfr_chart(v),
             dc=drug_chart(v),
             uc=urine_chart(v),
+            bc=bp_chart(v),
             heat_map=heat_map_rows(),
             names=DISPLAY_NAMES,
             stylesheet=stylesheet,

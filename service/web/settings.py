@@ -268,6 +268,8 @@ def check_safe(s: Settings) -> None:
             raise ConfigError("production profile must not read FHIR servers without a token")
         if any(c.redirect_uri.startswith("http://") for c in s.smart.clients):
             raise ConfigError("production profile needs https redirect_uri for every SMART client")
+        if any(i.scheme != "https" for c in s.smart.clients for i in c.iss):
+            raise ConfigError("production profile needs https iss for every SMART client (the token goes there)")
         if not s.patient_link_secret:
             raise ConfigError(
                 "production profile needs CKD_CDS_PATIENT_LINK_SECRET or CKD_CDS_PATIENT_LINK_SECRET_FILE"

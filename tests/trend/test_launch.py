@@ -262,6 +262,12 @@ def test_the_token_stays_on_the_server(stack: Stack, caplog: pytest.LogCaptureFi
     ours = [r.getMessage() for r in caplog.records if not r.name.startswith("authlib")]  # authlib: the test EHR's
     assert ours
     assert not any(token in line for line in ours)
+    audit = stack.app.extensions["ckd_cds"].store.audit_records(200)
+    steps = [(r["hook"], r["status"], r.get("outcome")) for r in audit if r.get("service_id") == "kidney-trend"]
+    assert ("smart-launch", 302, "redirected") in steps
+    assert ("smart-callback", 303, "shown") in steps
+    assert token not in json.dumps(audit)
+    assert stack.patients[CKD] not in json.dumps(audit)  # no patient id in clear
     database = Path(stack.app.extensions["ckd_cds"].store.url.removeprefix("sqlite:///"))
     for path in database.parent.glob(database.name + "*"):  # the file and its WAL
         assert token.encode() not in path.read_bytes()

@@ -5,7 +5,6 @@ clinician sees them and find the same numbers and flags in the view's data."""
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from service.clinical.assess import assess
 from service.demo import demo_bundles
 from service.fhir.adapter import record_from_bundle
 from service.trend.model import TrendView, trend_view
-from tests.conftest import make_app
 from tests.web.test_demo_cards import EXPECTED
 from tests.web.test_hooks import call, prefetch_for, resources
 
@@ -24,11 +22,6 @@ def view(slug: str) -> TrendView:
     bundle = demo_bundles(date.today())[slug]
     record = record_from_bundle(bundle)
     return trend_view(assess(record, date.today()), record)
-
-
-@pytest.fixture
-def cards_client(tmp_path: Path) -> FlaskClient:
-    return make_app(tmp_path, {"cards": {"max_cards": 20}}).test_client()
 
 
 def cards(client: FlaskClient, slug: str) -> list[dict[str, Any]]:

@@ -7,8 +7,10 @@ import dataclasses
 import math
 import re
 
+from flask.testing import FlaskClient
+
 from service.trend.page import render
-from tests.trend.test_model import view
+from tests.trend.test_model import cards, view
 
 
 def test_page_has_no_script_and_a_table_for_every_chart() -> None:
@@ -39,3 +41,14 @@ def test_text_is_escaped() -> None:
     html = render(hostile)
     assert "<img" not in html
     assert "&lt;img" in html
+
+
+def test_blood_pressure_is_charted_against_the_cards_target(cards_client: FlaskClient) -> None:
+    slug = "24-bp-above-target"
+    v = view(slug)
+    html = render(v)
+    assert html.count('class="bp"') == len(v.systolic) == 3
+    assert "target &lt; 120" in html  # KDIGO 2021 Rec 3.1.1, the configured default (spec 2.1 bp.systolic_target)
+    (card,) = [c for c in cards(cards_client, slug) if c["extension"]["org.ckd-cds.rule"]["id"] == "bp_above_target"]
+    for reading in re.findall(r"(\d+)/\d+ mm Hg on (\d{4}-\d\d-\d\d)", card["detail"]):
+        assert f"<td>{reading[1]}</td><td>{reading[0]}</td>" in html  # the card's readings, the card's rounding

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 import pytest
+from flask import Response
 
 from service.config import ConfigError
 from service.fhir.timeline import drug_spans
 from service.trend.chart import place_in_band
 from service.trend.smart import DATA_SCOPES, missing_scopes
-from service.web.settings import load_service_config, security_fields
+from service.web import create_app
+from service.web.settings import Settings, SmartSettings, load_service_config, security_fields
+from service.web.trend import COOKIE, set_cookie
 from service.web.urls import parse_fhir_url
 
 
@@ -121,3 +125,19 @@ def test_urine_results_sit_in_their_a_band_on_their_own_tests_scale() -> None:
     assert place_in_band("acr", "mg/g", 3.0, "A1") == pytest.approx(0.05)  # a tenth of the A2 cut-off: the bottom
     assert place_in_band("acr", "mg/g", 5000.0, "A3") == pytest.approx(0.95)  # kept inside the band
     assert place_in_band("dipstick", None, None, "A3") == 0.5
+
+
+def test_the_view_cookie_is_secure_in_production(tmp_path: Path) -> None:
+    for production, secure in ((False, False), (True, True)):
+        settings = Settings(database_url=f"sqlite:///{tmp_path / 'store.db'}", patient_link_secret="s" * 64,
+                            smart=SmartSettings())  # fmt: skip
+        app = create_app(settings)
+        app.extensions["ckd_cds"].settings = replace(settings, profile="production" if production else "development")
+        with app.test_request_context("/trend/launch"):
+            response = Response()
+            set_cookie(response, "sid", 60)
+        cookie = response.headers["Set-Cookie"]
+        assert cookie.startswith(f"{COOKIE}=sid;")
+        assert "HttpOnly" in cookie
+        assert "SameSite=Lax" in cookie
+        assert ("Secure" in cookie) is secure

@@ -21,7 +21,8 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from service.config import ConfigError
 from service.web import create_app
-from service.web.settings import AuthSettings, Issuer, Settings, check_safe
+from service.web.settings import AuthSettings, Issuer, Settings, SmartClient, SmartSettings, check_safe
+from service.web.urls import parse_fhir_url
 
 ISS = "https://ehr.example.org/fhir"
 BASE = "https://cds.example.org"
@@ -220,6 +221,12 @@ def test_feedback_needs_its_own_audience(client: FlaskClient) -> None:
         ({"cors_allowed_origins": ("*",)}, "CORS"),
         ({"public_base_urls": ("http://cds.example.org",)}, "https"),
         ({"patient_link_secret": None}, "PATIENT_LINK_SECRET"),  # issue #21 item 8
+        ({"smart": SmartSettings(clients=(SmartClient(name="e", client_id="c", redirect_uri="http://a/trend/callback",
+                                                      iss=(parse_fhir_url("https://fhir.example.org/r4"),)),))},
+         "redirect_uri"),  # issue #23: the code would travel in clear
+        ({"smart": SmartSettings(clients=(SmartClient(name="e", client_id="c", redirect_uri=BASE + "/trend/callback",
+                                                      iss=(parse_fhir_url("http://fhir.example.org/r4"),)),))},
+         "https iss"),  # issue #23: the token would
     ],
 )  # fmt: skip
 def test_production_refuses_unsafe_settings(changes: dict[str, Any], message: str) -> None:
