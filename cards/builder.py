@@ -10,6 +10,7 @@ gets the same ids and the feedback endpoint can map a card back to its rule and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
@@ -203,9 +204,19 @@ def card_uuid(req: CardRequest, rule: str) -> str:
     return str(uuid.uuid5(PROJECT_NAMESPACE, f"{req.hook_instance}/{req.service_id}/{rule}/{req.patient_link}"))
 
 
-def evidence_block(a: Assessment, first_detail: str = "") -> str:
-    """The evidence block, once per response; [2.1] without the lines the first card's own detail already shows."""
-    text = render("evidence", {"e": evidence(a)})[1]
+def evidence_block(a: Assessment, first_detail: str = "", short: bool = False) -> str:
+    """The evidence block, once per response; [2.1] without the lines the first card's own detail already shows.
+
+    `short` (issue #23, when the cards link to the kidney trend view, which shows every value): the three lines the
+    cards rest on. The latest eGFR is what the G category and every eGFR rule read. The oldest of the recent eGFRs
+    the full block lists shows chronicity (KDIGO: more than 90 days). The urine test is the A category, or its
+    absence. The notes on values set aside (possible AKI, conflicting or whole-blood results) are always kept. The
+    trend, the category line, KFRE and the competing risk move to the view."""
+    e = evidence(a)
+    if short:
+        egfrs = list(dict.fromkeys([e.egfrs[0], e.egfrs[-1]])) if e.egfrs else []
+        e = dataclasses.replace(e, egfrs=egfrs, trend=None, stage=None, kfre=None, death=None)
+    text = render("evidence", {"e": e, "more": short})[1]
     seen = {line.strip() for line in first_detail.splitlines() if line.strip().startswith("- ")}
     return "\n".join(line for line in text.splitlines() if line.strip() not in seen)
 
@@ -730,7 +741,7 @@ def build_cards(a: Assessment, req: CardRequest, wanted: list[tuple[str, Indicat
         built = [(LEFT_OUT, left_out_card(req))]
     elif built:
         first = built[0][1]
-        first["detail"] = f"{first['detail']}\n\n{evidence_block(a, first['detail'])}"
+        first["detail"] = f"{first['detail']}\n\n{evidence_block(a, first['detail'], short=req.trend is not None)}"
         if snoozed:  # on the overflow card when there is one, else with the evidence
             last = built[-1][1] if omitted else first
             last["detail"] = f"{last['detail']}\n\n{note}"

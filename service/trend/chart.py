@@ -7,12 +7,14 @@ page puts a table beside every chart for screen readers and printing.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from cards.views import ratio_text
 from service.clinical.categories import RATIO_CUTOFFS
 from service.clinical.record import UrineKind, UrineUnit
-from service.trend.model import G_BANDS, G_LINES, TrendView, shown_egfr
+from service.trend.model import G_BANDS, G_LINES, WINDOW_DAYS, TrendView, shown_egfr
 
 WIDTH, HEIGHT = 720.0, 300.0
 LEFT, RIGHT, TOP, BOTTOM = 48.0, 12.0, 12.0, 28.0
@@ -59,10 +61,21 @@ class EgfrChart:
 
 
 def time_axis(v: TrendView) -> tuple[date, date, int]:
-    """First day, last day and days shown: from a month before the first eGFR (or drug start) to today."""
-    starts = [m.date for m in v.egfr] + [d.start for d in v.drugs if d.start is not None]
-    start = min(starts, default=v.as_of) - timedelta(days=30)
+    """First day, last day and days shown, the same for every chart: from a month before the first result (eGFR,
+    urine, blood pressure) to today, at most the ten-year window; a year when there is no result. A drug started
+    earlier is drawn from the first day (its table gives the start): a metformin start in 1998 must not squeeze
+    ten years of eGFR into a corner."""
+    firsts = [m.date for m in v.egfr] + [u.date for u in v.urine] + [d for d, _ in v.systolic]
+    start = min(firsts) - timedelta(days=30) if firsts else v.as_of - timedelta(days=365)
+    start = max(start, v.as_of - timedelta(days=WINDOW_DAYS))
     return start, v.as_of, max((v.as_of - start).days, 30)
+
+
+def year_ticks(start: date, end: date, x: Callable[[date], float]) -> list[Tick]:
+    """1 January of each year, every second or more when there are many, so the labels never overlap."""
+    years = list(range(start.year + 1, end.year + 1))
+    step = max(1, math.ceil(len(years) / 8))
+    return [Tick(x=x(date(year, 1, 1)), label=str(year)) for year in years[::-1][::step][::-1]]
 
 
 def egfr_chart(v: TrendView) -> EgfrChart:
@@ -96,7 +109,7 @@ def egfr_chart(v: TrendView) -> EgfrChart:
     if v.trend is not None:
         t = v.trend
         trend = (x(t.first), y(t.intercept), x(t.last), y(t.intercept + t.slope_per_year * t.x_last))
-    ticks = [Tick(x=x(date(year, 1, 1)), label=str(year)) for year in range(start.year + 1, end.year + 1)]
+    ticks = year_ticks(start, end, x)
     return EgfrChart(width=WIDTH, height=HEIGHT, bands=bands, lines=lines, dots=dots, trend=trend, ticks=ticks)
 
 
@@ -131,15 +144,16 @@ def drug_chart(v: TrendView) -> DrugChart:
 
     bars = []
     for i, d in enumerate(v.drugs):
-        first = d.start or start
+        first = max(d.start, start) if d.start else start
         last = d.end or (end if not d.ended else first)
         when = f"from {d.start.isoformat() if d.start else 'an unknown date'}"
         until = f" to {d.end.isoformat()}" if d.end else (" (end date not recorded)" if d.ended else ", active")
         title = f"{d.name} ({', '.join(d.classes)}), {d.status}, {when}{until}"
+        clipped = d.start is None or d.start < start
         bars.append(DrugBar(y=TOP + i * ROW, x1=x(first), x2=max(x(last), x(first) + 4), label=d.name, title=title,
-                            open_end=d.ended and d.end is None, open_start=d.start is None))  # fmt: skip
+                            open_end=d.ended and d.end is None, open_start=clipped))  # fmt: skip
     height = TOP + len(v.drugs) * ROW + BOTTOM
-    ticks = [Tick(x=x(date(year, 1, 1)), label=str(year)) for year in range(start.year + 1, end.year + 1)]
+    ticks = year_ticks(start, end, x)
     return DrugChart(width=WIDTH, height=height, bars=bars, ticks=ticks)
 
 
@@ -185,10 +199,10 @@ def urine_chart(v: TrendView) -> UrineChart:
             continue
         row = ("A3", "A2", "A1").index(u.category)
         y = TOP + (row + 1 - place_in_band(u.kind, u.unit, u.value, u.category)) * band_height
-        result = f"{u.value:g} {u.unit}" if u.value is not None else f"dipstick {u.grade}"
+        result = f"{ratio_text(u.value)} {u.unit}" if u.value is not None else f"dipstick {u.grade}"
         title = f"Urine {u.kind.upper()} {result} on {u.date.isoformat()} ({u.category})"
         marks.append(Dot(x=x(u.date), y=y, kind=u.kind, title=title))
-    ticks = [Tick(x=x(date(year, 1, 1)), label=str(year)) for year in range(start.year + 1, end.year + 1)]
+    ticks = year_ticks(start, end, x)
     return UrineChart(width=WIDTH, height=URINE_HEIGHT, bands=bands, marks=marks, ticks=ticks)
 
 
@@ -219,7 +233,7 @@ def bp_chart(v: TrendView) -> BpChart:
 
     dots = [Dot(x=x(d), y=y(value), kind="bp", title=f"Systolic {math.floor(value)} mm Hg on {d.isoformat()}")
             for d, value in v.systolic]  # fmt: skip
-    ticks = [Tick(x=x(date(year, 1, 1)), label=str(year)) for year in range(start.year + 1, end.year + 1)]
+    ticks = year_ticks(start, end, x)
     levels = [Line(y=y(level), label=str(level)) for level in range(80, int(high) + 1, 20)]
     return BpChart(width=WIDTH, height=BP_HEIGHT, target=Line(y=y(v.bp_target), label=f"target < {v.bp_target}"),
                    levels=levels, dots=dots, ticks=ticks)  # fmt: skip

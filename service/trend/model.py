@@ -14,7 +14,7 @@ from cards.views import common_variables, egfr_text
 from service.clinical.assess import Assessment
 from service.clinical.categories import DIPSTICK_CATEGORY, ratio_a_stage
 from service.clinical.record import PatientRecord, UrineKind
-from service.clinical.staging import AkiCriterion, AkiFinding, computed_egfrs
+from service.clinical.staging import AkiCriterion, AkiFinding, EgfrPoint, computed_egfrs
 from service.fhir.timeline import DrugSpan
 
 WINDOW_DAYS = 3652  # up to 10 years of results (issue #23)
@@ -94,6 +94,7 @@ class TrendView:
     systolic: list[tuple[date, float]]
     bp_target: int  # systolic, mm Hg: the card's (the configured target; 130 for a kidney transplant recipient)
     recommendations: list[tuple[str, str, str]]  # card key, indicator and the card's summary, in the cards' order
+    older_basis: EgfrMark | None = None  # the eGFR the category rests on, when it is older than the ten years shown
     drugs: tuple[DrugSpan, ...] = ()  # kidney-relevant prescriptions of the window, every status
     focus: str | None = None  # the card key the view was opened from (the card link's appContext)
 
@@ -136,6 +137,15 @@ def urine_marks(a: Assessment, since: date) -> list[UrineMark]:
     return out
 
 
+def older_basis(point: EgfrPoint | None, since: date) -> EgfrMark | None:
+    """The staging eGFR when it lies before the window: the page says so rather than show a stage with no value."""
+    if point is None or point.date >= since:
+        return None
+    comparator = point.comparator.value if point.comparator else None
+    return EgfrMark(date=point.date, value=point.value, source=point.source, equation=point.equation,
+                    creatinine=point.creatinine, comparator=comparator)  # fmt: skip
+
+
 def recommendations(a: Assessment) -> list[tuple[str, str, str]]:
     """Every card the patient-view service would show, with its summary: built by the cards' own code (not capped by
     `cards.max_cards`, not filtered by override memory: the view shows the whole picture)."""
@@ -170,6 +180,7 @@ def trend_view(a: Assessment, record: PatientRecord, drugs: tuple[DrugSpan, ...]
         systolic=[(r.date, r.value) for r in record.systolic if r.date >= since],
         bp_target=130 if s.kidney_transplant else a.context.thresholds.bp.systolic_target,  # KDIGO 2021, as the card
         recommendations=recommendations(a),
+        older_basis=older_basis(s.egfr, since),
         drugs=tuple(d for d in drugs if not d.ended or (d.end or d.start or s.as_of) >= since),
         focus=focus,
     )  # fmt: skip

@@ -10,7 +10,7 @@ from pathlib import Path
 import jinja2
 
 from cards.builder import DISPLAY_NAMES
-from cards.views import percent
+from cards.views import percent, ratio_text
 from service.clinical.categories import HEAT_MAP, AStage, GStage
 from service.trend.chart import bp_chart, drug_chart, egfr_chart, urine_chart
 from service.trend.model import TrendView, shown_egfr
@@ -24,7 +24,8 @@ def environment() -> jinja2.Environment:
         autoescape=True,
         auto_reload=False,
     )
-    env.filters["short"] = lambda x: f"{x:g}"  # 1200.0 -> 1200, 2.5 -> 2.5
+    env.filters["ratio"] = ratio_text  # ACR and PCR as the cards show them (one decimal at most)
+    env.filters["creatinine"] = lambda x: f"{x:.2f}"  # mg/dL, as the cards
     env.filters["floor"] = math.floor  # systolic as the blood-pressure card shows it
     env.filters["egfr"] = shown_egfr  # the cards' own rounding (floored)
     env.filters["percent"] = percent  # the cards' own: one decimal

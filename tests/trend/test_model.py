@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from service.clinical.assess import assess
 from service.demo import demo_bundles
 from service.fhir.adapter import record_from_bundle
-from service.trend.model import TrendView, trend_view
+from service.trend.model import TrendView, shown_egfr, trend_view
 from tests.web.test_demo_cards import EXPECTED
 from tests.web.test_hooks import call, prefetch_for, resources
 
@@ -93,3 +93,19 @@ def test_window_is_ten_years_and_bands_are_kdigo() -> None:
     assert G_LINES == (60.0, 30.0, 15.0)
     v = view("12-progression-high-kfre")
     assert all((v.as_of - m.date).days <= WINDOW_DAYS for m in v.egfr)
+
+
+def test_a_stage_resting_on_results_older_than_ten_years_is_said_not_hidden() -> None:
+    from service.fhir import build
+    from service.fhir.adapter import record_from_resources
+    from service.trend.page import render
+
+    today = date(2026, 12, 6)
+    old = [date(2012, 1, 10), date(2012, 6, 10)]  # creatinine 1.6 mg/dL twice, 152 days apart: chronic, then nothing
+    resources = [build.observation(f"c{i}", "p", "2160-0", d, 1.6, "mg/dL") for i, d in enumerate(old)]
+    record = record_from_resources(build.patient("p", gender="female", birth_date="1950-01-01"), resources)
+    v = trend_view(assess(record, today), record)
+    assert v.egfr == []
+    assert v.older_basis is not None
+    assert v.older_basis.date == old[-1]
+    assert f"the category rests on eGFR {shown_egfr(v.older_basis)} on {old[-1].isoformat()}" in render(v)

@@ -141,3 +141,32 @@ def test_the_view_cookie_is_secure_in_production(tmp_path: Path) -> None:
         assert "HttpOnly" in cookie
         assert "SameSite=Lax" in cookie
         assert ("Secure" in cookie) is secure
+
+
+def evidence_of(slug: str, linked: bool) -> list[str]:
+    from cards.builder import CardRequest, build_cards
+    from service.clinical.assess import assess
+    from service.demo import demo_bundles
+    from service.fhir.adapter import record_from_bundle
+
+    record = record_from_bundle(demo_bundles()[slug])
+    request = CardRequest(patient_id="p", hook_instance="h", service_id="ckd-patient-view", config_version="v",
+                          trend=("https://ckd.example.org/trend/launch", "tag") if linked else None)  # fmt: skip
+    detail = build_cards(assess(record, date.today()), request).cards[0]["detail"]
+    block = detail.split("**Evidence**", 1)[1]
+    return [line for line in block.splitlines() if line.startswith("- ")]
+
+
+def test_with_the_view_linked_the_evidence_block_keeps_the_lines_the_cards_rest_on() -> None:
+    full = evidence_of("04-diabetic-ckd-no-sglt2i", linked=False)
+    short = evidence_of("04-diabetic-ckd-no-sglt2i", linked=True)
+    assert any(line.startswith("- Trend:") for line in full)
+    assert any("KFRE" in line for line in full)
+    undated = [re.sub(r"\d{4}-\d\d-\d\d", "DATE", line) for line in short]  # demo dates move with today
+    assert undated == [
+        "- eGFR 47 mL/min/1.73 m² on DATE (CKD-EPI 2021 (creatinine), from creatinine 1.50 mg/dL)",  # the oldest
+        "- Urine ACR 480 mg/g on DATE (A3)",
+        "- Every value, the trend, the KDIGO category and kidney failure risk: open **Kidney trend** below",
+    ]  # the latest eGFR (38) is already in this card's own detail, so the block leaves it out (spec 2.1)
+    aki = evidence_of("07-aki-spike", linked=True)
+    assert "- 2 creatinine results excluded as possible acute kidney injury" in aki  # a set-aside value never hides
