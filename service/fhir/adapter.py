@@ -686,6 +686,30 @@ def patient_refs(patient: Resource, full_url: str | None = None) -> set[str]:
     return refs
 
 
+def patient_label(patient: Resource | None) -> str:
+    """Who a page is about, as the EHR names them (issue #23: the trend view says whose picture it is): the first
+    official or usual name (its text, else given and family names), the birth date and the gender. Untrusted text:
+    the caller escapes it."""
+    if not isinstance(patient, dict):
+        return ""
+    names = [n for n in as_list(patient.get("name")) if isinstance(n, dict)]
+    names.sort(key=lambda n: 0 if n.get("use") in ("official", "usual") else 1)
+    name = ""
+    if names:
+        first = names[0]
+        given = " ".join(g for g in as_list(first.get("given")) if isinstance(g, str))
+        family = first.get("family") if isinstance(first.get("family"), str) else ""
+        name = text(first.get("text")) or " ".join(p for p in (given, family) if p)
+    parts = [name[:120] or "Name not recorded"]
+    born = parse_date(patient.get("birthDate"))
+    if born is not None:
+        parts.append(f"born {born.isoformat()}")
+    gender = text(patient.get("gender"))
+    if gender:
+        parts.append(gender[:20])
+    return ", ".join(parts)
+
+
 def read_patient(builder: RecordBuilder, patient: Resource) -> None:
     gender = patient.get("gender")
     builder.record.sex = Sex(gender) if gender in ("female", "male") else None

@@ -37,7 +37,8 @@ def heat_map_rows() -> list[tuple[str, list[tuple[str, str]]]]:
     return [(g.value, [(a.value, HEAT_MAP[g][i].value) for i, a in enumerate(AStage)]) for g in GStage]
 
 
-def render(v: TrendView, stylesheet: str = "trend.css", end_url: str | None = None) -> str:
+def render(v: TrendView, stylesheet: str = "trend.css", end_url: str | None = None, view_id: str = "",
+           patient: str = "") -> str:  # fmt: skip
     return (
         environment()
         .get_template("trend.html")
@@ -51,5 +52,7 @@ def render(v: TrendView, stylesheet: str = "trend.css", end_url: str | None = No
             names=DISPLAY_NAMES,
             stylesheet=stylesheet,
             end_url=end_url,
+            view_id=view_id,
+            patient=patient,
         )
     )

@@ -131,6 +131,9 @@ def finish(saved: str, callback_url: str, http: requests.Session) -> tuple[Grant
     client.server.session = http
     try:
         client.handle_callback(callback_url)
+    except requests.HTTPError:
+        raise LaunchRefused("token", "The EHR refused to exchange the sign-in code (used, expired, or not issued to "
+                            "this app). Open the view again.", 502) from None  # fmt: skip
     except requests.RequestException:
         raise LaunchRefused("token", "The EHR's token endpoint did not answer; try again.", 502) from None
     except Exception as exc:  # fhirclient raises bare Exceptions; their text may hold the state or the code

@@ -32,7 +32,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from service.clinical.assess import assess
 from service.clinical.thresholds import SiteCode
-from service.fhir.adapter import medication_index, record_from_resources, site_code_map
+from service.fhir.adapter import medication_index, patient_label, record_from_resources, site_code_map
 from service.fhir.timeline import drug_spans
 from service.trend.model import trend_view
 from service.trend.page import render
@@ -48,6 +48,7 @@ bp = Blueprint("trend", __name__, url_prefix="/trend", static_folder=str(STATIC)
 COOKIE = "ckd_cds_trend"
 READ = FetchSettings(connect_timeout=2.0, read_timeout=5.0, budget_s=10.0, max_pages=20, max_entries=2000)
 LAUNCH_PARAM_MAX = 2048
+BROWSER_KEY_S = 12 * 3600  # how long a browser keeps its key; each view ends sooner, with its token
 SEARCHED_IN_FULL = ("kidneyLabs", "urineLabs", "bloodPressure", "medications")  # ten years of them, every page
 
 
@@ -61,10 +62,6 @@ def trend_keys(site_codes: tuple[SiteCode, ...] = ()) -> tuple[PrefetchKey, ...]
             key = replace(key, template=f"MedicationRequest?patient={PATIENT_TOKEN}&_count=100")
         keys.append(replace(key, every_page=True) if key.name in SEARCHED_IN_FULL else key)
     return tuple(keys)
-
-
-def sid_hash(sid: str) -> str:
-    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 @cache
@@ -99,10 +96,24 @@ def refused(exc: LaunchRefused) -> BaseResponse:
     return page(exc.status, "The kidney trend view cannot open", exc.message)
 
 
-def set_cookie(response: BaseResponse, sid: str, max_age: int) -> None:
+def set_cookie(response: BaseResponse, sid: str, max_age: int = BROWSER_KEY_S) -> None:
     response.set_cookie(
         COOKIE, sid, max_age=max_age, path="/trend", httponly=True, samesite="Lax", secure=state().settings.production
     )
+
+
+def browser_key() -> tuple[str, bool]:
+    """This browser's trend-view key (the cookie), or a new one: (key, new)."""
+    sid = request.cookies.get(COOKIE, "")
+    if 32 <= len(sid) <= 64 and sid.replace("-", "").replace("_", "").isalnum():
+        return sid, False
+    return secrets.token_urlsafe(32), True
+
+
+def row_key(browser: str, kind: str, name: str) -> str:
+    """Where a launch (by its OAuth state) or a view (by its id) is kept: only this browser's key finds it, and two
+    launches or views in two tabs of one browser never share a row."""
+    return hashlib.sha256(f"{kind}\0{browser}\0{name}".encode()).hexdigest()
 
 
 def _start_audit(step: str) -> None:
@@ -132,11 +143,13 @@ def launch() -> BaseResponse:
         url, saved = begin(registration, iss, endpoints, code)
     except LaunchRefused as exc:
         return refused(exc)
-    sid = secrets.token_urlsafe(32)
-    state().store.open_launch(sid_hash(sid), saved, datetime.now(UTC) + timedelta(seconds=LAUNCH_TTL_S))
+    browser, _ = browser_key()
+    oauth_state = str(json.loads(saved)["server"]["auth"]["auth_state"])
+    expires = datetime.now(UTC) + timedelta(seconds=LAUNCH_TTL_S)
+    state().store.open_launch(row_key(browser, "launch", oauth_state), saved, expires)
     g.audit.update(outcome="redirected", smart_client=registration.name, fhir_server=iss.base)
     response = secured(redirect(url, 302))
-    set_cookie(response, sid, LAUNCH_TTL_S)
+    set_cookie(response, browser)  # renewed on every launch
     return response
 
 
@@ -151,14 +164,16 @@ def _app_context(raw: str | None) -> dict[str, Any]:
 @bp.get("/callback")
 def callback() -> BaseResponse:
     _start_audit("smart-callback")
-    sid = request.cookies.get(COOKIE)
-    saved = state().store.take_launch(sid_hash(sid)) if sid else None
+    browser, new = browser_key()
+    oauth_state = request.args.get("state", "")
+    found = not new and 0 < len(oauth_state) <= 200
+    saved = state().store.take_launch(row_key(browser, "launch", oauth_state)) if found else None
     try:
         if saved is None:
             raise LaunchRefused(
                 "bad-state",
-                "This sign-in does not belong to a launch started in this browser, or "
-                "it was already used or took too long. Open the view again from the EHR.",
+                "This sign-in answer does not match a launch started in this browser (state), or it was already used "
+                "or took too long. Open the view again from the EHR.",
             )
         if "error" in request.args:
             raise LaunchRefused(
@@ -190,21 +205,20 @@ def callback() -> BaseResponse:
                 403,
             )
         iss = parse_fhir_url(json.loads(saved)["server"]["base_uri"])
-        body = build_page(iss, grant.access_token, grant.patient, context.get("card"))
+        view_id = secrets.token_urlsafe(16)
+        body = build_page(iss, grant.access_token, grant.patient, context.get("card"), view_id)
     except LaunchRefused as exc:
         return refused(exc)
     lifetime = state().settings.smart.session_minutes * 60
     if grant.expires_in is not None:
         lifetime = min(lifetime, grant.expires_in)
-    view_sid = secrets.token_urlsafe(32)  # a new cookie value: the launch's is spent
-    state().store.keep_view(sid_hash(view_sid), body, datetime.now(UTC) + timedelta(seconds=lifetime))
+    expires = datetime.now(UTC) + timedelta(seconds=lifetime)
+    state().store.keep_view(row_key(browser, "view", view_id), body, expires)
     g.audit["outcome"] = "shown"
-    response = secured(redirect(url_for("trend.view"), 303))
-    set_cookie(response, view_sid, lifetime)
-    return response
+    return secured(redirect(url_for("trend.view", v=view_id), 303))
 
 
-def build_page(iss: Any, token: str, patient_id: str, focus: Any) -> str:
+def build_page(iss: Any, token: str, patient_id: str, focus: Any, view_id: str) -> str:
     """Read the record with the token (the hook services' acquirer), run the engine, render. Refuses data that is
     not this patient's: a Patient resource with another id, or any resource naming another patient."""
     thresholds, version = state().config.current()
@@ -241,13 +255,20 @@ def build_page(iss: Any, token: str, patient_id: str, focus: Any) -> str:
     requests_ = [r for r in data.resources if r.get("resourceType") == "MedicationRequest"]
     drugs = tuple(drug_spans(requests_, medication_index(data.resources)))
     view = trend_view(assessment, record, drugs, focus if isinstance(focus, str) else None)
-    return render(view, stylesheet=url_for("trend.static", filename="trend.css"), end_url=url_for("trend.end"))
+    return render(view, stylesheet=url_for("trend.static", filename="trend.css"), end_url=url_for("trend.end"),
+                  view_id=view_id, patient=patient_label(data.patient))  # fmt: skip
+
+
+def _view_key() -> str | None:
+    browser, new = browser_key()
+    view_id = request.values.get("v", "")
+    return None if new or not 0 < len(view_id) <= 64 else row_key(browser, "view", view_id)
 
 
 @bp.get("/view")
 def view() -> BaseResponse:
-    sid = request.cookies.get(COOKIE)
-    body = state().store.view_page(sid_hash(sid)) if sid else None
+    key = _view_key()
+    body = state().store.view_page(key) if key else None
     if body is None:
         return page(
             401, "The kidney trend view has ended", "Its access to the record has ended. Open it again from the EHR."
@@ -257,9 +278,7 @@ def view() -> BaseResponse:
 
 @bp.post("/end")
 def end() -> BaseResponse:
-    sid = request.cookies.get(COOKIE)
-    if sid:
-        state().store.end_view(sid_hash(sid))
-    response = page(200, "The kidney trend view is closed", "Nothing of this view is kept.")
-    response.delete_cookie(COOKIE, path="/trend")
-    return response
+    key = _view_key()
+    if key:
+        state().store.end_view(key)
+    return page(200, "The kidney trend view is closed", "Nothing of this view is kept.")

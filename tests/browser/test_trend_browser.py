@@ -100,9 +100,10 @@ def test_standalone_launch_in_chromium(stack: Stack, browser: webdriver.Chrome) 
     browser.find_element(By.ID, f"pick-{stack.patients['01-normal']}").click()
     assert urllib.parse.urlsplit(browser.current_url).path == "/trend/view"
     assert "CKD not established (normal)" in browser.find_element(By.ID, "summary").text
+    view_url = browser.current_url
     browser.find_element(By.ID, "end").click()
     assert browser.find_element(By.ID, "title").text == "The kidney trend view is closed"
-    browser.get(f"{stack.base}/trend/view")
+    browser.get(view_url)
     assert browser.find_element(By.ID, "title").text == "The kidney trend view has ended"
 
 

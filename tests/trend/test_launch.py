@@ -15,6 +15,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from service.demo import demo_bundles
 from service.fhir.testehr import RESOURCE_SCOPE, Options, Token
 from service.fhir.testserver import RunningServer
 from tests.trend.launch import Stack, smart_stack
@@ -73,7 +75,7 @@ def hook_cards(stack: Stack, slug: str, other: RunningServer | None = None) -> l
     return cards
 
 
-def test_ehr_launch_opens_the_view_with_the_cards_values(stack: Stack) -> None:
+def test_ehr_launch_opens_the_view_with_the_cards_values(stack: Stack, fhir_server: RunningServer) -> None:
     _browser, response = open_view(stack, CKD)
     assert response.status_code == 200
     assert urllib.parse.urlsplit(response.url).path == "/trend/view"  # no code, state or token in the URL shown
@@ -82,7 +84,7 @@ def test_ehr_launch_opens_the_view_with_the_cards_values(stack: Stack) -> None:
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["Cache-Control"] == "no-store"
     page = response.text
-    cards = hook_cards(stack, CKD)
+    cards = hook_cards(stack, CKD, other=fhir_server)  # the full evidence block: no SMART registration there
     text = "\n".join(c["detail"] for c in cards)
     pairs = set(re.findall(r"eGFR (\d+) mL/min/1\.73 m² on (\d{4}-\d\d-\d\d)", text))
     assert pairs  # the cards rest on eGFR values
@@ -115,6 +117,7 @@ def test_cards_carry_a_smart_link_that_opens_the_view_on_that_card(stack: Stack)
         assert smart[0]["url"].endswith("/trend/launch")
         assert json.loads(smart[0]["appContext"])["card"]
         assert stack.patients[CKD] not in smart[0]["appContext"]  # a tag, not the id
+    assert "open **Kidney trend** below" in cards[0]["detail"]  # the evidence block leaves the rest to the view
     link = next(link for link in cards[0]["links"] if link["type"] == "smart")
     browser = requests.Session()
     response = browser.get(stack.ehr.launch_url(link["url"], stack.patients[CKD], link["appContext"]), timeout=30)
@@ -184,7 +187,8 @@ def test_bad_state_is_refused_and_the_launch_cannot_be_replayed(stack: Stack) ->
     response = browser.get(tampered, timeout=10)
     assert response.status_code == 400
     assert "(state)" in message(response)
-    replay = browser.get(callback, timeout=10)  # the launch was spent by the first answer
+    assert browser.get(callback, timeout=10).status_code == 200  # a forged answer does not spend the real launch
+    replay = browser.get(callback, timeout=10)  # the real answer did
     assert replay.status_code == 400
     assert "already used" in message(replay)
 
@@ -276,25 +280,54 @@ def test_the_token_stays_on_the_server(stack: Stack, caplog: pytest.LogCaptureFi
 def test_the_view_ends_when_the_token_would_have(stack: Stack) -> None:
     browser, response = open_view(stack, CKD)
     assert response.status_code == 200
-    assert browser.get(f"{stack.base}/trend/view", timeout=10).status_code == 200  # a reload while it lasts
+    assert browser.get(response.url, timeout=10).status_code == 200  # a reload while it lasts
+    assert requests.get(response.url, timeout=10).status_code == 401  # its URL without this browser's cookie
     store = stack.app.extensions["ckd_cds"].store
     with store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE trend_views SET expires_at = '2000-01-01 00:00:00'"))
-    ended = browser.get(f"{stack.base}/trend/view", timeout=10)
+    ended = browser.get(response.url, timeout=10)
     assert ended.status_code == 401
     assert "<table" not in ended.text
 
 
 def test_closing_the_view_forgets_it(stack: Stack) -> None:
-    browser, _response = open_view(stack, CKD)
-    closed = browser.post(f"{stack.base}/trend/end", timeout=10)
+    browser, response = open_view(stack, CKD)
+    view_id = re.search(r'name="v" value="([^"]+)"', response.text)
+    assert view_id is not None
+    closed = browser.post(f"{stack.base}/trend/end", data={"v": view_id.group(1)}, timeout=10)
     assert closed.status_code == 200
-    assert browser.get(f"{stack.base}/trend/view", timeout=10).status_code == 401
+    assert browser.get(response.url, timeout=10).status_code == 401
 
 
-def test_session_is_no_longer_than_the_token(stack: Stack) -> None:
+def test_the_view_is_no_longer_than_the_token(stack: Stack) -> None:
     stack.ehr.options.token_lifetime = 120
+    open_view(stack, CKD)
+    store = stack.app.extensions["ckd_cds"].store
+    with store.engine.connect() as conn:
+        latest = conn.execute(sa.text("SELECT max(expires_at) FROM trend_views")).scalar_one()
+    left = (datetime.fromisoformat(str(latest)).replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds()
+    assert 100 <= left <= 120
+
+
+def test_two_tabs_keep_their_own_patients(stack: Stack) -> None:
+    """One browser, two launches: each tab's URL keeps showing its own patient (a reload never shows the other)."""
+    browser = requests.Session()
+    first = browser.get(stack.ehr.launch_url(stack.launch_url, stack.patients[CKD]), timeout=30)
+    second = browser.get(stack.ehr.launch_url(stack.launch_url, stack.patients[NORMAL]), timeout=30)
+    assert first.url != second.url
+    again = browser.get(first.url, timeout=10)
+    assert again.status_code == 200
+    assert re.search(r'<span id="patient">([^<]+)</span>', again.text).group(1) == re.search(  # type: ignore[union-attr]
+        r'<span id="patient">([^<]+)</span>', first.text).group(1)  # type: ignore[union-attr]  # fmt: skip
+    assert "G3b/A3" in again.text
+    assert "CKD not established" in browser.get(second.url, timeout=10).text
+
+
+def test_the_page_names_its_patient_as_the_ehr_does(stack: Stack) -> None:
     _browser, response = open_view(stack, CKD)
-    cookie = response.history[-1].headers["Set-Cookie"]
-    max_age = int(re.search(r"Max-Age=(\d+)", cookie).group(1))  # type: ignore[union-attr]
-    assert 100 <= max_age <= 120
+    label = re.search(r'<span id="patient">([^<]+)</span>', response.text)
+    assert label is not None
+    patient = next(e["resource"] for e in demo_bundles()[CKD]["entry"] if e["resource"]["resourceType"] == "Patient")
+    name = patient["name"][0]
+    assert html.unescape(label.group(1)).startswith(" ".join([*name["given"], name["family"]]))
+    assert f"born {patient['birthDate']}" in label.group(1)
