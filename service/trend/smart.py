@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,8 +88,26 @@ def _endpoint(value: Any, production: bool) -> str:
     return value
 
 
+_DISCOVERED: dict[tuple[str, bool], tuple[float, Endpoints]] = {}
+_DISCOVERED_LOCK = threading.Lock()
+DISCOVERY_TTL_S = 300.0  # an EHR's endpoints, kept per worker: a burst of launches is not a burst of requests to it
+
+
 def discover(iss: FhirUrl, http: requests.Session, production: bool) -> Endpoints:
-    """SMART App Launch 2.0 §2.0.7: `{iss}/.well-known/smart-configuration`, which must offer PKCE S256."""
+    """SMART App Launch 2.0 §2.0.7: `{iss}/.well-known/smart-configuration`, which must offer PKCE S256; kept for
+    DISCOVERY_TTL_S once read (a failure is not kept)."""
+    key = (iss.base, production)
+    with _DISCOVERED_LOCK:
+        cached = _DISCOVERED.get(key)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    endpoints = _discover(iss, http, production)
+    with _DISCOVERED_LOCK:
+        _DISCOVERED[key] = (time.monotonic() + DISCOVERY_TTL_S, endpoints)
+    return endpoints
+
+
+def _discover(iss: FhirUrl, http: requests.Session, production: bool) -> Endpoints:
     try:
         response = http.get(f"{iss.base}/.well-known/smart-configuration", headers={"Accept": "application/json"})
         response.raise_for_status()
