@@ -170,3 +170,11 @@ def test_with_the_view_linked_the_evidence_block_keeps_the_lines_the_cards_rest_
     ]  # the latest eGFR (38) is already in this card's own detail, so the block leaves it out (spec 2.1)
     aki = evidence_of("07-aki-spike", linked=True)
     assert "- 2 creatinine results excluded as possible acute kidney injury" in aki  # a set-aside value never hides
+
+
+@pytest.mark.parametrize("name", ["service.example.yaml", "demo-service.yaml"])
+def test_shipped_service_configurations_register_the_view(name: str) -> None:
+    path = Path(__file__).resolve().parents[2] / "config" / name
+    smart = security_fields(load_service_config(str(path)), production=False)["smart"]
+    assert len(smart.clients) == 1
+    assert smart.clients[0].redirect_uri.endswith("/trend/callback")
