@@ -67,7 +67,7 @@ FOOTER = """
 |---|---|---|
 | `CKD_CDS_PROFILE` | `development` | `production`: https-only `fhirServer`, no open FHIR fallback |
 | `CKD_CDS_CONFIG` | none (spec defaults) | path of the thresholds YAML |
-| `CKD_CDS_SERVICE_CONFIG` | none | security file: JWT issuers, public URLs, CORS ([integration.md](integration.md)) |
+| `CKD_CDS_SERVICE_CONFIG` | none | security file: issuers, URLs, CORS, SMART apps ([integration.md](integration.md)) |
 | `CKD_CDS_DATABASE_URL` | `sqlite:///var/ckd-cds.db` | the store; `postgresql+psycopg://…` for PostgreSQL |
 | `CKD_CDS_ADMIN_USERS` | none | console users and roles (JSON, hashed passwords) |
 | `CKD_CDS_ADMIN_TOKEN_SHA256` | none | SHA-256 of the admin API bearer token |
