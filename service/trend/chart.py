@@ -58,6 +58,7 @@ class EgfrChart:
     dots: list[Dot]
     trend: tuple[float, float, float, float] | None  # x1, y1, x2, y2
     ticks: list[Tick]
+    conflicts: list[Tick]  # a dashed line on each date whose specimen gave conflicting results (S4), its text
 
 
 def time_axis(v: TrendView) -> tuple[date, date, int]:
@@ -110,7 +111,10 @@ def egfr_chart(v: TrendView) -> EgfrChart:
         t = v.trend
         trend = (x(t.first), y(t.intercept), x(t.last), y(t.intercept + t.slope_per_year * t.x_last))
     ticks = year_ticks(start, end, x)
-    return EgfrChart(width=WIDTH, height=HEIGHT, bands=bands, lines=lines, dots=dots, trend=trend, ticks=ticks)
+    conflicts = [Tick(x=x(c.date), label=f"Conflicting creatinine results of one specimen on {c.date.isoformat()}: "
+                      f"{', '.join(f'{r:.2f}' for r in c.results)} mg/dL (not used)") for c in v.conflicts]  # fmt: skip
+    return EgfrChart(width=WIDTH, height=HEIGHT, bands=bands, lines=lines, dots=dots, trend=trend, ticks=ticks,
+                     conflicts=conflicts)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,11 @@ def test_conflicting_specimen_is_marked() -> None:
     v = view("20-same-timestamp-conflict")
     (conflict,) = v.conflicts
     assert sorted(conflict.results) == [1.06, 3.42]
+    from service.trend.page import render
+
+    html = render(v)
+    assert html.count('class="conflict-mark"') == 1  # on the chart, explained on hover and in the text below it
+    assert f"on {conflict.date.isoformat()}: " in html
 
 
 def test_window_is_ten_years_and_bands_are_kdigo() -> None:
