@@ -14,6 +14,7 @@ from datetime import date, timedelta
 from cards.views import ratio_text
 from service.clinical.categories import RATIO_CUTOFFS
 from service.clinical.record import UrineKind, UrineUnit
+from service.fhir.timeline import DrugSpan
 from service.trend.model import G_BANDS, G_LINES, WINDOW_DAYS, TrendView, shown_egfr
 
 WIDTH, HEIGHT = 720.0, 300.0
@@ -140,25 +141,31 @@ ROW = 22.0
 
 
 def drug_chart(v: TrendView) -> DrugChart:
-    """One row per prescription on the eGFR chart's time axis: from its start to its end, or to today while active."""
+    """One row per medicine on the eGFR chart's time axis, one bar per prescription: from its start to its end; to
+    today while active; a prescription stopped with no end date runs, lighter, to the next prescription of the same
+    medicine (a renewal), or is a mark at its start. The table beside the chart gives every prescription as recorded."""
     start, end, span = time_axis(v)
 
     def x(d: date) -> float:
         return LEFT + max(0, (d - start).days) / span * (WIDTH - LEFT - RIGHT)
 
+    rows: dict[str, list[DrugSpan]] = {}
+    for d in v.drugs:  # by start: a row's place is its medicine's first prescription
+        rows.setdefault(d.name, []).append(d)
     bars = []
-    for i, d in enumerate(v.drugs):
-        first = max(d.start, start) if d.start else start
-        last = d.end or (end if not d.ended else first)
-        when = f"from {d.start.isoformat() if d.start else 'an unknown date'}"
-        until = f" to {d.end.isoformat()}" if d.end else (" (end date not recorded)" if d.ended else ", active")
-        title = f"{d.name} ({', '.join(d.classes)}), {d.status}, {when}{until}"
-        clipped = d.start is None or d.start < start
-        bars.append(DrugBar(y=TOP + i * ROW, x1=x(first), x2=max(x(last), x(first) + 4), label=d.name, title=title,
-                            open_end=d.ended and d.end is None, open_start=clipped))  # fmt: skip
-    height = TOP + len(v.drugs) * ROW + BOTTOM
-    ticks = year_ticks(start, end, x)
-    return DrugChart(width=WIDTH, height=height, bars=bars, ticks=ticks)
+    for row, spans in enumerate(rows.values()):
+        for i, d in enumerate(spans):
+            first = max(d.start, start) if d.start else start
+            following = spans[i + 1].start if i + 1 < len(spans) else None
+            last = d.end or (end if not d.ended else (following or first))
+            when = f"from {d.start.isoformat() if d.start else 'an unknown date'}"
+            until = f" to {d.end.isoformat()}" if d.end else (" (end date not recorded)" if d.ended else ", active")
+            title = f"{d.name} ({', '.join(d.classes)}), {d.status}, {when}{until}"
+            bars.append(DrugBar(y=TOP + row * ROW, x1=x(first), x2=max(x(last), x(first) + 4),
+                                label=d.name if i == 0 else "", title=title, open_end=d.ended and d.end is None,
+                                open_start=d.start is None or d.start < start))  # fmt: skip
+    height = TOP + len(rows) * ROW + BOTTOM
+    return DrugChart(width=WIDTH, height=height, bars=bars, ticks=year_ticks(start, end, x))
 
 
 A_FILL = {"A1": "#e8f3e8", "A2": "#fbf3d9", "A3": "#f7d6cf"}

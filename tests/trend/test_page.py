@@ -7,6 +7,7 @@ import dataclasses
 import math
 import re
 
+import pytest
 from flask.testing import FlaskClient
 
 from service.trend.page import render
@@ -52,3 +53,26 @@ def test_blood_pressure_is_charted_against_the_cards_target(cards_client: FlaskC
     (card,) = [c for c in cards(cards_client, slug) if c["extension"]["org.ckd-cds.rule"]["id"] == "bp_above_target"]
     for reading in re.findall(r"(\d+)/\d+ mm Hg on (\d{4}-\d\d-\d\d)", card["detail"]):
         assert f"<td>{reading[1]}</td><td>{reading[0]}</td>" in html  # the card's readings, the card's rounding
+
+
+def test_renewals_of_one_medicine_share_a_row() -> None:
+    from datetime import timedelta
+
+    from service.fhir.timeline import DrugSpan
+    from service.trend.chart import drug_chart
+
+    base = view("04-diabetic-ckd-no-sglt2i")
+    today = base.as_of
+    renewals = [DrugSpan(name="simvastatin", classes=("statin",), status="stopped", start=today - timedelta(days=730),
+                         end=None),
+                DrugSpan(name="simvastatin", classes=("statin",), status="active", start=today - timedelta(days=365),
+                         end=None),
+                DrugSpan(name="naproxen", classes=("NSAID",), status="completed", start=today - timedelta(days=400),
+                         end=today - timedelta(days=390))]  # fmt: skip
+    chart = drug_chart(dataclasses.replace(base, drugs=tuple(sorted(renewals, key=lambda d: d.start or today))))
+    rows = sorted({b.y for b in chart.bars})
+    assert len(rows) == 2  # simvastatin, naproxen
+    stopped, active = (b for b in chart.bars if b.title.startswith("simvastatin"))
+    assert stopped.open_end  # no end recorded: drawn lighter...
+    assert stopped.x2 == pytest.approx(active.x1)  # ...up to the renewal
+    assert [b.label for b in chart.bars if b.y == stopped.y] == ["simvastatin", ""]
