@@ -16,7 +16,7 @@ import json
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -62,7 +62,7 @@ class Endpoints:
 class Grant:
     """What the token response gave: used within one request, then dropped."""
 
-    access_token: str
+    access_token: str = field(repr=False)  # never in a log line or an error report
     patient: str
     scopes: frozenset[str]
     expires_in: int | None

@@ -178,3 +178,11 @@ def test_shipped_service_configurations_register_the_view(name: str) -> None:
     smart = security_fields(load_service_config(str(path)), production=False)["smart"]
     assert len(smart.clients) == 1
     assert smart.clients[0].redirect_uri.endswith("/trend/callback")
+
+
+def test_a_grant_never_prints_its_token() -> None:
+    from service.trend.smart import Grant
+
+    grant = Grant(access_token="tok-3f9a", patient="p1", scopes=frozenset(), expires_in=60, app_context=None)
+    assert "tok-3f9a" not in repr(grant)
+    assert "p1" in repr(grant)
