@@ -56,3 +56,8 @@ def render(v: TrendView, stylesheet: str = "trend.css", end_url: str | None = No
             patient=patient,
         )
     )
+
+
+def render_message(title: str, message: str, stylesheet: str = "trend.css") -> str:
+    """A refusal or an end, as a page in the view's style (no script; the message is escaped)."""
+    return environment().get_template("message.html").render(title=title, message=message, stylesheet=stylesheet)

@@ -2,14 +2,15 @@
 
     GET  /trend/launch    EHR launch (`iss` and `launch`) or standalone launch (`iss` only)
     GET  /trend/callback  the authorization server's answer: code exchange, record read, page rendered
-    GET  /trend/view      the page, while the EHR's token would still be valid
-    POST /trend/end       close the view now
+    GET  /trend/view?v=…  the page, to the browser that launched it, while the EHR's token would still be valid
+    POST /trend/end       close a view now
 
 The SMART client itself is `service.trend.smart`; the record is read by the same acquirer, subject checks and
 plausibility bounds as the hook services, and the page is built by `service.trend` from the same engine as the
 cards. The access token is used inside the callback request only: never stored, logged, or sent to the browser.
-What the browser holds is an HttpOnly cookie naming a server-side launch (minutes) and then the rendered view, which
-ends when the token would have (or `smart.session_minutes`, whichever is sooner).
+What the browser holds is an HttpOnly cookie with a random key. Under that key the store keeps each launch by its
+OAuth state (minutes, read once) and each rendered view by its id (until the token would have expired, or
+`smart.session_minutes`, whichever is sooner), so two tabs keep their own patients.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import jinja2
 from flask import Blueprint, Response, g, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -35,7 +35,7 @@ from service.clinical.thresholds import SiteCode
 from service.fhir.adapter import medication_index, patient_label, record_from_resources, site_code_map
 from service.fhir.timeline import drug_spans
 from service.trend.model import trend_view
-from service.trend.page import render
+from service.trend.page import render, render_message
 from service.trend.smart import LAUNCH_TTL_S, LaunchRefused, begin, discover, finish, missing_scopes, session
 from service.web.acquire import DataUnavailable, FetchSettings
 from service.web.hooks import launch_tag, patient_key, state
@@ -64,16 +64,6 @@ def trend_keys(site_codes: tuple[SiteCode, ...] = ()) -> tuple[PrefetchKey, ...]
     return tuple(keys)
 
 
-@cache
-def _messages() -> jinja2.Template:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).resolve().parents[1] / "trend" / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    return env.get_template("message.html")
-
-
 def secured(response: BaseResponse) -> BaseResponse:
     """No script, no third-party host, no caching, no Referer (the callback URL holds the code)."""
     ancestors = " ".join(state().settings.smart.frame_ancestors) or "'none'"
@@ -87,7 +77,7 @@ def secured(response: BaseResponse) -> BaseResponse:
 
 
 def page(status: int, title: str, message: str) -> BaseResponse:
-    body = _messages().render(title=title, message=message, stylesheet=url_for("trend.static", filename="trend.css"))
+    body = render_message(title, message, stylesheet=url_for("trend.static", filename="trend.css"))
     return secured(Response(body, status=status, mimetype="text/html"))
 
 
