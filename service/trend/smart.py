@@ -123,8 +123,16 @@ def _discover(iss: FhirUrl, http: requests.Session, production: bool) -> Endpoin
                      token=_endpoint(document.get("token_endpoint"), production))  # fmt: skip
 
 
-def begin(registration: SmartClient, iss: FhirUrl, endpoints: Endpoints, launch: str | None) -> tuple[str, str]:
-    """The authorization URL to send the browser to, and the state to keep until the callback (JSON)."""
+@dataclass(frozen=True, slots=True)
+class PendingLaunch:
+    authorize_url: str  # where the browser goes next
+    oauth_state: str  # the `state` the callback must bring back
+    saved: str = field(repr=False)  # JSON kept server-side until the callback: endpoints, state, PKCE verifier
+
+
+def begin(registration: SmartClient, iss: FhirUrl, endpoints: Endpoints, launch: str | None) -> PendingLaunch:
+    """The authorization request (fhirclient adds `state`, PKCE S256, `aud`, and `launch` for an EHR launch or
+    `launch/patient` for a standalone one) and what to keep until the callback."""
     saved: dict[str, Any] = {}
     settings = {"app_id": registration.client_id, "api_base": iss.base, "redirect_uri": registration.redirect_uri,
                 "scope": " ".join(DATA_SCOPES), "launch_token": launch}  # fmt: skip
@@ -132,20 +140,21 @@ def begin(registration: SmartClient, iss: FhirUrl, endpoints: Endpoints, launch:
     client.server.from_state({"base_uri": client.server.base_uri, "auth_type": "oauth2", "auth": {
         "app_id": registration.client_id, "aud": iss.base, "redirect_uri": registration.redirect_uri,
         "authorize_uri": endpoints.authorize, "token_uri": endpoints.token}})  # fmt: skip
-    url = client.authorize_url  # fhirclient adds state, PKCE S256 and `launch` (EHR) or `launch/patient` (standalone)
+    url = str(client.authorize_url)
     state = client.state
     state["registration"] = registration.name
-    return str(url), json.dumps(state)
+    return PendingLaunch(authorize_url=url, oauth_state=str(client.server.auth.auth_state), saved=json.dumps(state))
 
 
-def finish(saved: str, callback_url: str, http: requests.Session) -> tuple[Grant, str]:
+def finish(saved: str, callback_url: str, http: requests.Session) -> tuple[Grant, str, FhirUrl]:
     """Check the callback against the saved launch (its `state`), exchange the code with the PKCE verifier, and read
-    the token response. Returns the grant and the registration name."""
+    the token response. Returns the grant, the registration name and the FHIR base (`iss`) it is for."""
     try:
         state = json.loads(saved)
         registration = str(state.pop("registration"))
+        iss = parse_fhir_url(state["server"]["base_uri"])
         client = fhir_client.FHIRClient(state=state, save_func=lambda _: None)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # UnsafeUrl is a ValueError
         raise LaunchRefused("bad-state", "This launch cannot be continued; open the view again from the EHR.") from None
     client.server.session = http
     try:
@@ -177,8 +186,9 @@ def finish(saved: str, callback_url: str, http: requests.Session) -> tuple[Grant
     if expires_at is not None:
         expires_in = int((expires_at - datetime.now()).total_seconds())  # fhirclient keeps naive local time
     app_context = context.get("appContext")
-    return Grant(access_token=token, patient=patient, scopes=granted, expires_in=expires_in,
-                 app_context=app_context if isinstance(app_context, str) else None), registration  # fmt: skip
+    grant = Grant(access_token=token, patient=patient, scopes=granted, expires_in=expires_in,
+                  app_context=app_context if isinstance(app_context, str) else None)  # fmt: skip
+    return grant, registration, iss
 
 
 def missing_scopes(granted: frozenset[str]) -> list[str]:

@@ -41,7 +41,7 @@ from service.web.acquire import DataUnavailable, FetchSettings
 from service.web.hooks import launch_tag, patient_key, state
 from service.web.registry import PATIENT_TOKEN, PrefetchKey
 from service.web.services.patient_view import ckd_prefetch
-from service.web.urls import UnsafeUrl, parse_fhir_url
+from service.web.urls import FhirUrl, UnsafeUrl, parse_fhir_url
 
 STATIC = Path(__file__).resolve().parents[1] / "trend" / "static"
 bp = Blueprint("trend", __name__, url_prefix="/trend", static_folder=str(STATIC), static_url_path="/static")
@@ -130,15 +130,14 @@ def launch() -> BaseResponse:
         if code is not None and (not code or len(code) > LAUNCH_PARAM_MAX or not code.isprintable()):
             raise LaunchRefused("bad-launch", "The launch parameter is not usable.")
         endpoints = discover(iss, session(state().acquirer.adapter, 5.0), settings.production)
-        url, saved = begin(registration, iss, endpoints, code)
+        pending = begin(registration, iss, endpoints, code)
     except LaunchRefused as exc:
         return refused(exc)
     browser, _ = browser_key()
-    oauth_state = str(json.loads(saved)["server"]["auth"]["auth_state"])
     expires = datetime.now(UTC) + timedelta(seconds=LAUNCH_TTL_S)
-    state().store.open_launch(row_key(browser, "launch", oauth_state), saved, expires)
+    state().store.open_launch(row_key(browser, "launch", pending.oauth_state), pending.saved, expires)
     g.audit.update(outcome="redirected", smart_client=registration.name, fhir_server=iss.base)
-    response = secured(redirect(url, 302))
+    response = secured(redirect(pending.authorize_url, 302))
     set_cookie(response, browser)  # renewed on every launch
     return response
 
@@ -171,7 +170,7 @@ def callback() -> BaseResponse:
                 f"The EHR did not authorise the kidney trend view ({request.args.get('error', '')[:100]}).",
                 403,
             )
-        grant, registration = finish(saved, request.url, session(state().acquirer.adapter, 10.0))
+        grant, registration, iss = finish(saved, request.url, session(state().acquirer.adapter, 10.0))
         g.audit["smart_client"] = registration
         g.audit["patient_key"] = patient_key(grant.patient)
         if grant.expires_in is not None and grant.expires_in <= 0:
@@ -194,7 +193,6 @@ def callback() -> BaseResponse:
                 "it was launched from. Open it again from the current patient's card.",
                 403,
             )
-        iss = parse_fhir_url(json.loads(saved)["server"]["base_uri"])
         view_id = secrets.token_urlsafe(16)
         body = build_page(iss, grant.access_token, grant.patient, context.get("card"), view_id)
     except LaunchRefused as exc:
@@ -208,7 +206,7 @@ def callback() -> BaseResponse:
     return secured(redirect(url_for("trend.view", v=view_id), 303))
 
 
-def build_page(iss: Any, token: str, patient_id: str, focus: Any, view_id: str) -> str:
+def build_page(iss: FhirUrl, token: str, patient_id: str, focus: Any, view_id: str) -> str:
     """Read the record with the token (the hook services' acquirer), run the engine, render. Refuses data that is
     not this patient's: a Patient resource with another id, or any resource naming another patient."""
     thresholds, version = state().config.current()
