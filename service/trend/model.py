@@ -88,6 +88,7 @@ class TrendView:
     ckd: bool
     reason: str
     dialysis: bool
+    deceased: bool  # S19: the cards show nothing; the view says so
     kfre_2y: float | None
     kfre_5y: float | None
     mortality_5y: float | None
@@ -175,6 +176,7 @@ def trend_view(a: Assessment, record: PatientRecord, drugs: tuple[DrugSpan, ...]
         conflicts=conflicts, trend=trend, urine=urine_marks(a, since),
         g_stage=s.g_stage.value if s.g_stage else None, a_stage=s.a_stage.value if s.a_stage else None,
         risk=s.kdigo_risk.value if s.kdigo_risk else None, ckd=s.ckd, reason=s.reason.value, dialysis=s.dialysis,
+        deceased=s.deceased,
         kfre_2y=a.kfre.risk_2y if a.kfre else None, kfre_5y=a.kfre.risk_5y if a.kfre else None,
         mortality_5y=a.mortality_5y,
         systolic=[(r.date, r.value) for r in record.systolic if r.date >= since],

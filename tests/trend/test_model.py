@@ -114,3 +114,19 @@ def test_a_stage_resting_on_results_older_than_ten_years_is_said_not_hidden() ->
     assert v.older_basis is not None
     assert v.older_basis.date == old[-1]
     assert f"the category rests on eGFR {shown_egfr(v.older_basis)} on {old[-1].isoformat()}" in render(v)
+
+
+def test_a_deceased_patient_is_said_and_gets_no_recommendations() -> None:
+    from service.fhir import build
+    from service.fhir.adapter import record_from_resources
+    from service.trend.page import render
+
+    today = date(2026, 12, 6)
+    patient = {**build.patient("p", gender="male", birth_date="1940-01-01"), "deceasedDateTime": "2025-03-01"}
+    resources = [build.observation(f"c{i}", "p", "2160-0", d, 2.0, "mg/dL")
+                 for i, d in enumerate([date(2024, 1, 10), date(2024, 9, 10)])]  # fmt: skip
+    record = record_from_resources(patient, resources)
+    v = trend_view(assess(record, today), record)
+    assert v.deceased
+    assert v.recommendations == []  # as the cards: none (spec S19)
+    assert "The record says this patient has died" in render(v)
