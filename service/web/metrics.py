@@ -36,6 +36,9 @@ RESOURCES_REJECTED = Counter(
     "ckd_cds_resources_rejected_total", "Resources left out: not the patient in context", ["reason"]
 )
 CARDS_SNOOZED = Counter("ckd_cds_cards_snoozed_total", "Cards left out after an override (issue #14)", ["rule"])
+TREND_LAUNCHES = Counter(
+    "ckd_cds_trend_launches_total", "Kidney trend view launch steps by outcome (issue #23)", ["step", "outcome"]
+)
 AUDIT_FAILURES = Counter("ckd_cds_audit_write_failures_total", "Audit records that could not be written")
 
 

@@ -37,6 +37,7 @@ from service.fhir.timeline import drug_spans
 from service.trend.model import trend_view
 from service.trend.page import render, render_message
 from service.trend.smart import LAUNCH_TTL_S, LaunchRefused, begin, discover, finish, missing_scopes, session
+from service.web import metrics
 from service.web.acquire import DataUnavailable, FetchSettings
 from service.web.hooks import launch_tag, patient_key, state
 from service.web.registry import PATIENT_TOKEN, PrefetchKey
@@ -81,8 +82,14 @@ def page(status: int, title: str, message: str) -> BaseResponse:
     return secured(Response(body, status=status, mimetype="text/html"))
 
 
+def outcome(result: str) -> None:
+    """The step's outcome, for the audit record and the metrics (operators see refusals by reason)."""
+    g.audit["outcome"] = result
+    metrics.TREND_LAUNCHES.labels(g.audit.get("hook", "-"), result).inc()
+
+
 def refused(exc: LaunchRefused) -> BaseResponse:
-    g.audit["outcome"] = exc.reason
+    outcome(exc.reason)
     return page(exc.status, "The kidney trend view cannot open", exc.message)
 
 
@@ -136,7 +143,8 @@ def launch() -> BaseResponse:
     browser, _ = browser_key()
     expires = datetime.now(UTC) + timedelta(seconds=LAUNCH_TTL_S)
     state().store.open_launch(row_key(browser, "launch", pending.oauth_state), pending.saved, expires)
-    g.audit.update(outcome="redirected", smart_client=registration.name, fhir_server=iss.base)
+    g.audit.update(smart_client=registration.name, fhir_server=iss.base)
+    outcome("redirected")
     response = secured(redirect(pending.authorize_url, 302))
     set_cookie(response, browser)  # renewed on every launch
     return response
@@ -202,7 +210,7 @@ def callback() -> BaseResponse:
         lifetime = min(lifetime, grant.expires_in)
     expires = datetime.now(UTC) + timedelta(seconds=lifetime)
     state().store.keep_view(row_key(browser, "view", view_id), body, expires)
-    g.audit["outcome"] = "shown"
+    outcome("shown")
     return secured(redirect(url_for("trend.view", v=view_id), 303))
 
 

@@ -210,9 +210,18 @@ def test_access_denied_at_the_ehr(stack: Stack) -> None:
     assert "access_denied" in message(response)
 
 
+def refusals(stack: Stack, reason: str) -> float:
+    """ckd_cds_trend_launches_total for the callback's `reason`, as /metrics reports it."""
+    text = requests.get(f"{stack.base}/metrics", timeout=10).text
+    found = re.search(rf'ckd_cds_trend_launches_total{{outcome="{reason}",step="smart-callback"}} ([0-9.]+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_a_scope_not_granted_is_refused_by_name(stack: Stack) -> None:
     stack.ehr.options.drop_scope = "patient/Observation.rs"
+    before = refusals(stack, "scope")
     _, response = open_view(stack, CKD)
+    assert refusals(stack, "scope") == before + 1  # operators see refusals by reason
     assert response.status_code == 403
     assert "patient/Observation.rs" in message(response)
     assert "<table" not in response.text
