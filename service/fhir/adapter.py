@@ -408,10 +408,7 @@ class RecordBuilder:
     def add_medication_request(self, req: Resource, medications: dict[str, Resource]) -> None:
         if text(req.get("status")) not in COUNTED_MEDICATION_STATUS:
             return
-        concept = req.get("medicationCodeableConcept")
-        if concept is None:
-            concept = resolve_medication(req, medications)
-        fact = medication_fact(concept)
+        fact = medication_fact(request_concept(req, medications))
         if fact is None:
             return
         authored = parse_date(req.get("authoredOn"))
@@ -429,6 +426,12 @@ def condition_counts(cond: Resource) -> bool:
 def condition_refuted(cond: Resource) -> bool:
     verification = {text(c.get("code")) for c in _codings(cond.get("verificationStatus"))}
     return bool(verification & {"entered-in-error", "refuted"})
+
+
+def request_concept(req: Resource, medications: dict[str, Resource]) -> Any:
+    """A MedicationRequest's drug: its medicationCodeableConcept, else the code of the Medication it references."""
+    concept = req.get("medicationCodeableConcept")
+    return resolve_medication(req, medications) if concept is None else concept
 
 
 def resolve_medication(req: Resource, medications: dict[str, Resource]) -> Any:

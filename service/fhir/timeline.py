@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from service.fhir.adapter import Resource, medication_fact, parse_date, resolve_medication, text
+from service.fhir.adapter import Resource, medication_fact, parse_date, request_concept, text
 
 ENDED = frozenset({"stopped", "completed", "cancelled"})
 SHOWN = frozenset({"active", "on-hold", "stopped", "completed", "cancelled"})  # draft and entered-in-error are not
@@ -38,10 +38,7 @@ def drug_spans(requests: list[Resource], medications: dict[str, Resource]) -> li
         status = text(req.get("status"))
         if status not in SHOWN:
             continue
-        concept = req.get("medicationCodeableConcept")
-        if concept is None:
-            concept = resolve_medication(req, medications)
-        fact = medication_fact(concept)
+        fact = medication_fact(request_concept(req, medications))
         if fact is None:
             continue
         dispense = req.get("dispenseRequest")
