@@ -7,8 +7,6 @@ kept in test-artifacts/.
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -17,7 +15,6 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.select import Select
@@ -27,17 +24,16 @@ from werkzeug.serving import make_server
 
 from service.demo import demo_bundles
 from service.web.settings import AdminUser
+from tests.browser.chrome import INSTALLED, NOT_INSTALLED, chrome
 from tests.conftest import make_app
 from tests.web.test_hooks import call, prefetch_for, resources
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
-                       reason="Debian chromium and chromium-driver are not installed (.ci/run installs them)"),
+    pytest.mark.skipif(not INSTALLED, reason=NOT_INSTALLED),
 ]  # fmt: skip
 
 
@@ -55,14 +51,7 @@ def live_app(tmp_path: Path) -> Iterator[tuple[str, Flask]]:
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1366,900", f"--user-data-dir={tmp_path / 'chrome'}"):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver = chrome(tmp_path / "chrome", "1366,900")
     yield driver
     driver.quit()
 

@@ -9,25 +9,20 @@ console must show no Content-Security-Policy violation (the page has no script a
 
 from __future__ import annotations
 
-import os
-import shutil
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from service.fhir.testehr import Options
 from service.fhir.testserver import RunningServer
-from tests.trend.launch import Stack, smart_stack
+from tests.browser.chrome import INSTALLED, NOT_INSTALLED, chrome
+from tests.trend.launch import Stack, reset, smart_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SHOWN = {  # demo patient -> what its summary line says (the same as its cards)
     "04-diabetic-ckd-no-sglt2i": "KDIGO G3b/A3 (very high risk)",
     "07-aki-spike": "CKD not established",
@@ -37,8 +32,7 @@ SHOWN = {  # demo patient -> what its summary line says (the same as its cards)
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.fhir,
-    pytest.mark.skipif(not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
-                       reason="Debian chromium and chromium-driver are not installed (.ci/run installs them)"),
+    pytest.mark.skipif(not INSTALLED, reason=NOT_INSTALLED),
 ]  # fmt: skip
 
 
@@ -50,18 +44,8 @@ def stack(fhir_server: RunningServer, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 def browser(stack: Stack, tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    defaults = Options()
-    for f in fields(Options):
-        setattr(stack.ehr.options, f.name, getattr(defaults, f.name))
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,2200", f"--user-data-dir={tmp_path / 'chrome'}"):  # fmt: skip
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    reset(stack.ehr.options)
+    driver = chrome(tmp_path / "chrome", "1280,2200", console_log=True)
     yield driver
     driver.quit()
 

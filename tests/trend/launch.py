@@ -7,7 +7,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,13 @@ class Stack:
     @property
     def launch_url(self) -> str:
         return f"{self.base}/trend/launch"
+
+
+def reset(options: Options) -> None:
+    """The test EHR behaving again, for the next test."""
+    defaults = Options()
+    for f in fields(Options):
+        setattr(options, f.name, getattr(defaults, f.name))
 
 
 def free_port() -> int:

@@ -14,7 +14,6 @@ import re
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,9 @@ import requests
 import sqlalchemy as sa
 
 from service.demo import demo_bundles
-from service.fhir.testehr import RESOURCE_SCOPE, Options, Token
+from service.fhir.testehr import RESOURCE_SCOPE, Token
 from service.fhir.testserver import RunningServer
-from tests.trend.launch import Stack, smart_stack
+from tests.trend.launch import Stack, reset, smart_stack
 from tests.web.test_hooks import call
 
 pytestmark = pytest.mark.fhir
@@ -42,9 +41,7 @@ def stack(fhir_server: RunningServer, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(autouse=True)
 def fresh_options(stack: Stack) -> None:
-    defaults = Options()
-    for f in fields(Options):
-        setattr(stack.ehr.options, f.name, getattr(defaults, f.name))
+    reset(stack.ehr.options)
 
 
 def open_view(stack: Stack, slug: str, app_context: str | None = None) -> tuple[requests.Session, requests.Response]:
