@@ -25,14 +25,12 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, g, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from service.clinical.assess import assess
 from service.clinical.thresholds import SiteCode
-from service.fhir.adapter import medication_index, patient_label, record_from_resources, site_code_map
+from service.fhir.adapter import medication_index, patient_label
 from service.fhir.timeline import drug_spans
 from service.trend.model import trend_view
 from service.trend.page import render, render_message
@@ -41,7 +39,7 @@ from service.web import metrics
 from service.web.acquire import DataUnavailable, FetchSettings
 from service.web.hooks import launch_tag, patient_key, state
 from service.web.registry import PATIENT_TOKEN, PrefetchKey
-from service.web.services.patient_view import ckd_prefetch
+from service.web.services.patient_view import assess_data, ckd_prefetch
 from service.web.urls import FhirUrl, UnsafeUrl, parse_fhir_url
 
 STATIC = Path(__file__).resolve().parents[1] / "trend" / "static"
@@ -245,9 +243,7 @@ def build_page(iss: FhirUrl, token: str, patient_id: str, focus: Any, view_id: s
             "other-patient", "The EHR's FHIR server answered with another patient's data. Nothing is shown.", 403
         )
     g.audit.update(config_version=version, rejected_resources=data.rejected)
-    record = record_from_resources(data.patient, data.resources, site_codes=site_code_map(thresholds.site_codes))
-    as_of = datetime.now(ZoneInfo(thresholds.service.timezone)).date()  # as the cards (spec §7.4)
-    assessment = assess(record, as_of, thresholds)
+    record, assessment = assess_data(data, thresholds)  # as the cards
     requests_ = [r for r in data.resources if r.get("resourceType") == "MedicationRequest"]
     drugs = tuple(drug_spans(requests_, medication_index(data.resources)))
     view = trend_view(assessment, record, drugs, focus if isinstance(focus, str) else None)

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from cards.builder import CardRequest, build_cards, card_fingerprints, suppressed, wanted_cards
 from service.clinical import codes
 from service.clinical.assess import Assessment, assess
+from service.clinical.record import PatientRecord
 from service.clinical.thresholds import SiteCode, Thresholds
 from service.fhir.adapter import record_from_resources, site_code_map
 from service.web.acquire import PatientData
@@ -68,13 +69,20 @@ CKD_PREFETCH = ckd_prefetch()
 CKD_PREFETCH = ckd_prefetch()
 
 
-def run_engine(data: PatientData, thresholds: Thresholds, audit: dict[str, object]) -> Assessment:
-    """The clinical engine on the patient's data, `as_of` today in the configured time zone (spec §7.4)."""
+def assess_data(data: PatientData, thresholds: Thresholds) -> tuple[PatientRecord, Assessment]:
+    """The patient's record and the clinical engine on it, `as_of` today in the configured time zone (spec §7.4).
+    The cards and the kidney trend view (issue #23) both start here."""
     as_of = datetime.now(ZoneInfo(thresholds.service.timezone)).date()
     record = record_from_resources(data.patient, data.resources, site_codes=site_code_map(thresholds.site_codes))
+    return record, assess(record, as_of, thresholds)
+
+
+def run_engine(data: PatientData, thresholds: Thresholds, audit: dict[str, object]) -> Assessment:
+    """The clinical engine on the patient's data; the audit gets the dates of the results it read."""
+    record, assessment = assess_data(data, thresholds)
     audit["lab_dates"] = sorted({v.date.isoformat() for v in record.creatinine + record.reported_egfr} |
                                 {u.date.isoformat() for u in record.urine})[-20:]  # fmt: skip
-    return assess(record, as_of, thresholds)
+    return assessment
 
 
 def respond(call: ServiceCall) -> ServiceResult:
