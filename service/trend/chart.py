@@ -7,7 +7,6 @@ page puts a table beside every chart for screen readers and printing.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -62,31 +61,39 @@ class EgfrChart:
     conflicts: list[Tick]  # a dashed line on each date whose specimen gave conflicting results (S4), its text
 
 
-def time_axis(v: TrendView) -> tuple[date, date, int]:
-    """First day, last day and days shown, the same for every chart: from a month before the first result (eGFR,
-    urine, blood pressure) to today, at most the ten-year window; a year when there is no result. A drug started
-    earlier is drawn from the first day (its table gives the start): a metformin start in 1998 must not squeeze
-    ten years of eGFR into a corner."""
+@dataclass(frozen=True, slots=True)
+class Axis:
+    """The time axis every chart shares: first and last day, days between, and where a date falls."""
+
+    start: date
+    end: date
+    span: int
+
+    def x(self, d: date) -> float:
+        return LEFT + max(0, (d - self.start).days) / self.span * (WIDTH - LEFT - RIGHT)
+
+    def ticks(self) -> list[Tick]:
+        """1 January of each year, every second or more when there are many, so the labels never overlap."""
+        years = list(range(self.start.year + 1, self.end.year + 1))
+        step = max(1, math.ceil(len(years) / 8))
+        return [Tick(x=self.x(date(year, 1, 1)), label=str(year)) for year in years[::-1][::step][::-1]]
+
+
+def time_axis(v: TrendView) -> Axis:
+    """From a month before the first result (eGFR, urine, blood pressure) to today, at most the ten-year window; a
+    year when there is no result. A drug started earlier is drawn from the first day (its table gives the start): a
+    metformin start in 1998 must not squeeze ten years of eGFR into a corner."""
     firsts = [m.date for m in v.egfr] + [u.date for u in v.urine] + [d for d, _ in v.systolic]
     start = min(firsts) - timedelta(days=30) if firsts else v.as_of - timedelta(days=365)
     start = max(start, v.as_of - timedelta(days=WINDOW_DAYS))
-    return start, v.as_of, max((v.as_of - start).days, 30)
-
-
-def year_ticks(start: date, end: date, x: Callable[[date], float]) -> list[Tick]:
-    """1 January of each year, every second or more when there are many, so the labels never overlap."""
-    years = list(range(start.year + 1, end.year + 1))
-    step = max(1, math.ceil(len(years) / 8))
-    return [Tick(x=x(date(year, 1, 1)), label=str(year)) for year in years[::-1][::step][::-1]]
+    return Axis(start=start, end=v.as_of, span=max((v.as_of - start).days, 30))
 
 
 def egfr_chart(v: TrendView) -> EgfrChart:
     """The eGFR over time against the G bands, with the 60/30/15 lines, AKI-flagged values marked and the trend."""
-    start, end, span = time_axis(v)
+    axis = time_axis(v)
+    x = axis.x
     top_value = max([120.0, *(m.value + 10 for m in v.egfr)])
-
-    def x(d: date) -> float:
-        return LEFT + (d - start).days / span * (WIDTH - LEFT - RIGHT)
 
     def y(value: float) -> float:
         return TOP + (1 - min(value, top_value) / top_value) * (HEIGHT - TOP - BOTTOM)
@@ -111,7 +118,7 @@ def egfr_chart(v: TrendView) -> EgfrChart:
     if v.trend is not None:
         t = v.trend
         trend = (x(t.first), y(t.intercept), x(t.last), y(t.intercept + t.slope_per_year * t.x_last))
-    ticks = year_ticks(start, end, x)
+    ticks = axis.ticks()
     conflicts = [Tick(x=x(c.date), label=f"Conflicting creatinine results of one specimen on {c.date.isoformat()}: "
                       f"{', '.join(f'{r:.2f}' for r in c.results)} mg/dL (not used)") for c in v.conflicts]  # fmt: skip
     return EgfrChart(width=WIDTH, height=HEIGHT, bands=bands, lines=lines, dots=dots, trend=trend, ticks=ticks,
@@ -144,28 +151,25 @@ def drug_chart(v: TrendView) -> DrugChart:
     """One row per medicine on the eGFR chart's time axis, one bar per prescription: from its start to its end; to
     today while active; a prescription stopped with no end date runs, lighter, to the next prescription of the same
     medicine (a renewal), or is a mark at its start. The table beside the chart gives every prescription as recorded."""
-    start, end, span = time_axis(v)
-
-    def x(d: date) -> float:
-        return LEFT + max(0, (d - start).days) / span * (WIDTH - LEFT - RIGHT)
-
+    axis = time_axis(v)
+    x = axis.x
     rows: dict[str, list[DrugSpan]] = {}
     for d in v.drugs:  # by start: a row's place is its medicine's first prescription
         rows.setdefault(d.name, []).append(d)
     bars = []
     for row, spans in enumerate(rows.values()):
         for i, d in enumerate(spans):
-            first = max(d.start, start) if d.start else start
+            first = max(d.start, axis.start) if d.start else axis.start
             following = spans[i + 1].start if i + 1 < len(spans) else None
-            last = d.end or (end if not d.ended else (following or first))
+            last = d.end or (axis.end if not d.ended else (following or first))
             when = f"from {d.start.isoformat() if d.start else 'an unknown date'}"
             until = f" to {d.end.isoformat()}" if d.end else (" (end date not recorded)" if d.ended else ", active")
             title = f"{d.name} ({', '.join(d.classes)}), {d.status}, {when}{until}"
             bars.append(DrugBar(y=TOP + row * ROW, x1=x(first), x2=max(x(last), x(first) + 4),
                                 label=d.name if i == 0 else "", title=title, open_end=d.ended and d.end is None,
-                                open_start=d.start is None or d.start < start))  # fmt: skip
+                                open_start=d.start is None or d.start < axis.start))  # fmt: skip
     height = TOP + len(rows) * ROW + BOTTOM
-    return DrugChart(width=WIDTH, height=height, bars=bars, ticks=year_ticks(start, end, x))
+    return DrugChart(width=WIDTH, height=height, bars=bars, ticks=axis.ticks())
 
 
 A_FILL = {"A1": "#e8f3e8", "A2": "#fbf3d9", "A3": "#f7d6cf"}
@@ -196,11 +200,9 @@ def place_in_band(kind: str, unit: str | None, value: float | None, category: st
 
 def urine_chart(v: TrendView) -> UrineChart:
     """Urine albumin and protein over time against the A1–A3 bands, on the eGFR chart's time axis."""
-    start, end, span = time_axis(v)
+    axis = time_axis(v)
+    x = axis.x
     band_height = (URINE_HEIGHT - TOP - BOTTOM) / 3
-
-    def x(d: date) -> float:
-        return LEFT + max(0, (d - start).days) / span * (WIDTH - LEFT - RIGHT)
 
     bands = [Band(y=TOP + i * band_height, height=band_height, fill=A_FILL[a], label=a)
              for i, a in enumerate(("A3", "A2", "A1"))]  # fmt: skip
@@ -213,7 +215,7 @@ def urine_chart(v: TrendView) -> UrineChart:
         result = f"{ratio_text(u.value)} {u.unit}" if u.value is not None else f"dipstick {u.grade}"
         title = f"Urine {u.kind.upper()} {result} on {u.date.isoformat()} ({u.category})"
         marks.append(Dot(x=x(u.date), y=y, kind=u.kind, title=title))
-    ticks = year_ticks(start, end, x)
+    ticks = axis.ticks()
     return UrineChart(width=WIDTH, height=URINE_HEIGHT, bands=bands, marks=marks, ticks=ticks)
 
 
@@ -232,19 +234,17 @@ class BpChart:
 
 def bp_chart(v: TrendView) -> BpChart:
     """Systolic readings on the shared time axis, with the target line the blood-pressure card uses."""
-    start, end, span = time_axis(v)
+    axis = time_axis(v)
+    x = axis.x
     low = 60.0
     high = max([180.0, *(value + 10 for _, value in v.systolic)])
-
-    def x(d: date) -> float:
-        return LEFT + max(0, (d - start).days) / span * (WIDTH - LEFT - RIGHT)
 
     def y(value: float) -> float:
         return TOP + (1 - (min(max(value, low), high) - low) / (high - low)) * (BP_HEIGHT - TOP - BOTTOM)
 
     dots = [Dot(x=x(d), y=y(value), kind="bp", title=f"Systolic {math.floor(value)} mm Hg on {d.isoformat()}")
             for d, value in v.systolic]  # fmt: skip
-    ticks = year_ticks(start, end, x)
+    ticks = axis.ticks()
     levels = [Line(y=y(level), label=str(level)) for level in range(80, int(high) + 1, 20)]
     return BpChart(width=WIDTH, height=BP_HEIGHT, target=Line(y=y(v.bp_target), label=f"target < {v.bp_target}"),
                    levels=levels, dots=dots, ticks=ticks)  # fmt: skip
