@@ -191,18 +191,20 @@ def finish(saved: str, callback_url: str, http: requests.Session) -> tuple[Grant
     return grant, registration, iss
 
 
+def covers(granted: str, wanted: str) -> bool:
+    """A granted SMART scope allows a wanted one (`context/Type.perms`): the same context, the same type or `*`, and
+    SMART 1.0 `read` (read and search) or SMART 2.0 letters that include the wanted ones (a `?query` suffix is set
+    aside)."""
+    granted_resource, _, granted_perms = granted.partition(".")
+    wanted_resource, _, wanted_perms = wanted.partition(".")
+    granted_context, _, granted_type = granted_resource.partition("/")
+    wanted_context, _, wanted_type = wanted_resource.partition("/")
+    if granted_context != wanted_context or granted_type not in (wanted_type, "*"):
+        return False
+    perms = granted_perms.split("?")[0]
+    return perms == "read" or set(wanted_perms) <= set(perms)
+
+
 def missing_scopes(granted: frozenset[str]) -> list[str]:
-    """The data scopes the EHR did not grant. SMART 2.0 scopes, or their SMART 1.0 `.read` equivalents (which cover
-    read and search)."""
-    out = []
-    for scope in DATA_SCOPES:
-        resource, _, wanted = scope.partition(".")
-        old = f"{resource}.read"
-        star = f"{resource.split('/')[0]}/*."
-        if scope in granted or old in granted or f"{star}read" in granted:
-            continue
-        v2 = [g for g in granted if g.startswith(f"{resource}.") or g.startswith(star)]
-        if any(set(wanted) <= set(g.rpartition(".")[2].split("?")[0]) for g in v2):
-            continue
-        out.append(scope)
-    return out
+    """The data scopes the EHR did not grant."""
+    return [scope for scope in DATA_SCOPES if not any(covers(g, scope) for g in granted)]
