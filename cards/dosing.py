@@ -23,7 +23,7 @@ from cards.builder import (
     first_upper,
 )
 from service.clinical.dosing.engine import REASON_ORDER, Line, PatientFacts, decimals, floor1
-from service.clinical.dosing.table import InvariantError, Row, number
+from service.clinical.dosing.table import InvariantError, number
 from service.clinical.equations import Sex
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -82,9 +82,7 @@ def _age_days(patient: PatientFacts, as_of: date) -> int:
 
 def measure_text(line: Line, patient: PatientFacts, as_of: date) -> str:
     """{M} (RD-7.3)."""
-    row = line.row
-    if row is None:
-        raise InvariantError("row is missing")
+    row = line.required_row()
     if line.band == "dialysis":
         return "on dialysis"
     v = line.measure_value
@@ -138,9 +136,7 @@ def why_text(line: Line, patient: PatientFacts, as_of: date, weight_days: int, h
 
 
 def summary(line: Line, patient: PatientFacts, as_of: date, weight_days: int, height_days: int) -> str:
-    row = line.row
-    if row is None:
-        raise InvariantError("row is missing")
+    line.required_row()  # the invariant every card line keeps
     if line.ingredient is None:
         raise InvariantError("line.ingredient is missing")
     drug, Drug = line.ingredient, first_upper(line.ingredient)
@@ -184,9 +180,7 @@ def _sex(patient: PatientFacts) -> str:
 
 def kidney_text(line: Line, patient: PatientFacts) -> str:
     """{K} (RD-7.3)."""
-    row = line.row
-    if row is None:
-        raise InvariantError("row is missing")
+    row = line.required_row()
     if line.band == "dialysis":
         return "on dialysis"
     scr = patient.scr
@@ -280,9 +274,7 @@ def reason_sentences(line: Line, patient: PatientFacts, as_of: date, weight_days
 
 def detail(line: Line, patient: PatientFacts, as_of: date, weight_days: int, height_days: int,
            vte_date: date | None) -> str:  # fmt: skip
-    row = line.row
-    if row is None:
-        raise InvariantError("row is missing")
+    row = line.required_row()
     if line.ingredient is None:
         raise InvariantError("line.ingredient is missing")
     d = dose_text(line) or "dose could not be read"
@@ -508,9 +500,7 @@ def _card(req: DosingRequest, rule: str, order_id: str, indicator: str, summary_
 
 
 def line_card(line: Line, patient: PatientFacts, req: DosingRequest, as_of: date) -> dict[str, Any]:
-    row: Row | None = line.row
-    if row is None:
-        raise InvariantError("row is missing")
+    row = line.required_row()
     if line.rule_id is None:
         raise InvariantError("line.rule_id is missing")
     if line.indicator is None:

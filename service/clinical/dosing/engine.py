@@ -220,6 +220,12 @@ class Line:
     criteria: list[Criterion] = field(default_factory=list)
     continuing: bool = False
 
+    def required_row(self) -> Row:
+        """The drug table row of a line that has a rule (every card line does); InvariantError otherwise."""
+        if self.row is None:
+            raise InvariantError("row is missing")
+        return self.row
+
     def as_json(self) -> dict[str, Any]:
         """RD-9.3: every key present, numbers unrounded."""
         dose = self.dose
